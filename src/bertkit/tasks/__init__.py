@@ -1,0 +1,1 @@
+"""Tasks: what turns logits into losses, predictions and metrics (classification, NER, QA)."""
