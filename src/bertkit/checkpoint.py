@@ -73,14 +73,14 @@ def _rename(name: str, table: list[tuple[re.Pattern, str]]) -> str | None:
     for pat, template in table:
         m = pat.match(name)
         if m:
-            return template.replace("{i}", m.groupdict().get("i") or "") + name[m.end():]
+            return template.replace("{i}", m.groupdict().get("i") or "") + name[m.end() :]
     return None
 
 
 def normalize_hf_name(name: str) -> str:
     """Strip the `bert.` prefix and turn legacy TF-era `gamma`/`beta` into `weight`/`bias`."""
     if name.startswith("bert."):
-        name = name[len("bert."):]
+        name = name[len("bert.") :]
     name = re.sub(r"\.gamma$", ".weight", name)
     name = re.sub(r"\.beta$", ".bias", name)
     name = name.replace("cls.predictions.decoder.bias", "cls.predictions.bias")
@@ -123,12 +123,14 @@ def bertkit_to_hf(state: dict[str, torch.Tensor], encoder_prefix: str) -> dict[s
     for name, tensor in state.items():
         tensor = tensor.detach().contiguous()
         if name.startswith("bert."):
-            name = name[len("bert."):]
+            name = name[len("bert.") :]
         m = re.match(r"^layers\.(\d+)\.attn\.qkv\.(weight|bias)$", name)
         if m:
             layer, kind = m.groups()
             for which, part in zip(("query", "key", "value"), tensor.chunk(3), strict=True):
-                out[f"{encoder_prefix}encoder.layer.{layer}.attention.self.{which}.{kind}"] = part.contiguous()
+                out[f"{encoder_prefix}encoder.layer.{layer}.attention.self.{which}.{kind}"] = (
+                    part.contiguous()
+                )
             continue
         hf = reverse_exact.get(name) or _rename(name, _OURS_TO_HF)
         if hf is None:

@@ -23,9 +23,222 @@ def _tokenizer_train(args: argparse.Namespace) -> None:
     print(f"trained a WordPiece vocabulary of {tok.vocab_size} tokens; saved to {args.output}")
 
 
+def _info(args: argparse.Namespace) -> None:
+    from bertkit.heads import load_model
+
+    model = load_model(args.model)
+    c = model.config
+    n = sum(p.numel() for p in model.parameters())
+    print(f"{args.model}: {type(model).__name__}, {n / 1e6:.1f} M parameters")
+    print(
+        f"  layers {c.num_hidden_layers}, hidden {c.hidden_size}, heads {c.num_attention_heads}, "
+        f"intermediate {c.intermediate_size}, activation {c.hidden_act}"
+    )
+    print(f"  vocabulary {c.vocab_size}, max positions {c.max_position_embeddings}")
+    if c.id2label:
+        print(f"  labels: {', '.join(c.id2label[i] for i in sorted(c.id2label))}")
+
+
+def _data_opts(args: argparse.Namespace) -> dict:
+    return {
+        "text_column": args.text_column,
+        "pair_column": args.pair_column,
+        "label_column": args.label_column,
+        "token_column": args.token_column,
+        "tag_column": args.tag_column,
+        "scheme": args.scheme,
+        "strip_digit_suffix": args.strip_digit_suffix or None,
+        "regression": getattr(args, "regression", None),
+    }
+
+
+def _finetune(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from bertkit.finetune import build_task, finetune
+    from bertkit.report import write_report
+    from bertkit.train import TrainArgs
+
+    task, train, dev, test = build_task(args.task, args, _data_opts(args))
+    targs = TrainArgs(
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup=args.warmup,
+        bf16=False if args.no_bf16 else None,
+        eval_every=args.eval_every,
+        patience=args.patience,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    metrics = finetune(
+        task,
+        Path(args.model),
+        train,
+        dev,
+        test,
+        Path(args.output),
+        targs,
+        overwrite=args.overwrite,
+        write_report=write_report,
+    )
+    for split in ("dev", "test"):
+        if split in metrics:
+            shown = {k: round(v, 4) for k, v in metrics[split].items() if isinstance(v, float)}
+            print(f"{split}: {shown}")
+    print(f"trained in {metrics['train']['seconds']} s; model and report in {args.output}")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from bertkit.finetune import evaluate_dir
+
+    metrics = evaluate_dir(
+        Path(args.model),
+        Path(args.data),
+        args.format,
+        _data_opts(args),
+        Path(args.output),
+        unknown_label=args.unknown_label,
+    )
+    shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
+    print(f"{shown}\nreport in {args.output}")
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from bertkit.finetune import predict_stream
+
+    predict_stream(args.model, args.input, args.output, args.format, _data_opts(args))
+
+
+def _add_data_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data format")
+    g.add_argument(
+        "--format",
+        choices=["tsv", "csv", "jsonl", "conll", "spans", "squad"],
+        default=None,
+        help="file format (default: from the task and the file extension)",
+    )
+    g.add_argument("--text-column", help="text column: header name or 0-based index")
+    g.add_argument("--pair-column", help="second text column for sentence pairs")
+    g.add_argument("--label-column", help="label column: header name or 0-based index")
+    g.add_argument("--token-column", type=int, default=None, help="CoNLL: token column index (default 0)")
+    g.add_argument(
+        "--tag-column", type=int, default=None, help="CoNLL: tag column index (default -1, the last)"
+    )
+    g.add_argument(
+        "--scheme",
+        choices=["auto", "iob1", "iob2", "bioes"],
+        default=None,
+        help="CoNLL tagging scheme of the file (default auto); tags are normalised to IOB2",
+    )
+    g.add_argument(
+        "--strip-digit-suffix",
+        action="store_true",
+        help="CoNLL: strip a trailing digit from each token (Weibo NER's word-position marks)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bertkit", description="BERT end to end on PyTorch.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    info = sub.add_parser(
+        "info",
+        help="load a model directory and describe it",
+        description="Load a Hugging Face-format BERT directory and print a summary; "
+        "a quick check that a checkpoint is readable.",
+    )
+    info.add_argument("model", help="model directory (config.json + model.safetensors)")
+    info.set_defaults(func=_info)
+
+    ft = sub.add_parser(
+        "finetune",
+        help="fine-tune a model on a task and write a model + report directory",
+        description="Fine-tune a BERT directory on text classification/regression, NER or "
+        "extractive QA. Writes a loadable model, metrics.json and report/ to --output.",
+    )
+    ft.add_argument("--task", choices=["classify", "ner", "qa"], required=True, help="what to train")
+    ft.add_argument(
+        "--model", required=True, help="starting model directory (HF layout with tokenizer files)"
+    )
+    ft.add_argument("--train", required=True, help="training file")
+    ft.add_argument(
+        "--dev", required=True, help="development file: evaluated during training, picks the best"
+    )
+    ft.add_argument("--test", help="test file, evaluated once with the best weights")
+    ft.add_argument(
+        "--output", required=True, help="output directory (must be new or empty unless --overwrite)"
+    )
+    ft.add_argument(
+        "--overwrite", action="store_true", help="replace an existing output directory at the end"
+    )
+    _add_data_flags(ft)
+    t = ft.add_argument_group("task")
+    t.add_argument("--regression", action="store_true", help="classify: a numeric target (MSE loss)")
+    t.add_argument("--positive-label", help="classify: report F1 of this class and select by it (e.g. 1)")
+    t.add_argument(
+        "--windows",
+        action="store_true",
+        help="classify: cover long texts with overlapping windows instead of truncating",
+    )
+    t.add_argument(
+        "--stride",
+        type=int,
+        default=None,
+        help="tokens shared by consecutive windows (classify 64, ner 32, qa doc stride 128)",
+    )
+    t.add_argument(
+        "--head", choices=["softmax", "crf", "bilstm-crf"], default="softmax", help="ner: tag decoder"
+    )
+    t.add_argument("--max-length", type=int, default=None, help="tokens per window (default 128; qa 384)")
+    t.add_argument(
+        "--unknown-label",
+        default=None,
+        help="map dev/test labels unseen in training to this label instead of failing",
+    )
+    o = ft.add_argument_group("training")
+    o.add_argument("--epochs", type=float, default=3.0, help="training epochs (default 3)")
+    o.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
+    o.add_argument("--batch-size", type=int, default=32, help="examples per batch (default 32)")
+    o.add_argument("--grad-accum", type=int, default=1, help="batches per optimizer step (default 1)")
+    o.add_argument("--lr", type=float, default=5e-5, help="peak learning rate (default 5e-5)")
+    o.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default 0.01)")
+    o.add_argument("--warmup", type=float, default=0.1, help="warm-up: fraction of steps if < 1, else steps")
+    o.add_argument("--no-bf16", action="store_true", help="train in fp32 even where bf16 is faster")
+    o.add_argument(
+        "--eval-every", type=int, default=None, help="evaluate every N steps (default: each epoch)"
+    )
+    o.add_argument("--patience", type=int, default=None, help="early stopping: evaluations without gain")
+    o.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    o.add_argument("--quiet", action="store_true", help="no progress bar")
+    ft.set_defaults(func=_finetune)
+
+    ev = sub.add_parser("evaluate", help="evaluate a fine-tuned model on a labelled file and write a report")
+    ev.add_argument("--model", required=True, help="fine-tuned model directory")
+    ev.add_argument("--data", required=True, help="labelled file in the task's format")
+    ev.add_argument("--output", required=True, help="report directory to write")
+    ev.add_argument("--unknown-label", default=None, help="map labels the model does not know to this one")
+    _add_data_flags(ev)
+    ev.set_defaults(func=_evaluate)
+
+    pr = sub.add_parser(
+        "predict",
+        help="predict with a fine-tuned model; JSON lines out",
+        description="Read texts (one per line, or JSON lines with 'text'/'text_pair', or "
+        "'question'/'context' for QA, or a file in the task's format via --format) and write "
+        "one JSON line per input: label and probabilities, entities with character offsets, "
+        "or answers with scores.",
+    )
+    pr.add_argument("--model", required=True, help="fine-tuned model directory")
+    pr.add_argument("--input", default="-", help="input file, or - for standard input (default)")
+    pr.add_argument("--output", default="-", help="output file, or - for standard output (default)")
+    _add_data_flags(pr)
+    pr.set_defaults(func=_predict)
 
     tok = sub.add_parser("tokenizer", help="WordPiece tokenizer tools")
     tok_sub = tok.add_subparsers(dest="tokenizer_command", required=True, metavar="ACTION")

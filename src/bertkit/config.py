@@ -78,8 +78,12 @@ class BertConfig:
         if name not in PRESETS:
             raise BertkitError(f"unknown config preset {name!r}; expected one of {', '.join(PRESETS)}")
         layers, hidden, heads = PRESETS[name]
-        kw = dict(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads,
-                  intermediate_size=4 * hidden)
+        kw = dict(
+            num_hidden_layers=layers,
+            hidden_size=hidden,
+            num_attention_heads=heads,
+            intermediate_size=4 * hidden,
+        )
         kw.update(overrides)
         return cls(**kw)
 
@@ -90,8 +94,15 @@ class BertConfig:
         def bad(name: str, expected: str) -> BertkitError:
             return BertkitError(f"{where}field {name!r} = {getattr(self, name)!r}, expected {expected}")
 
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                     "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "type_vocab_size",
+        ):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise bad(name, "a positive integer")

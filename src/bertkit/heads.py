@@ -168,3 +168,25 @@ class BertForQuestionAnswering(_HeadModel):
         h = self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state
         start, end = self.qa_outputs(h).unbind(dim=-1)  # (B, T) each
         return SpanOutput(start, end)
+
+
+MODEL_CLASSES = {
+    cls.__name__: cls
+    for cls in (
+        BertModel,
+        BertForMaskedLM,
+        BertForPreTraining,
+        BertForNextSentencePrediction,
+        BertForSequenceClassification,
+        BertForTokenClassification,
+        BertForQuestionAnswering,
+    )
+}
+
+
+def load_model(directory, **kwargs):
+    """Load a directory into the class its config.json names under `architectures`
+    (what `transformers` writes), or a bare BertModel when it names none bertkit knows."""
+    config = BertConfig.from_pretrained(directory)
+    name = (config.architectures or ["BertModel"])[0]
+    return MODEL_CLASSES.get(name, BertModel).from_pretrained(directory, config=config, **kwargs)

@@ -181,7 +181,7 @@ class BertModel(PretrainedMixin, nn.Module):
         self.apply(lambda m: init_weights(m, config.initializer_range))
 
     def set_attention_impl(self, impl: str) -> None:
-        """"sdpa" (default) or "eager" (the plain formula, a reference for tests)."""
+        """ "sdpa" (default) or "eager" (the plain formula, a reference for tests)."""
         if impl not in ("sdpa", "eager"):
             raise ValueError(f"attention implementation must be 'sdpa' or 'eager', not {impl!r}")
         for layer in self.layers:

@@ -1,0 +1,264 @@
+"""Fine-tune a checkpoint on a task and write a complete, loadable output directory.
+
+The run is staged in a hidden sibling directory and renamed into place only when everything
+(model, tokenizer, metrics, report) is written, so an interrupted run never leaves an output
+directory that looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bertkit.config import BertConfig
+from bertkit.errors import BertkitError
+from bertkit.fileio import write_json
+from bertkit.tasks.batching import length_grouped_order, pad_batch
+from bertkit.tokenizer import Tokenizer
+from bertkit.train import TrainArgs, fit, set_seed
+
+
+def staging_dir(output: Path, overwrite: bool) -> Path:
+    """A fresh hidden directory beside `output` for the run to write into."""
+    if output.exists() and any(output.iterdir()) and not overwrite:
+        raise BertkitError(
+            "output directory exists and is not empty (pass --overwrite to replace it)", output
+        )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    stage = output.parent / f".{output.name}.partial-{os.getpid()}"
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir()
+    return stage
+
+
+def publish(stage: Path, output: Path) -> None:
+    """Move the finished run into place; an old output (with --overwrite) goes only afterwards."""
+    old = None
+    if output.exists():
+        old = output.parent / f".{output.name}.old-{os.getpid()}"
+        os.replace(output, old)
+    os.replace(stage, output)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def training_batches(task, feats: list[dict], batch_size: int, pad_id: int, seed: int):
+    lengths = [len(f["input_ids"]) for f in feats]
+    keys = [k for k in ("labels", "start_positions", "end_positions") if k in feats[0]]
+
+    def batches(epoch: int):
+        for idx in length_grouped_order(lengths, batch_size, seed + epoch):
+            yield pad_batch([feats[i] for i in idx], pad_id, keys)
+
+    return batches, -(-len(feats) // batch_size)
+
+
+def finetune(
+    task,
+    model_dir: Path,
+    train_examples: list,
+    dev_examples: list,
+    test_examples: list | None,
+    output: Path,
+    args: TrainArgs,
+    overwrite: bool = False,
+    task_info: dict[str, Any] | None = None,
+    write_report=None,
+) -> dict[str, Any]:
+    """Train `task`'s model from `model_dir`; returns the metrics written to metrics.json."""
+    stage = staging_dir(output, overwrite)
+    try:
+        set_seed(args.seed)
+        tokenizer = Tokenizer.from_pretrained(model_dir)
+        config = BertConfig.from_pretrained(model_dir)
+        task.configure(config)
+        model = task.model_class.from_pretrained(model_dir, config=config, ignore_mismatched_sizes=True)
+        train_feats = task.features(tokenizer, train_examples)
+        # a QA window without an answer position (unanswerable example) cannot be trained on
+        train_feats = [f for f in train_feats if "labels" in f or "start_positions" in f]
+        if not train_feats:
+            raise BertkitError("no training examples with labels")
+        dev_feats = task.features(tokenizer, dev_examples)
+        pad = tokenizer.pad_token_id
+        batches, steps = training_batches(task, train_feats, args.batch_size, pad, args.seed)
+
+        def evaluate(m) -> dict:
+            preds = task.predict(m, dev_feats, dev_examples, pad)
+            return task.metrics(dev_examples, preds)
+
+        t0 = time.perf_counter()
+        result = fit(model, batches, steps, task.loss, evaluate, task.main_metric, args, log_dir=stage)
+        train_seconds = time.perf_counter() - t0
+        metrics: dict[str, Any] = {}
+        reports = {}
+        for split, examples, feats in (("dev", dev_examples, dev_feats), ("test", test_examples, None)):
+            if not examples:
+                continue
+            feats = feats if feats is not None else task.features(tokenizer, examples)
+            with torch.inference_mode():
+                preds = task.predict(model, feats, examples, pad)
+            metrics[split] = task.metrics(examples, preds)
+            reports[split] = (examples, preds)
+        metrics["train"] = {
+            "seconds": round(train_seconds, 1),
+            "steps": result.steps,
+            "best_step": result.best_step,
+            "examples": len(train_examples),
+        }
+        config.extra["bertkit"] = {**(task_info or {}), **task.info()}
+        model.save_pretrained(stage)
+        tokenizer.save_pretrained(stage)
+        write_json(stage / "metrics.json", metrics)
+        write_json(stage / "train_args.json", asdict(args))
+        if write_report is not None:
+            for split, (examples, preds) in reports.items():
+                write_report(stage / "report" / split, task, examples, preds, metrics[split], result.history)
+        publish(stage, output)
+        return metrics
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
+def load_task_info(model_dir: Path) -> dict[str, Any]:
+    config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    info = config.get("bertkit")
+    if not isinstance(info, dict) or "task" not in info:
+        raise BertkitError(
+            "config.json has no 'bertkit' task section: not a bertkit fine-tuned model", model_dir
+        )
+    return info
+
+
+def build_task(name: str, args, opts: dict):
+    """The task object and its train/dev/test examples, from CLI-style arguments."""
+    from bertkit.data import check_labels, label_vocab, load_examples
+    from bertkit.tasks.classify import ClassifyTask
+    from bertkit.tasks.ner import NerTask
+    from bertkit.tasks.qa import QATask
+
+    read = lambda path: load_examples(name, path, args.format, **opts) if path else None  # noqa: E731
+    train, dev, test = read(args.train), read(args.dev), read(args.test)
+    if not train:
+        raise BertkitError("no training examples", args.train)
+    max_len = args.max_length
+    if name == "qa":
+        task = QATask(max_length=max_len or 384, doc_stride=args.stride or 128)
+        return task, train, dev, test
+    labels = None if opts.get("regression") else label_vocab(train)
+    if name == "ner":
+        task = NerTask(labels, head=args.head, max_length=max_len or 128, stride=args.stride or 32)
+    else:
+        if labels is not None and any(e.label is None for e in train):
+            raise BertkitError("the training file has no labels (pass --label-column)", args.train)
+        if args.positive_label is not None and labels is not None and args.positive_label not in labels:
+            raise BertkitError(
+                f"--positive-label {args.positive_label!r} is not a training label ({', '.join(labels)})"
+            )
+        task = ClassifyTask(
+            labels,
+            max_length=max_len or 128,
+            windows=args.windows,
+            stride=args.stride or 64,
+            positive_label=args.positive_label,
+        )
+    if labels is not None:
+        label2id = {x: i for i, x in enumerate(labels)}
+        dev = check_labels(dev, label2id, args.dev, args.unknown_label)
+        if test:
+            test = check_labels(test, label2id, args.test, args.unknown_label)
+    return task, train, dev, test
+
+
+def evaluate_dir(
+    model_dir: Path, data: Path, fmt: str | None, opts: dict, output: Path, unknown_label: str | None = None
+) -> dict:
+    """Evaluate a fine-tuned directory on a labelled file; write the report to `output`."""
+    from bertkit.data import check_labels, load_examples
+    from bertkit.pipeline import Pipeline
+    from bertkit.report import write_report
+
+    pipe = Pipeline(model_dir)
+    task = pipe.task
+    if task.name == "classify":
+        opts = {**opts, "regression": task.regression}
+    examples = load_examples(task.name, data, fmt, **opts)
+    labels = getattr(task, "labels", None)
+    if labels:
+        examples = check_labels(examples, {x: i for i, x in enumerate(labels)}, data, unknown_label)
+    preds = pipe.run(examples)
+    metrics = task.metrics(examples, preds)
+    stage = staging_dir(output, overwrite=True)
+    try:
+        write_report(stage, task, examples, preds, metrics)
+        publish(stage, output)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return metrics
+
+
+def predict_stream(
+    model_dir: str, source: str, dest: str, fmt: str | None, opts: dict, chunk: int = 256
+) -> None:
+    """JSON lines in (or plain text lines, or a file in the task's format), JSON lines out."""
+    import sys
+
+    from bertkit.data import load_examples
+    from bertkit.data.readers import QAExample, TextExample
+    from bertkit.fileio import atomic_open
+    from bertkit.pipeline import Pipeline, words_of
+
+    pipe = Pipeline(model_dir)
+    task = pipe.task
+    if fmt is not None:
+        examples = load_examples(task.name, source, fmt, **opts)
+    else:
+        try:
+            raw = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise BertkitError(f"cannot read input ({e})", source) from None
+        examples = []
+        for n, line in enumerate(raw.splitlines(), 1):
+            if not line.strip():
+                continue
+            obj = None
+            if line.lstrip().startswith("{"):
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise BertkitError(f"line {n}: invalid JSON ({e.msg})", source) from None
+            if task.name == "qa":
+                if (
+                    not isinstance(obj, dict)
+                    or not isinstance(obj.get("question"), str)
+                    or not isinstance(obj.get("context"), str)
+                ):
+                    raise BertkitError(
+                        f"line {n}: expected a JSON object with 'question' and 'context'", source
+                    )
+                examples.append(QAExample(str(obj.get("id", n)), obj["question"], obj["context"], [], None))
+                continue
+            text = obj.get("text") if isinstance(obj, dict) else line
+            if not isinstance(text, str):
+                raise BertkitError(f"line {n}: expected a 'text' string field", source)
+            if task.name == "ner":
+                examples.append(words_of(text))
+            else:
+                pair = obj.get("text_pair") if isinstance(obj, dict) else None
+                examples.append(TextExample(text, pair, None, n))
+    with atomic_open(dest) if dest != "-" else contextlib.nullcontext(sys.stdout) as f:
+        for s in range(0, len(examples), chunk):
+            part = examples[s : s + chunk]
+            for e, p in zip(part, pipe.run(part), strict=True):
+                row = {"text": e.text, **p} if task.name != "qa" else {"id": e.id, **p}
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -1,0 +1,98 @@
+"""Ready-to-call pipelines on a fine-tuned directory, as `transformers.pipeline` users expect:
+
+clf = bertkit.pipeline("text-classification", model="out/sst2")
+clf(["a gripping film", "dull"])  # [{"label": "1", "score": 0.97, "scores": {...}}, ...]
+ner = bertkit.pipeline("ner", model="out/conll")
+ner("Angela Merkel visited Paris")  # [{"text": "Angela Merkel", "label": "PER", "start": 0, ...}]
+qa = bertkit.pipeline("question-answering", model="out/squad")
+qa(question="Who?", context="...")  # {"answer": ..., "start": ..., "end": ..., "score": ...}
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from bertkit.config import BertConfig
+from bertkit.data.readers import QAExample, TextExample, TokenExample
+from bertkit.errors import BertkitError
+from bertkit.finetune import load_task_info
+from bertkit.tasks.classify import ClassifyTask
+from bertkit.tasks.ner import NerTask
+from bertkit.tasks.qa import QATask
+from bertkit.tokenizer import Tokenizer
+
+TASKS = {"classify": ClassifyTask, "ner": NerTask, "qa": QATask}
+ALIASES = {
+    "text-classification": "classify",
+    "sentiment-analysis": "classify",
+    "ner": "ner",
+    "token-classification": "ner",
+    "question-answering": "qa",
+}
+
+# A word: a run of non-space characters, except that every CJK character stands alone (as BERT splits them).
+_WORD = re.compile(
+    r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]|[^\s\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]+"
+)
+
+
+def words_of(text: str) -> TokenExample:
+    """Split raw text into words with their character offsets, for NER on plain text."""
+    spans = [(m.start(), m.end()) for m in _WORD.finditer(text)]
+    return TokenExample([text[s:e] for s, e in spans], None, text, spans, 0)
+
+
+def load_task(model_dir: str | Path):
+    """The task a fine-tuned directory was trained for, rebuilt from its config.json."""
+    info = load_task_info(Path(model_dir))
+    config = BertConfig.from_pretrained(model_dir)
+    if info["task"] not in TASKS:
+        raise BertkitError(f"config.json names an unknown task {info['task']!r}", model_dir)
+    return TASKS[info["task"]].from_info(info, config)
+
+
+class Pipeline:
+    def __init__(self, model_dir: str | Path, device: str | torch.device | None = None):
+        self.task = load_task(model_dir)
+        self.tokenizer = Tokenizer.from_pretrained(model_dir)
+        self.model = self.task.model_class.from_pretrained(model_dir).eval()
+        if device is not None:
+            self.model.to(device)
+
+    def run(self, examples: list) -> list[dict]:
+        if not examples:
+            return []
+        feats = self.task.features(self.tokenizer, examples, with_labels=False)
+        return self.task.predict(self.model, feats, examples, self.tokenizer.pad_token_id)
+
+    def __call__(self, inputs=None, text_pair=None, *, question=None, context=None):
+        name = self.task.name
+        if name == "qa":
+            single = isinstance(question, str)
+            qs, cs = ([question], [context]) if single else (question, context)
+            out = self.run(
+                [QAExample(str(i), q, c, [], None) for i, (q, c) in enumerate(zip(qs, cs, strict=True))]
+            )
+            return out[0] if single else out
+        single = isinstance(inputs, str)
+        texts = [inputs] if single else list(inputs)
+        if name == "ner":
+            out = [p["entities"] for p in self.run([words_of(t) for t in texts])]
+        else:
+            pairs = [text_pair] if single else (text_pair or [None] * len(texts))
+            out = self.run([TextExample(t, p, None, 0) for t, p in zip(texts, pairs, strict=True)])
+        return out[0] if single else out
+
+
+def pipeline(task: str, model: str | Path, device: str | torch.device | None = None) -> Pipeline:
+    """A pipeline for a fine-tuned directory; `task` must match what the model was trained for."""
+    want = ALIASES.get(task)
+    if want is None:
+        raise BertkitError(f"unknown pipeline task {task!r}; expected one of {', '.join(ALIASES)}")
+    pipe = Pipeline(model, device)
+    if pipe.task.name != want:
+        raise BertkitError(f"the model was fine-tuned for {pipe.task.name!r}, not {want!r}", model)
+    return pipe

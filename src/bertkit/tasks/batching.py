@@ -1,0 +1,68 @@
+"""Batches of token ids: dynamic padding, length-grouped shuffling for training, and
+length-sorted batches for inference (order restored afterwards)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+
+import torch
+
+IGNORE = -100  # label of positions the loss skips (sub-tokens, special tokens, padding)
+
+
+def pad_batch(features: Sequence[dict], pad_id: int, keys: Sequence[str] = ()) -> dict[str, torch.Tensor]:
+    """Pad `input_ids`/`token_type_ids`/`attention_mask` to the longest row; per-token label lists in
+    `keys` are padded with IGNORE; scalar fields become a tensor."""
+    T = max(len(f["input_ids"]) for f in features)
+    B = len(features)
+    ids = torch.full((B, T), pad_id, dtype=torch.long)
+    types = torch.zeros((B, T), dtype=torch.long)
+    mask = torch.zeros((B, T), dtype=torch.long)
+    for i, f in enumerate(features):
+        n = len(f["input_ids"])
+        ids[i, :n] = torch.tensor(f["input_ids"])
+        types[i, :n] = torch.tensor(f["token_type_ids"])
+        mask[i, :n] = 1
+    batch = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
+    for key in keys:
+        values = [f[key] for f in features]
+        if isinstance(values[0], list):
+            t = torch.full((B, T), IGNORE, dtype=torch.long)
+            for i, v in enumerate(values):
+                t[i, : len(v)] = torch.tensor(v)
+            batch[key] = t
+        else:
+            batch[key] = torch.tensor(values)
+    return batch
+
+
+def length_grouped_order(lengths: Sequence[int], batch_size: int, seed: int) -> list[list[int]]:
+    """Shuffled training batches of similar lengths: shuffle, cut into mega-batches of 50 batches,
+    sort each by length, split, shuffle the batches. Padding drops to a few percent while every
+    epoch still sees a fresh random order (the `group_by_length` sampler of transformers)."""
+    rng = random.Random(seed)
+    idx = list(range(len(lengths)))
+    rng.shuffle(idx)
+    mega = batch_size * 50
+    batches = []
+    for s in range(0, len(idx), mega):
+        chunk = sorted(idx[s : s + mega], key=lambda i: -lengths[i])
+        batches += [chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def sorted_order(lengths: Sequence[int], max_tokens: int, max_batch: int = 256) -> Iterator[list[int]]:
+    """Inference batches of similar lengths within a token budget (B * T <= max_tokens);
+    the caller puts results back in input order by the indices."""
+    idx = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batch: list[int] = []
+    for i in idx:
+        longest = lengths[batch[0]] if batch else lengths[i]
+        if batch and ((len(batch) + 1) * longest > max_tokens or len(batch) >= max_batch):
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch

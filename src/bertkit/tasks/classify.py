@@ -1,0 +1,152 @@
+"""Sequence classification and regression: single texts or pairs.
+
+Long texts are not silently cut: with `windows=True` each text becomes overlapping windows of
+`max_length` tokens (stride `stride`), every window is trained with the text's label, and a
+text's prediction is the mean of its windows' logits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from bertkit.config import BertConfig
+from bertkit.errors import BertkitError
+from bertkit.heads import BertForSequenceClassification
+from bertkit.metrics import classification_metrics, regression_metrics
+from bertkit.tasks.batching import pad_batch, sorted_order
+from bertkit.tokenizer import Tokenizer
+
+
+@dataclass
+class ClassifyTask:
+    labels: list[str] | None  # None for regression
+    max_length: int = 128
+    windows: bool = False
+    stride: int = 64  # tokens shared by consecutive windows
+    positive_label: str | None = None  # for binary F1 (e.g. MRPC's "1")
+
+    name = "classify"
+    model_class = BertForSequenceClassification
+
+    @property
+    def regression(self) -> bool:
+        return self.labels is None
+
+    @property
+    def main_metric(self) -> str:
+        if self.regression:
+            return "pearson"
+        return "f1" if self.positive_label is not None else "accuracy"
+
+    def configure(self, config: BertConfig) -> None:
+        """Name the head's outputs in the config (saved as id2label/label2id)."""
+        if self.regression:
+            config.set_labels(["score"])
+            config.problem_type = "regression"
+        else:
+            config.set_labels(self.labels)
+            config.problem_type = "single_label_classification"
+
+    def info(self) -> dict:
+        return {
+            "task": self.name,
+            "max_length": self.max_length,
+            "windows": self.windows,
+            "stride": self.stride,
+            "positive_label": self.positive_label,
+            "regression": self.regression,
+        }
+
+    @classmethod
+    def from_info(cls, info: dict, config: BertConfig) -> ClassifyTask:
+        labels = None if info.get("regression") else [config.id2label[i] for i in sorted(config.id2label)]
+        return cls(
+            labels,
+            info.get("max_length", 128),
+            info.get("windows", False),
+            info.get("stride", 64),
+            info.get("positive_label"),
+        )
+
+    def features(self, tokenizer: Tokenizer, examples: Sequence, with_labels: bool = True) -> list[dict]:
+        """Token ids per window; `example` indexes the text a window belongs to."""
+        texts = [e.text for e in examples]
+        pairs = [e.pair for e in examples]
+        has_pairs = any(p is not None for p in pairs)
+        if has_pairs and not all(p is not None for p in pairs):
+            raise BertkitError("some examples have a second text (pair) and others do not")
+        enc = tokenizer(
+            texts,
+            pairs if has_pairs else None,
+            truncation="longest_first" if not (self.windows and has_pairs) else "only_second",
+            max_length=self.max_length,
+            return_overflowing_tokens=self.windows,
+            stride=self.stride if self.windows else 0,
+        )
+        owners = enc["overflow_to_sample_mapping"] if self.windows else range(len(examples))
+        label2id = {name: i for i, name in enumerate(self.labels or [])}
+        feats = []
+        for row, owner in enumerate(owners):
+            f = {
+                "input_ids": enc["input_ids"][row],
+                "token_type_ids": enc["token_type_ids"][row],
+                "example": owner,
+            }
+            if with_labels:
+                label = examples[owner].label
+                f["labels"] = float(label) if self.regression else label2id[label]
+            feats.append(f)
+        return feats
+
+    def loss(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).logits
+        if self.regression:
+            return F.mse_loss(logits.squeeze(-1).float(), batch["labels"].float())
+        return F.cross_entropy(logits.float(), batch["labels"])
+
+    @torch.inference_mode()
+    def logits(
+        self, model, feats: list[dict], n_examples: int, pad_id: int, max_tokens: int = 8192
+    ) -> torch.Tensor:
+        """(N, C) logits per example: length-sorted batches, window logits averaged per example."""
+        device = next(model.parameters()).device
+        out = torch.zeros(n_examples, 1 if self.regression else len(self.labels))
+        count = torch.zeros(n_examples)
+        for idx in sorted_order([len(f["input_ids"]) for f in feats], max_tokens):
+            batch = pad_batch([feats[i] for i in idx], pad_id)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).logits
+            owners = torch.tensor([feats[i]["example"] for i in idx])
+            out.index_add_(0, owners, logits.float().cpu())
+            count.index_add_(0, owners, torch.ones(len(idx)))
+        return out / count.clamp(min=1)[:, None]
+
+    def predict(self, model, feats: list[dict], examples: Sequence, pad_id: int) -> list[dict]:
+        return self.predictions(self.logits(model, feats, len(examples), pad_id))
+
+    def predictions(self, logits: torch.Tensor) -> list[dict]:
+        if self.regression:
+            return [{"score": float(v)} for v in logits[:, 0]]
+        probs = logits.softmax(-1)
+        return [
+            {
+                "label": self.labels[int(p.argmax())],
+                "score": float(p.max()),
+                "scores": {name: float(x) for name, x in zip(self.labels, p, strict=True)},
+            }
+            for p in probs
+        ]
+
+    def metrics(self, examples: Sequence, preds: list[dict]) -> dict:
+        if self.regression:
+            return regression_metrics([float(e.label) for e in examples], [p["score"] for p in preds])
+        return classification_metrics(
+            [e.label for e in examples],
+            [p["label"] for p in preds],
+            self.labels,
+            positive_label=self.positive_label,
+        )

@@ -1,0 +1,251 @@
+"""Named-entity recognition: word-level tags from sub-token logits.
+
+Each word is labelled at its first sub-token; the other sub-tokens are ignored by the loss.
+Sentences longer than `max_length` become overlapping windows; a word's prediction comes from
+the window in which it has the most context on both sides. Heads: `softmax` (a linear layer,
+exactly `transformers`' BertForTokenClassification), `crf` (the same emissions decoded by a
+linear-chain CRF over words), `bilstm-crf` (a BiLSTM between the encoder and the emissions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from bertkit.config import BertConfig
+from bertkit.errors import BertkitError
+from bertkit.fileio import atomic_path
+from bertkit.heads import BertForTokenClassification
+from bertkit.metrics import entity_metrics, get_entities
+from bertkit.tasks.batching import IGNORE, pad_batch, sorted_order
+from bertkit.tasks.crf import CRF, BiLSTM
+from bertkit.tokenizer import Tokenizer
+
+HEADS = ("softmax", "crf", "bilstm-crf")
+EXTRA_WEIGHTS = "ner_head.safetensors"  # the CRF/BiLSTM parameters transformers has no place for
+
+
+class NerTagger(nn.Module):
+    """BertForTokenClassification, optionally with a BiLSTM under the emissions and a CRF on top."""
+
+    def __init__(self, config: BertConfig, head: str = "softmax"):
+        super().__init__()
+        if head not in HEADS:
+            raise BertkitError(f"unknown NER head {head!r}; expected one of {', '.join(HEADS)}")
+        self.head = head
+        self.config = config
+        self.model = BertForTokenClassification(config)
+        self.lstm = (
+            BiLSTM(config.hidden_size, dropout=config.hidden_dropout_prob) if head == "bilstm-crf" else None
+        )
+        self.crf = (
+            CRF.from_labels([config.id2label[i] for i in sorted(config.id2label)])
+            if head != "softmax"
+            else None
+        )
+
+    def emissions(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:  # (B, T, C)
+        if self.lstm is None:
+            return self.model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).logits
+        h = self.model.bert(
+            batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
+        ).last_hidden_state
+        h = self.lstm(self.model.dropout(h), batch["attention_mask"].bool())
+        return self.model.classifier(self.model.dropout(h))
+
+    @classmethod
+    def from_pretrained(cls, directory, config: BertConfig | None = None, head: str = "softmax", **kw):
+        directory = Path(directory)
+        config = config or BertConfig.from_pretrained(directory)
+        tagger = cls(config, head)
+        tagger.model = BertForTokenClassification.from_pretrained(directory, config=config, **kw)
+        extra = directory / EXTRA_WEIGHTS
+        if head != "softmax" and extra.is_file():
+            tagger.load_state_dict({**tagger.state_dict(), **load_file(extra)})
+        return tagger.eval()
+
+    def save_pretrained(self, directory) -> None:
+        self.model.save_pretrained(directory)
+        extra = {k: v.contiguous() for k, v in self.state_dict().items() if not k.startswith("model.")}
+        if extra:
+            with atomic_path(Path(directory) / EXTRA_WEIGHTS) as tmp:
+                save_file(extra, tmp, metadata={"format": "pt"})
+
+
+def _word_positions(labels_or_words: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of each row's word-start tokens, left-aligned: (B, W) positions and (B, W) mask."""
+    starts = labels_or_words >= 0  # (B, T)
+    W = max(1, int(starts.sum(1).max()))
+    order = torch.argsort((~starts).to(torch.int8), dim=1, stable=True)[:, :W]  # word starts first
+    mask = torch.gather(starts, 1, order)
+    return order, mask
+
+
+@dataclass
+class NerTask:
+    labels: list[str]
+    head: str = "softmax"
+    max_length: int = 128
+    stride: int = 32
+
+    name = "ner"
+    main_metric = "f1"
+
+    @property
+    def model_class(self):
+        head = self.head
+
+        class _Loader:
+            @staticmethod
+            def from_pretrained(directory, config=None, **kw):
+                return NerTagger.from_pretrained(directory, config=config, head=head, **kw)
+
+        return _Loader
+
+    def configure(self, config: BertConfig) -> None:
+        config.set_labels(self.labels)
+
+    def info(self) -> dict:
+        return {"task": self.name, "head": self.head, "max_length": self.max_length, "stride": self.stride}
+
+    @classmethod
+    def from_info(cls, info: dict, config: BertConfig) -> NerTask:
+        return cls(
+            [config.id2label[i] for i in sorted(config.id2label)],
+            info.get("head", "softmax"),
+            info.get("max_length", 128),
+            info.get("stride", 32),
+        )
+
+    def features(self, tokenizer: Tokenizer, examples: Sequence, with_labels: bool = True) -> list[dict]:
+        """Windows of sub-tokens; `words[t]` is the word whose first sub-token sits at t, else -1.
+
+        A word's first sub-token is the one starting earliest in the word (offsets are relative to
+        each word for pre-split input); the same token may open several overlapping windows.
+        """
+        label2id = {name: i for i, name in enumerate(self.labels)}
+        enc = tokenizer(
+            [list(e.tokens) for e in examples],
+            is_split_into_words=True,
+            truncation=True,
+            max_length=self.max_length,
+            stride=self.stride,
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+        )
+        owners = enc["overflow_to_sample_mapping"]
+        first_start: dict[tuple[int, int], int] = {}  # (example, word) -> earliest char start
+        for row, owner in enumerate(owners):
+            for w, (s, _) in zip(enc.word_ids(row), enc["offset_mapping"][row], strict=True):
+                if w is not None:
+                    key = (owner, w)
+                    first_start[key] = min(s, first_start.get(key, s))
+        feats = []
+        for row, owner in enumerate(owners):
+            words, seen = [], set()
+            for w, (s, _) in zip(enc.word_ids(row), enc["offset_mapping"][row], strict=True):
+                first = w is not None and w not in seen and s == first_start[(owner, w)]
+                words.append(w if first else -1)
+                if first:
+                    seen.add(w)
+            f = {
+                "input_ids": enc["input_ids"][row],
+                "token_type_ids": enc["token_type_ids"][row],
+                "words": words,
+                "example": owner,
+            }
+            if with_labels:
+                tags = examples[owner].tags
+                f["labels"] = [label2id[tags[w]] if w >= 0 else IGNORE for w in words]
+            feats.append(f)
+        return feats
+
+    def loss(self, tagger: NerTagger, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        emissions = tagger.emissions(batch).float()
+        if tagger.crf is None:
+            return F.cross_entropy(emissions.flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE)
+        pos, mask = _word_positions(batch["labels"])
+        word_em = torch.gather(emissions, 1, pos[..., None].expand(-1, -1, emissions.shape[-1]))
+        tags = torch.gather(batch["labels"], 1, pos).clamp(min=0)
+        # A window may open inside an entity; its first I-X is that window's B-X (the CRF forbids
+        # starting on I-X, which would add a huge constant to the loss).
+        tags[:, 0] = self._begin_of[tags[:, 0]]
+        keep = mask.any(1)  # windows with no word start carry nothing for the CRF
+        return tagger.crf.loss(word_em[keep], tags[keep], mask[keep])
+
+    @property
+    def _begin_of(self) -> torch.Tensor:
+        """tag id -> the id of its B- form when it is an I- tag that has one, else itself."""
+        ids = {name: i for i, name in enumerate(self.labels)}
+        return torch.tensor(
+            [ids.get("B-" + n[2:], i) if n.startswith("I-") else i for i, n in enumerate(self.labels)]
+        )
+
+    @torch.inference_mode()
+    def predict(
+        self, tagger: NerTagger, feats: list[dict], examples: Sequence, pad_id: int, max_tokens: int = 8192
+    ) -> list[dict]:
+        device = next(tagger.parameters()).device
+        # best[(example, word)] = (context, tag id, probability)
+        best: dict[tuple[int, int], tuple[int, int, float]] = {}
+        for idx in sorted_order([len(f["input_ids"]) for f in feats], max_tokens):
+            batch = pad_batch([feats[i] for i in idx], pad_id, ["words"])
+            batch = {k: v.to(device) for k, v in batch.items()}
+            emissions = tagger.emissions(batch).float()
+            pos, mask = _word_positions(batch["words"])
+            word_em = torch.gather(emissions, 1, pos[..., None].expand(-1, -1, emissions.shape[-1]))
+            probs = word_em.softmax(-1)
+            if tagger.crf is None:
+                paths = probs.argmax(-1).tolist()
+            else:
+                paths = [[] for _ in idx]
+                keep = mask.any(1).nonzero().flatten().tolist()  # rows with at least one word start
+                if keep:
+                    for b, path in zip(keep, tagger.crf.decode(word_em[keep], mask[keep]), strict=True):
+                        paths[b] = path
+            for b, i in enumerate(idx):
+                f = feats[i]
+                n = len(f["input_ids"])
+                for j in range(int(mask[b].sum())):
+                    t = int(pos[b, j])
+                    word = f["words"][t]
+                    context = min(t, n - 1 - t)
+                    key = (f["example"], word)
+                    tag = paths[b][j]
+                    if key not in best or context > best[key][0]:
+                        best[key] = (context, tag, float(probs[b, j, tag]))
+        out = []
+        for e_i, e in enumerate(examples):
+            tags, scores = [], []
+            for w in range(len(e.tokens)):
+                _, tag, p = best.get((e_i, w), (0, self.labels.index("O") if "O" in self.labels else 0, 0.0))
+                tags.append(self.labels[tag])
+                scores.append(p)
+            out.append({"tags": tags, "entities": self.entities(e, tags, scores)})
+        return out
+
+    @staticmethod
+    def entities(example, tags: list[str], scores: list[float]) -> list[dict]:
+        """Entity spans with character offsets into the example's text; score = mean word probability."""
+        spans = []
+        for label, start, end in get_entities(tags):
+            s, e = example.offsets[start][0], example.offsets[end][1]
+            spans.append(
+                {
+                    "text": example.text[s:e],
+                    "label": label,
+                    "start": s,
+                    "end": e,
+                    "score": sum(scores[start : end + 1]) / (end - start + 1),
+                }
+            )
+        return spans
+
+    def metrics(self, examples: Sequence, preds: list[dict]) -> dict:
+        return entity_metrics([list(e.tags) for e in examples], [p["tags"] for p in preds])

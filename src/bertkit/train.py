@@ -1,0 +1,220 @@
+"""The training loop shared by every task (and by pretraining).
+
+Plain code read top to bottom: the caller brings batches, a loss function and an evaluation
+function; `fit` runs AdamW with warm-up and linear decay, gradient accumulation and clipping,
+bf16 autocast, periodic evaluation, keeps the best weights by the task's main metric, stops
+early, and logs to JSON lines, TensorBoard and a progress bar. No callbacks own the flow.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from bertkit.hardware import bf16_is_fast
+from bertkit.optim import linear_schedule, make_optimizer, warmup_steps_for
+
+
+@dataclass
+class TrainArgs:
+    epochs: float = 3.0
+    max_steps: int | None = None  # overrides epochs when set
+    batch_size: int = 32
+    grad_accum: int = 1  # optimizer step every `grad_accum` batches
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup: float = 0.1  # fraction of the steps (< 1) or a number of steps
+    max_grad_norm: float | None = 1.0
+    bf16: bool | None = None  # None: on where bf16 is faster than fp32 (see hardware.py)
+    eval_every: int | None = None  # optimizer steps between evaluations; None: once an epoch
+    patience: int | None = None  # stop after this many evaluations without improvement
+    seed: int = 42
+    log_every: int = 20
+    progress: bool = True
+    tensorboard: bool = True
+    nonfinite: str = "skip"  # a NaN/inf loss: "skip" the step or "stop" the run
+
+
+@dataclass
+class TrainResult:
+    best_metrics: dict[str, Any] | None
+    best_step: int
+    steps: int
+    seconds: float
+    history: list[dict[str, Any]] = field(default_factory=list)  # every logged/eval record
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def autocast(device: torch.device, enabled: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def fit(
+    model: nn.Module,
+    batches: Callable[[int], Iterable[dict[str, torch.Tensor]]],
+    steps_per_epoch: int,
+    loss_fn: Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor],
+    evaluate: Callable[[nn.Module], dict[str, Any]] | None,
+    main_metric: str,
+    args: TrainArgs,
+    log_dir: Path | None = None,
+    greater_is_better: bool = True,
+    device: torch.device | None = None,
+) -> TrainResult:
+    """Train `model` in place and leave it holding the best weights seen by `evaluate`.
+
+    `batches(epoch)` yields the batches of one epoch (its own shuffling, seeded by epoch);
+    `steps_per_epoch` is how many batches it yields; `loss_fn(model, batch)` returns a scalar.
+    """
+    device = device or next(model.parameters()).device
+    use_bf16 = bf16_is_fast(device) if args.bf16 is None else args.bf16
+    updates_per_epoch = max(1, steps_per_epoch // args.grad_accum)
+    total = args.max_steps or max(1, math.ceil(args.epochs * updates_per_epoch))
+    optimizer = make_optimizer(model, args.lr, args.weight_decay)
+    scheduler = linear_schedule(optimizer, warmup_steps_for(total, args.warmup), total)
+    eval_every = args.eval_every or updates_per_epoch
+
+    log_file = writer = None
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_file = open(log_dir / "log.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - closed below
+        if args.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(log_dir / "tensorboard"))
+
+    def record(entry: dict[str, Any]) -> None:
+        history.append(entry)
+        if log_file:
+            log_file.write(json.dumps(entry) + "\n")
+            log_file.flush()
+        if writer:
+            for k, v in entry.items():
+                if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
+                    writer.add_scalar(k, v, entry["step"])
+
+    bar = None
+    if args.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc="train", unit="step", dynamic_ncols=True)
+
+    history: list[dict[str, Any]] = []
+    best_score, best_metrics, best_step, best_state = None, None, 0, None
+    evals_without_gain = 0
+    step, micro, running_loss, running_n = 0, 0, 0.0, 0
+    start = time.perf_counter()
+    set_seed(args.seed)
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    stop = False
+    epoch = 0
+    last_dev = ""
+    try:
+        while not stop:
+            for batch in batches(epoch):
+                batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                with autocast(device, use_bf16):
+                    loss = loss_fn(model, batch)
+                if not torch.isfinite(loss):
+                    if args.nonfinite == "stop":
+                        raise FloatingPointError(f"non-finite loss {loss.item()} at step {step + 1}")
+                    print(f"warning: non-finite loss at step {step + 1}; step skipped")
+                    optimizer.zero_grad(set_to_none=True)
+                    micro = 0
+                    continue
+                (loss / args.grad_accum).backward()
+                running_loss += loss.item()
+                running_n += 1
+                micro += 1
+                if micro < args.grad_accum:
+                    continue
+                micro = 0
+                grad_norm = None
+                if args.max_grad_norm:
+                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                if grad_norm is not None and not torch.isfinite(grad_norm):
+                    print(f"warning: non-finite gradient at step {step + 1}; step skipped")
+                    optimizer.zero_grad(set_to_none=True)
+                    continue
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                if bar:
+                    bar.update(1)
+                if step % args.log_every == 0 or step == total:
+                    entry = {
+                        "step": step,
+                        "epoch": round(step / updates_per_epoch, 4),
+                        "loss": running_loss / max(1, running_n),
+                        "lr": scheduler.get_last_lr()[0],
+                    }
+                    record(entry)
+                    running_loss, running_n = 0.0, 0
+                    if bar:
+                        bar.set_postfix_str(f"loss {entry['loss']:.4f}{last_dev}")
+                if evaluate is not None and (step % eval_every == 0 or step == total):
+                    model.eval()
+                    with torch.inference_mode(), autocast(device, use_bf16):
+                        metrics = evaluate(model)
+                    model.train()
+                    record(
+                        {
+                            "step": step,
+                            "epoch": round(step / updates_per_epoch, 4),
+                            **{f"dev_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
+                        }
+                    )
+                    score = metrics[main_metric]
+                    last_dev = f", dev {main_metric} {score:.4f}"
+                    if bar:
+                        bar.set_postfix_str(
+                            f"loss {history[-2]['loss'] if len(history) > 1 else 0:.4f}{last_dev}"
+                        )
+                    improved = best_score is None or (
+                        score > best_score if greater_is_better else score < best_score
+                    )
+                    if improved:
+                        best_score, best_metrics, best_step = score, metrics, step
+                        # keep the best weights in memory: a copy is cheaper than a disk write
+                        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                        evals_without_gain = 0
+                    else:
+                        evals_without_gain += 1
+                        if args.patience is not None and evals_without_gain >= args.patience:
+                            stop = True
+                if step >= total or stop:
+                    stop = True
+                    break
+            epoch += 1
+    finally:
+        if bar:
+            bar.close()
+        if log_file:
+            log_file.close()
+        if writer:
+            writer.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(best_metrics, best_step, step, time.perf_counter() - start, history)
+
+
+def args_dict(args: TrainArgs) -> dict[str, Any]:
+    return asdict(args)
