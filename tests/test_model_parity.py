@@ -57,6 +57,10 @@ def test_minilm_matches_transformers_on_real_sentences(shared_data, minilm_dir, 
                 worst_hidden, (a.last_hidden_state - b.last_hidden_state)[real].abs().max().item()
             )
             worst_pooled = max(worst_pooled, (a.pooler_output - b.pooler_output).abs().max().item())
+    print(
+        f"\nMiniLM parity on {len(sentences)} sentences ({padded_batches} padded batches): "
+        f"max|diff| last_hidden_state {worst_hidden:.2e}, pooler_output {worst_pooled:.2e}"
+    )
     assert padded_batches > 0
     assert worst_hidden <= TOL, worst_hidden
     assert worst_pooled <= TOL, worst_pooled
@@ -146,7 +150,9 @@ def test_base_heads_bertkit_to_transformers(cls_name, opts, base_config, hf, tmp
     ref, info = getattr(hf, cls_name).from_pretrained(tmp_path, output_loading_info=True)
     ref.eval()
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
-    assert _compare(ours, ref, config.vocab_size) <= TOL
+    worst = _compare(ours, ref, config.vocab_size)
+    print(f"\nbertkit -> transformers {cls_name} (base): max|diff| {worst:.2e}")
+    assert worst <= TOL
     if opts.get("labels"):
         assert ref.config.id2label == dict(enumerate(opts["labels"]))
 
@@ -161,7 +167,9 @@ def test_base_heads_transformers_to_bertkit(cls_name, opts, base_config, hf, tmp
     ref.save_pretrained(tmp_path)
     ours, info = getattr(bertkit, cls_name).from_pretrained(tmp_path, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"], info
-    assert _compare(ours, ref, base_config.vocab_size) <= TOL
+    worst = _compare(ours, ref, base_config.vocab_size)
+    print(f"\ntransformers -> bertkit {cls_name} (base): max|diff| {worst:.2e}")
+    assert worst <= TOL
     if opts.get("labels"):
         assert ours.config.id2label == dict(enumerate(opts["labels"]))
 

@@ -72,6 +72,10 @@ class BatchEncoding(dict):
         """0 for tokens of the first text, 1 for the pair's, None for special tokens."""
         return self.encodings[batch_index].sequence_ids
 
+    def tokens(self, batch_index: int = 0) -> list[str]:
+        """The wordpiece strings of row `batch_index`, special tokens included."""
+        return self.encodings[batch_index].tokens
+
     def to(self, device: Any) -> BatchEncoding:
         """Move the tensors (return_tensors="pt") to `device`."""
         self.update({k: v.to(device) for k, v in self.items() if hasattr(v, "to")})
