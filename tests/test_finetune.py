@@ -1,0 +1,445 @@
+"""Fine-tuning: the loop, label alignment, QA spans, the CLI end to end, clean failure."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+import bertkit
+from bertkit import BertConfig, Tokenizer
+from bertkit.cli import main
+from bertkit.data.readers import QAExample, TokenExample
+from bertkit.tasks.batching import IGNORE, length_grouped_order, pad_batch, sorted_order
+from bertkit.tasks.ner import NerTask
+from bertkit.tasks.qa import QATask
+from bertkit.train import TrainArgs, fit
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, minilm_dir):
+    """A small random BERT with the MiniLM vocabulary and tokenizer files: fast to train."""
+    d = tmp_path_factory.mktemp("tiny")
+    torch.manual_seed(0)
+    bertkit.BertModel(BertConfig.preset("tiny", vocab_size=30522)).save_pretrained(d)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(minilm_dir / name, d / name)
+    return d
+
+
+@pytest.fixture(scope="module")
+def tok(minilm_dir):
+    return Tokenizer.from_pretrained(minilm_dir)
+
+
+def _toy_batches(n=64, T=12, vocab=50, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, vocab, (n, T), generator=g)
+    labels = (ids[:, 1] > vocab // 2).long()  # learnable rule: the first word decides
+    return ids, labels
+
+
+def _toy_model():
+    torch.manual_seed(0)
+    config = BertConfig.preset(
+        "tiny", vocab_size=50, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
+    )
+    return bertkit.BertForSequenceClassification(config)
+
+
+def _loss(model, batch):
+    return torch.nn.functional.cross_entropy(model(batch["input_ids"]).logits, batch["labels"])
+
+
+def test_grad_accumulation_equals_big_batch():
+    ids, labels = _toy_batches()
+    args = dict(
+        max_steps=3, lr=1e-3, warmup=0, bf16=False, progress=False, tensorboard=False, max_grad_norm=None
+    )
+    big, small = _toy_model(), _toy_model()
+
+    def batches(bs):
+        return lambda epoch: (
+            {"input_ids": ids[i : i + bs], "labels": labels[i : i + bs]} for i in range(0, 64, bs)
+        )
+
+    fit(big, batches(32), 2, _loss, None, "accuracy", TrainArgs(batch_size=32, **args))
+    fit(small, batches(16), 4, _loss, None, "accuracy", TrainArgs(batch_size=16, grad_accum=2, **args))
+    for (name, a), b in zip(big.state_dict().items(), small.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_fit_learns_keeps_best_and_is_reproducible():
+    ids, labels = _toy_batches(n=256)
+
+    def batches(epoch):
+        g = torch.Generator().manual_seed(epoch)
+        order = torch.randperm(256, generator=g)
+        for i in range(0, 256, 32):
+            j = order[i : i + 32]
+            yield {"input_ids": ids[j], "labels": labels[j]}
+
+    def evaluate(model):
+        return {"accuracy": (model(ids).logits.argmax(-1) == labels).float().mean().item()}
+
+    args = TrainArgs(epochs=6, lr=2e-3, bf16=False, progress=False, tensorboard=False, seed=7)
+    runs = []
+    for _ in range(2):
+        model = _toy_model()
+        result = fit(model, batches, 8, _loss, evaluate, "accuracy", args)
+        evals = [h["dev_accuracy"] for h in result.history if "dev_accuracy" in h]
+        assert result.best_metrics["accuracy"] == max(evals)
+        with torch.no_grad():
+            assert evaluate(model)["accuracy"] == pytest.approx(max(evals))  # best weights restored
+        runs.append(evals)
+    assert max(runs[0]) > 0.9
+    assert runs[0] == runs[1]  # same seed, same run
+
+
+def test_batching_orders():
+    lengths = [5, 40, 7, 33, 12, 3, 25, 18] * 20
+    batches = length_grouped_order(lengths, 8, seed=1)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert batches != length_grouped_order(lengths, 8, seed=2)
+    inf = list(sorted_order(lengths, max_tokens=200))
+    assert sorted(i for b in inf for i in b) == list(range(len(lengths)))
+    assert all(len(b) * max(lengths[i] for i in b) <= 200 or len(b) == 1 for b in inf)
+    batch = pad_batch(
+        [
+            {"input_ids": [1, 2, 3], "token_type_ids": [0, 0, 0], "labels": [4, -100, 5]},
+            {"input_ids": [1], "token_type_ids": [0], "labels": [6]},
+        ],
+        0,
+        ["labels"],
+    )
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert batch["labels"].tolist() == [[4, IGNORE, 5], [6, IGNORE, IGNORE]]
+
+
+def test_ner_labels_first_subtoken_and_windows_cover_every_word(tok, shared_data):
+    from bertkit.data import read_conll
+
+    examples = read_conll(shared_data / "en/conll2003/valid.txt")[:300]
+    labels = sorted({t for e in examples for t in e.tags})
+    for max_length in (128, 16):  # 16 forces many sentences into overlapping windows
+        task = NerTask(labels, max_length=max_length, stride=4)
+        feats = task.features(tok, examples)
+        seen: dict[tuple[int, int], set] = {}
+        for f in feats:
+            assert len(f["input_ids"]) <= max_length
+            e = examples[f["example"]]
+            for t, w in enumerate(f["words"]):
+                if w >= 0:
+                    # the token is the word's first wordpiece, labelled with the word's tag
+                    assert tok.convert_ids_to_tokens(f["input_ids"][t]) == tok.tokenize(e.tokens[w])[0]
+                    assert f["labels"][t] == labels.index(e.tags[w])
+                    seen.setdefault((f["example"], w), set()).add(t)
+                else:
+                    assert f["labels"][t] == IGNORE
+        missing = [
+            (i, w)
+            for i, e in enumerate(examples)
+            for w, tkn in enumerate(e.tokens)
+            if tok.tokenize(tkn) and (i, w) not in seen
+        ]
+        assert not missing
+    assert sum(1 for f in feats if f["example"] == feats[0]["example"]) >= 1
+
+
+def _squad_from_text(sentences: list[str]) -> list[QAExample]:
+    """SQuAD-format examples built from real text: the answer is a known word span of the context."""
+    out = []
+    for i, context in enumerate(sentences):
+        words = context.split()
+        if len(words) < 6:
+            continue
+        answer = " ".join(words[2:4])
+        start = context.index(answer)
+        out.append(
+            QAExample(
+                str(i),
+                f"Which words follow {words[0]} {words[1]}?",
+                context,
+                [{"text": answer, "answer_start": start}],
+                None,
+            )
+        )
+    return out
+
+
+def test_qa_features_and_decoding_recover_gold_spans(tok, shared_data):
+    from bertkit.data import read_conll
+
+    docs = [e.text for e in read_conll(shared_data / "en/conll2003/test.txt")[:200]]
+    # long contexts: several sentences together, so the answer often sits in a later window
+    contexts = [" ".join(docs[i : i + 6]) for i in range(0, 180, 6)]
+    examples = _squad_from_text(contexts)
+    task = QATask(max_length=64, doc_stride=24)
+    feats = task.features(tok, examples)
+    assert len(feats) > len(examples)  # windows were needed
+    for f in feats:
+        e = examples[f["example"]]
+        s, t = f["start_positions"], f["end_positions"]
+        if s == 0:
+            continue
+        assert e.context[f["offsets"][s][0] : f["offsets"][t][1]].lower() == e.answers[0]["text"].lower()
+
+    class Oracle(torch.nn.Module):
+        """Logits peaked at the gold span of each window: decoding must give back the answer."""
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+            self.lookup = {tuple(f["input_ids"]): (f["start_positions"], f["end_positions"]) for f in feats}
+
+        def forward(self, ids, mask, types):
+            start = torch.full(ids.shape, -10.0)
+            end = torch.full(ids.shape, -10.0)
+            for b in range(ids.shape[0]):
+                s, t = self.lookup[tuple(ids[b][mask[b].bool()].tolist())]
+                if s:
+                    start[b, s], end[b, t] = 10.0, 10.0
+            return type("O", (), {"start_logits": start, "end_logits": end})
+
+    preds = task.predict(Oracle(), feats, examples, tok.pad_token_id)
+    metrics = task.metrics(examples, preds)
+    assert metrics["exact_match"] == 100.0 and metrics["f1"] == 100.0
+
+
+def _write_squad(path, examples):
+    data = {
+        "version": "1.1",
+        "data": [
+            {
+                "title": "t",
+                "paragraphs": [
+                    {
+                        "context": e.context,
+                        "qas": [{"id": e.id, "question": e.question, "answers": e.answers}],
+                    }
+                    for e in examples
+                ],
+            }
+        ],
+    }
+    path.write_text(json.dumps(data))
+
+
+def _slice(src, dst, lines):
+    dst.write_text("".join(open(src, encoding="utf-8").readlines()[:lines]), encoding="utf-8")
+    return dst
+
+
+def test_cli_classify_end_to_end_and_loads_in_transformers(tiny_dir, shared_data, tmp_path, hf, capsys):
+    train = _slice(shared_data / "en/glue/SST-2/train.tsv", tmp_path / "train.tsv", 301)
+    dev = _slice(shared_data / "en/glue/SST-2/dev.tsv", tmp_path / "dev.tsv", 101)
+    out = tmp_path / "out"
+    rc = main(
+        [
+            "finetune",
+            "--task",
+            "classify",
+            "--model",
+            str(tiny_dir),
+            "--train",
+            str(train),
+            "--dev",
+            str(dev),
+            "--test",
+            str(dev),
+            "--output",
+            str(out),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--quiet",
+        ]
+    )
+    assert rc == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"accuracy", "macro_f1", "mcc"} <= set(metrics["dev"]) and "test" in metrics
+    for name in ("report.md", "confusion_matrix.png", "learning_curves.png", "errors.jsonl", "metrics.json"):
+        assert (out / "report/dev" / name).is_file(), name
+    assert not list(tmp_path.glob(".out.partial-*"))
+    ours = bertkit.BertForSequenceClassification.from_pretrained(out)
+    ref = hf.BertForSequenceClassification.from_pretrained(out).eval()
+    assert ref.config.id2label == {0: "0", 1: "1"}
+    enc = Tokenizer.from_pretrained(out)(["a fine film", "bad"], padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        a = ours(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]).logits
+        b = ref(**enc).logits
+    assert (a - b).abs().max() <= 1e-5
+    # predictions from the pipeline equal the model's argmax
+    clf = bertkit.pipeline("text-classification", model=out)
+    preds = clf(["a fine film", "bad"])
+    assert [p["label"] for p in preds] == [ours.config.id2label[int(i)] for i in a.argmax(-1)]
+    # evaluate reproduces the dev metrics from the saved directory
+    assert main(["evaluate", "--model", str(out), "--data", str(dev), "--output", str(tmp_path / "ev")]) == 0
+    again = json.loads((tmp_path / "ev/metrics.json").read_text())
+    assert again["accuracy"] == pytest.approx(metrics["dev"]["accuracy"])
+
+
+@pytest.mark.parametrize("head", ["softmax", "crf"])
+def test_cli_ner_end_to_end(tiny_dir, shared_data, tmp_path, hf, head, capsys):
+    train = _slice(shared_data / "en/conll2003/train.txt", tmp_path / "train.txt", 1500)
+    dev = _slice(shared_data / "en/conll2003/valid.txt", tmp_path / "dev.txt", 600)
+    out = tmp_path / "out"
+    rc = main(
+        [
+            "finetune",
+            "--task",
+            "ner",
+            "--head",
+            head,
+            "--model",
+            str(tiny_dir),
+            "--train",
+            str(train),
+            "--dev",
+            str(dev),
+            "--output",
+            str(out),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--quiet",
+            "--unknown-label",
+            "O",
+        ]
+    )
+    assert rc == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"precision", "recall", "f1"} <= set(metrics["dev"])
+    # transformers loads the directory; for softmax its logits are ours
+    ref = hf.BertForTokenClassification.from_pretrained(out).eval()
+    tagger = bertkit.pipeline("ner", model=out)
+    enc = Tokenizer.from_pretrained(out)(["Peter Blackburn visited Paris"], return_tensors="pt")
+    batch = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    with torch.inference_mode():
+        assert (tagger.model.emissions(batch) - ref(**batch).logits).abs().max() <= 1e-5
+    if head == "crf":
+        assert (out / "ner_head.safetensors").is_file()
+    # predict: JSON lines with entities whose offsets point into the text
+    src = tmp_path / "in.txt"
+    src.write_text("EU rejects German call to boycott British lamb .\nPeter Blackburn\n")
+    assert (
+        main(["predict", "--model", str(out), "--input", str(src), "--output", str(tmp_path / "p.jsonl")])
+        == 0
+    )
+    rows = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert len(rows) == 2
+    for row in rows:
+        for ent in row["entities"]:
+            assert row["text"][ent["start"] : ent["end"]] == ent["text"]
+
+
+def test_cli_qa_end_to_end(tiny_dir, shared_data, tmp_path):
+    from bertkit.data import read_conll
+
+    docs = [e.text for e in read_conll(shared_data / "en/conll2003/test.txt")[:120]]
+    examples = _squad_from_text([" ".join(docs[i : i + 3]) for i in range(0, 120, 3)])
+    _write_squad(tmp_path / "train.json", examples)
+    out = tmp_path / "out"
+    rc = main(
+        [
+            "finetune",
+            "--task",
+            "qa",
+            "--model",
+            str(tiny_dir),
+            "--train",
+            str(tmp_path / "train.json"),
+            "--dev",
+            str(tmp_path / "train.json"),
+            "--output",
+            str(out),
+            "--epochs",
+            "1",
+            "--quiet",
+            "--max-length",
+            "96",
+            "--stride",
+            "32",
+        ]
+    )
+    assert rc == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics["dev"]["exact_match"] <= 100.0 and "f1" in metrics["dev"]
+    qa = bertkit.pipeline("question-answering", model=out)
+    ans = qa(question=examples[0].question, context=examples[0].context)
+    assert examples[0].context[ans["start"] : ans["end"]] == ans["answer"]
+
+
+def test_bad_input_exits_cleanly_and_writes_nothing(tiny_dir, tmp_path, capsys):
+    bad = tmp_path / "train.tsv"
+    bad.write_text("sentence\tlabel\ngood film\t1\nno label here\n")
+    out = tmp_path / "out"
+    rc = main(
+        [
+            "finetune",
+            "--task",
+            "classify",
+            "--model",
+            str(tiny_dir),
+            "--train",
+            str(bad),
+            "--dev",
+            str(bad),
+            "--output",
+            str(out),
+            "--quiet",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert rc == 2 and "train.tsv" in err and "line 3" in err and "Traceback" not in err
+    assert not out.exists() and not list(tmp_path.glob(".out.*"))
+
+
+def test_interrupted_run_leaves_no_complete_looking_output(tiny_dir, shared_data, tmp_path, monkeypatch):
+    from bertkit.tasks import classify
+
+    train = _slice(shared_data / "en/glue/SST-2/train.tsv", tmp_path / "train.tsv", 101)
+    calls = {"n": 0}
+    real_loss = classify.ClassifyTask.loss
+
+    def dying_loss(self, model, batch):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_loss(self, model, batch)
+
+    monkeypatch.setattr(classify.ClassifyTask, "loss", dying_loss)
+    out = tmp_path / "out"
+    rc = main(
+        [
+            "finetune",
+            "--task",
+            "classify",
+            "--model",
+            str(tiny_dir),
+            "--train",
+            str(train),
+            "--dev",
+            str(train),
+            "--output",
+            str(out),
+            "--batch-size",
+            "8",
+            "--quiet",
+        ]
+    )
+    assert rc == 130
+    assert not out.exists() and not list(tmp_path.glob(".out.*"))
+
+
+def test_tokens_example_offsets_roundtrip():
+    from bertkit.pipelines import words_of
+
+    e = words_of("Angela  Merkel visited 北京 today.")
+    assert e.tokens == ["Angela", "Merkel", "visited", "北", "京", "today."]
+    assert all(e.text[s:t] == w for w, (s, t) in zip(e.tokens, e.offsets, strict=True))
+    assert isinstance(e, TokenExample)
