@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import shutil
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -95,9 +94,7 @@ def finetune(
             preds = task.predict(m, dev_feats, dev_examples, pad)
             return task.metrics(dev_examples, preds)
 
-        t0 = time.perf_counter()
         result = fit(model, batches, steps, task.loss, evaluate, task.main_metric, args, log_dir=stage)
-        train_seconds = time.perf_counter() - t0
         metrics: dict[str, Any] = {}
         reports = {}
         for split, examples, feats in (("dev", dev_examples, dev_feats), ("test", test_examples, None)):
@@ -109,7 +106,8 @@ def finetune(
             metrics[split] = task.metrics(examples, preds)
             reports[split] = (examples, preds)
         metrics["train"] = {
-            "seconds": round(train_seconds, 1),
+            "seconds": round(result.seconds, 1),
+            "eval_seconds": round(result.eval_seconds, 1),
             "steps": result.steps,
             "best_step": result.best_step,
             "examples": len(train_examples),

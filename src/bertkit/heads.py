@@ -87,7 +87,13 @@ class BertForMaskedLM(_HeadModel):
         self.mlm = MaskedLMHead(config)
         self._init_heads(self.mlm)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, masked_positions=None):
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        masked_positions: torch.Tensor | None = None,
+    ):
         """`masked_positions` (B, T) bool: compute logits only there, returning (N, V)."""
         h = self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state
         logits = self.mlm(_select(h, masked_positions), self.bert.embeddings.word.weight)
@@ -103,7 +109,13 @@ class BertForPreTraining(_HeadModel):
         self.nsp = nn.Linear(config.hidden_size, 2)
         self._init_heads(self.mlm, self.nsp)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, masked_positions=None):
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        masked_positions: torch.Tensor | None = None,
+    ):
         out = self.bert(input_ids, attention_mask, token_type_ids)
         h = _select(out.last_hidden_state, masked_positions)
         return PreTrainingOutput(self.mlm(h, self.bert.embeddings.word.weight), self.nsp(out.pooler_output))
@@ -115,7 +127,12 @@ class BertForNextSentencePrediction(_HeadModel):
         self.nsp = nn.Linear(config.hidden_size, 2)
         self._init_heads(self.nsp)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ):
         return ClassifierOutput(self.nsp(self.bert(input_ids, attention_mask, token_type_ids).pooler_output))
 
 
@@ -133,7 +150,12 @@ class BertForSequenceClassification(_HeadModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self._init_heads(self.classifier)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ):
         pooled = self.bert(input_ids, attention_mask, token_type_ids).pooler_output
         return ClassifierOutput(self.classifier(self.dropout(pooled)))  # (B, num_labels)
 
@@ -149,7 +171,12 @@ class BertForTokenClassification(_HeadModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self._init_heads(self.classifier)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ):
         h = self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state
         return ClassifierOutput(self.classifier(self.dropout(h)), h)  # (B, T, num_labels)
 
@@ -164,7 +191,12 @@ class BertForQuestionAnswering(_HeadModel):
         self.qa_outputs = nn.Linear(config.hidden_size, 2)
         self._init_heads(self.qa_outputs)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ):
         h = self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state
         start, end = self.qa_outputs(h).unbind(dim=-1)  # (B, T) each
         return SpanOutput(start, end)

@@ -50,7 +50,8 @@ class TrainResult:
     best_metrics: dict[str, Any] | None
     best_step: int
     steps: int
-    seconds: float
+    seconds: float  # training time, evaluations excluded
+    eval_seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)  # every logged/eval record
 
 
@@ -119,6 +120,7 @@ def fit(
     evals_without_gain = 0
     step, micro, running_loss, running_n = 0, 0, 0.0, 0
     start = time.perf_counter()
+    eval_seconds = 0.0
     set_seed(args.seed)
     model.train()
     optimizer.zero_grad(set_to_none=True)
@@ -171,8 +173,10 @@ def fit(
                         bar.set_postfix_str(f"loss {entry['loss']:.4f}{last_dev}")
                 if evaluate is not None and (step % eval_every == 0 or step == total):
                     model.eval()
+                    t_eval = time.perf_counter()
                     with torch.inference_mode(), autocast(device, use_bf16):
                         metrics = evaluate(model)
+                    eval_seconds += time.perf_counter() - t_eval
                     model.train()
                     record(
                         {
@@ -213,7 +217,8 @@ def fit(
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    return TrainResult(best_metrics, best_step, step, time.perf_counter() - start, history)
+    seconds = time.perf_counter() - start - eval_seconds
+    return TrainResult(best_metrics, best_step, step, seconds, eval_seconds, history)
 
 
 def args_dict(args: TrainArgs) -> dict[str, Any]:

