@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import tempfile
 import time
@@ -78,6 +79,8 @@ def run_hf(task: str, model_dir: Path, args) -> dict:
 
     d = data_dir()
     tok = hf.AutoTokenizer.from_pretrained(str(model_dir))
+    n_train = 67349 if task == "sst2" else 14041  # warm-up steps as bertkit computes them from the fraction
+    warmup_steps = math.ceil(math.ceil(n_train / args.batch_size) * args.epochs * args.warmup)
     targs = hf.TrainingArguments(
         output_dir=tempfile.mkdtemp(),
         per_device_train_batch_size=args.batch_size,
@@ -85,7 +88,7 @@ def run_hf(task: str, model_dir: Path, args) -> dict:
         learning_rate=args.lr,
         num_train_epochs=args.epochs,
         weight_decay=args.weight_decay,
-        warmup_ratio=args.warmup,
+        warmup_steps=warmup_steps,
         seed=args.seed,
         bf16=args.precision == "bf16",
         eval_strategy="no",

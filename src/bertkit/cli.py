@@ -115,11 +115,53 @@ def _predict(args: argparse.Namespace) -> None:
     predict_stream(args.model, args.input, args.output, args.format, _data_opts(args))
 
 
+def _search(args: argparse.Namespace) -> None:
+    import dataclasses
+    from pathlib import Path
+
+    from bertkit.finetune import build_task
+    from bertkit.search import TASK_KEYS, parse_grid, run_search
+    from bertkit.train import TrainArgs
+
+    grid = parse_grid(args.grid)
+    if args.dev is None and args.folds is None:
+        raise BertkitError("give --dev FILE or --folds K")
+    task, train, dev, _ = build_task(args.task, args, _data_opts(args))
+    bad = [k for k in grid if k in TASK_KEYS and not hasattr(task, k)]
+    if bad:
+        raise BertkitError(f"--grid {bad[0]}: not a setting of the {args.task} task")
+
+    def make_task(params: dict):
+        return dataclasses.replace(task, **{k: v for k, v in params.items() if k in TASK_KEYS})
+
+    base = TrainArgs(
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        bf16=False if args.no_bf16 else None,
+        seed=args.seed,
+        progress=False,
+        tensorboard=False,
+    )
+    best = run_search(
+        make_task,
+        Path(args.model),
+        train,
+        None if args.folds else dev,
+        grid,
+        args.folds or 0,
+        base,
+        Path(args.output),
+    )
+    print(f"best: {best}\nresults in {args.output}/results.md")
+
+
 def _add_data_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data format")
     g.add_argument(
         "--format",
-        choices=["tsv", "csv", "jsonl", "conll", "spans", "squad"],
+        choices=["tsv", "csv", "jsonl", "conll", "spans", "squad", "folders"],
         default=None,
         help="file format (default: from the task and the file extension)",
     )
@@ -239,6 +281,47 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--output", default="-", help="output file, or - for standard output (default)")
     _add_data_flags(pr)
     pr.set_defaults(func=_predict)
+
+    se = sub.add_parser(
+        "search",
+        help="grid search with k-fold cross-validation or a dev set (resumable)",
+        description="Train every point of a hyperparameter grid and rank them by the task's "
+        "main metric, averaged over k folds of the training file (--folds) or on --dev. "
+        "Re-running the same command resumes an interrupted search. Writes results.md, "
+        "results.csv and best.json to --output.",
+    )
+    se.add_argument("--task", choices=["classify", "ner", "qa"], required=True, help="what to train")
+    se.add_argument("--model", required=True, help="starting model directory")
+    se.add_argument("--train", required=True, help="training file (split into folds with --folds)")
+    se.add_argument("--dev", help="fixed development file (instead of --folds)")
+    se.add_argument("--folds", type=int, default=None, help="k-fold cross-validation on --train")
+    se.add_argument("--output", required=True, help="search directory (results and the resumable study)")
+    se.add_argument(
+        "--grid",
+        action="append",
+        required=True,
+        metavar="KEY=V1,V2",
+        help="a grid axis, repeatable: lr, batch_size, epochs, warmup, weight_decay, grad_accum, "
+        "max_steps, head, max_length",
+    )
+    _add_data_flags(se)
+    st = se.add_argument_group("task and training defaults (the grid overrides them)")
+    st.add_argument("--regression", action="store_true", help="classify: a numeric target")
+    st.add_argument("--positive-label", help="classify: rank by F1 of this class")
+    st.add_argument("--windows", action="store_true", help="classify: overlapping windows over long texts")
+    st.add_argument("--stride", type=int, default=None, help="tokens shared by consecutive windows")
+    st.add_argument(
+        "--head", choices=["softmax", "crf", "bilstm-crf"], default="softmax", help="ner: tag decoder"
+    )
+    st.add_argument("--max-length", type=int, default=None, help="tokens per window")
+    st.add_argument("--unknown-label", default=None, help="map unseen dev labels to this label")
+    st.add_argument("--epochs", type=float, default=3.0, help="epochs (default 3)")
+    st.add_argument("--max-steps", type=int, default=None, help="optimizer steps per training run")
+    st.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
+    st.add_argument("--lr", type=float, default=5e-5, help="learning rate (default 5e-5)")
+    st.add_argument("--no-bf16", action="store_true", help="train in fp32")
+    st.add_argument("--seed", type=int, default=42, help="seed for folds and training (default 42)")
+    se.set_defaults(func=_search, test=None)
 
     tok = sub.add_parser("tokenizer", help="WordPiece tokenizer tools")
     tok_sub = tok.add_subparsers(dest="tokenizer_command", required=True, metavar="ACTION")

@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from bertkit.errors import BertkitError
 from bertkit.fileio import write_json
 from bertkit.tasks.batching import length_grouped_order, pad_batch
 from bertkit.tokenizer import Tokenizer
-from bertkit.train import TrainArgs, fit, set_seed
+from bertkit.train import TrainArgs, TrainResult, fit, set_seed
 
 
 def staging_dir(output: Path, overwrite: bool) -> Path:
@@ -61,6 +61,45 @@ def training_batches(task, feats: list[dict], batch_size: int, pad_id: int, seed
     return batches, -(-len(feats) // batch_size)
 
 
+@dataclass
+class Trained:
+    model: torch.nn.Module
+    tokenizer: Tokenizer
+    config: BertConfig
+    result: TrainResult
+    dev_feats: list[dict]
+
+
+def train_model(
+    task,
+    model_dir: Path,
+    train_examples: list,
+    dev_examples: list,
+    args: TrainArgs,
+    log_dir: Path | None = None,
+) -> Trained:
+    """Build `task`'s model from `model_dir` and train it, keeping the best weights on the dev set."""
+    set_seed(args.seed)
+    tokenizer = Tokenizer.from_pretrained(model_dir)
+    config = BertConfig.from_pretrained(model_dir)
+    task.configure(config)
+    model = task.model_class.from_pretrained(model_dir, config=config, ignore_mismatched_sizes=True)
+    train_feats = task.features(tokenizer, train_examples)
+    # a QA window without an answer position (unanswerable example) cannot be trained on
+    train_feats = [f for f in train_feats if "labels" in f or "start_positions" in f]
+    if not train_feats:
+        raise BertkitError("no training examples with labels")
+    dev_feats = task.features(tokenizer, dev_examples)
+    pad = tokenizer.pad_token_id
+    batches, steps = training_batches(task, train_feats, args.batch_size, pad, args.seed)
+
+    def evaluate(m) -> dict:
+        return task.metrics(dev_examples, task.predict(m, dev_feats, dev_examples, pad))
+
+    result = fit(model, batches, steps, task.loss, evaluate, task.main_metric, args, log_dir=log_dir)
+    return Trained(model, tokenizer, config, result, dev_feats)
+
+
 def finetune(
     task,
     model_dir: Path,
@@ -76,50 +115,34 @@ def finetune(
     """Train `task`'s model from `model_dir`; returns the metrics written to metrics.json."""
     stage = staging_dir(output, overwrite)
     try:
-        set_seed(args.seed)
-        tokenizer = Tokenizer.from_pretrained(model_dir)
-        config = BertConfig.from_pretrained(model_dir)
-        task.configure(config)
-        model = task.model_class.from_pretrained(model_dir, config=config, ignore_mismatched_sizes=True)
-        train_feats = task.features(tokenizer, train_examples)
-        # a QA window without an answer position (unanswerable example) cannot be trained on
-        train_feats = [f for f in train_feats if "labels" in f or "start_positions" in f]
-        if not train_feats:
-            raise BertkitError("no training examples with labels")
-        dev_feats = task.features(tokenizer, dev_examples)
-        pad = tokenizer.pad_token_id
-        batches, steps = training_batches(task, train_feats, args.batch_size, pad, args.seed)
-
-        def evaluate(m) -> dict:
-            preds = task.predict(m, dev_feats, dev_examples, pad)
-            return task.metrics(dev_examples, preds)
-
-        result = fit(model, batches, steps, task.loss, evaluate, task.main_metric, args, log_dir=stage)
+        t = train_model(task, model_dir, train_examples, dev_examples, args, log_dir=stage)
+        pad = t.tokenizer.pad_token_id
         metrics: dict[str, Any] = {}
         reports = {}
-        for split, examples, feats in (("dev", dev_examples, dev_feats), ("test", test_examples, None)):
+        for split, examples, feats in (("dev", dev_examples, t.dev_feats), ("test", test_examples, None)):
             if not examples:
                 continue
-            feats = feats if feats is not None else task.features(tokenizer, examples)
+            feats = feats if feats is not None else task.features(t.tokenizer, examples)
             with torch.inference_mode():
-                preds = task.predict(model, feats, examples, pad)
+                preds = task.predict(t.model, feats, examples, pad)
             metrics[split] = task.metrics(examples, preds)
             reports[split] = (examples, preds)
         metrics["train"] = {
-            "seconds": round(result.seconds, 1),
-            "eval_seconds": round(result.eval_seconds, 1),
-            "steps": result.steps,
-            "best_step": result.best_step,
+            "seconds": round(t.result.seconds, 1),
+            "eval_seconds": round(t.result.eval_seconds, 1),
+            "steps": t.result.steps,
+            "best_step": t.result.best_step,
             "examples": len(train_examples),
         }
-        config.extra["bertkit"] = {**(task_info or {}), **task.info()}
-        model.save_pretrained(stage)
-        tokenizer.save_pretrained(stage)
+        t.config.extra["bertkit"] = {**(task_info or {}), **task.info()}
+        t.model.save_pretrained(stage)
+        t.tokenizer.save_pretrained(stage)
         write_json(stage / "metrics.json", metrics)
         write_json(stage / "train_args.json", asdict(args))
         if write_report is not None:
             for split, (examples, preds) in reports.items():
-                write_report(stage / "report" / split, task, examples, preds, metrics[split], result.history)
+                history = t.result.history
+                write_report(stage / "report" / split, task, examples, preds, metrics[split], history)
         publish(stage, output)
         return metrics
     except BaseException:
@@ -171,7 +194,8 @@ def build_task(name: str, args, opts: dict):
         )
     if labels is not None:
         label2id = {x: i for i, x in enumerate(labels)}
-        dev = check_labels(dev, label2id, args.dev, args.unknown_label)
+        if dev:
+            dev = check_labels(dev, label2id, args.dev, args.unknown_label)
         if test:
             test = check_labels(test, label2id, args.test, args.unknown_label)
     return task, train, dev, test

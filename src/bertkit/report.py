@@ -132,63 +132,10 @@ def write_report(
     if history:
         plot_learning_curves(out / "learning_curves.png", history)
         md += ["## Learning curves", "", "![learning curves](learning_curves.png)", ""]
-    errors = _errors(task, examples, preds)
+    pairs = enumerate(zip(examples, preds, strict=True))
+    errors = [row for i, (x, p) in pairs if (row := task.error(x, p, i))]
     with atomic_open(out / "errors.jsonl") as f:
         for e in errors:
             f.write(json.dumps(e, ensure_ascii=False) + "\n")
     md += [f"{len(errors)} wrong predictions are listed in errors.jsonl.", ""]
     write_text(out / "report.md", "\n".join(md))
-
-
-def _errors(task, examples: list, preds: list[dict]) -> list[dict]:
-    out = []
-    for i, (e, p) in enumerate(zip(examples, preds, strict=True)):
-        if task.name == "classify":
-            if "label" in p and p["label"] != e.label:
-                out.append(
-                    {
-                        "index": i,
-                        "line": e.line,
-                        "text": e.text,
-                        "pair": e.pair,
-                        "label": e.label,
-                        "predicted": p["label"],
-                        "scores": p["scores"],
-                    }
-                )
-            elif "score" in p and "label" not in p and abs(p["score"] - float(e.label)) > 1.0:
-                out.append(
-                    {
-                        "index": i,
-                        "line": e.line,
-                        "text": e.text,
-                        "pair": e.pair,
-                        "label": float(e.label),
-                        "predicted": p["score"],
-                    }
-                )
-        elif task.name == "ner":
-            if p["tags"] != list(e.tags):
-                out.append(
-                    {
-                        "index": i,
-                        "line": e.line,
-                        "text": e.text,
-                        "tags": list(e.tags),
-                        "predicted": p["tags"],
-                        "entities": p["entities"],
-                    }
-                )
-        elif task.name == "qa":
-            golds = [a["text"] for a in e.answers]
-            if p["answer"] not in golds:
-                out.append(
-                    {
-                        "id": e.id,
-                        "question": e.question,
-                        "answers": golds,
-                        "predicted": p["answer"],
-                        "score": p["score"],
-                    }
-                )
-    return out

@@ -126,10 +126,12 @@ def fit(
     optimizer.zero_grad(set_to_none=True)
     stop = False
     epoch = 0
-    last_dev = ""
+    last_loss, last_dev = float("nan"), ""
     try:
         while not stop:
+            seen = 0
             for batch in batches(epoch):
+                seen += 1
                 batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
                 with autocast(device, use_bf16):
                     loss = loss_fn(model, batch)
@@ -168,9 +170,9 @@ def fit(
                         "lr": scheduler.get_last_lr()[0],
                     }
                     record(entry)
-                    running_loss, running_n = 0.0, 0
+                    running_loss, running_n, last_loss = 0.0, 0, entry["loss"]
                     if bar:
-                        bar.set_postfix_str(f"loss {entry['loss']:.4f}{last_dev}")
+                        bar.set_postfix_str(f"loss {last_loss:.4f}{last_dev}")
                 if evaluate is not None and (step % eval_every == 0 or step == total):
                     model.eval()
                     t_eval = time.perf_counter()
@@ -188,9 +190,7 @@ def fit(
                     score = metrics[main_metric]
                     last_dev = f", dev {main_metric} {score:.4f}"
                     if bar:
-                        bar.set_postfix_str(
-                            f"loss {history[-2]['loss'] if len(history) > 1 else 0:.4f}{last_dev}"
-                        )
+                        bar.set_postfix_str(f"loss {last_loss:.4f}{last_dev}")
                     improved = best_score is None or (
                         score > best_score if greater_is_better else score < best_score
                     )
@@ -206,6 +206,8 @@ def fit(
                 if step >= total or stop:
                     stop = True
                     break
+            if seen == 0:
+                raise ValueError("the training data yielded no batches")
             epoch += 1
     finally:
         if bar:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bertkit.data.folders import is_folder_dataset, read_folder_classification
 from bertkit.data.readers import (
     QAExample,
     TextExample,
@@ -18,7 +19,7 @@ from bertkit.data.readers import (
 )
 from bertkit.errors import BertkitError
 
-FORMATS = ("tsv", "csv", "jsonl", "conll", "spans", "squad")
+FORMATS = ("tsv", "csv", "jsonl", "conll", "spans", "squad", "folders")
 
 __all__ = [
     "FORMATS",
@@ -29,6 +30,7 @@ __all__ = [
     "label_vocab",
     "load_examples",
     "read_conll",
+    "read_folder_classification",
     "read_span_jsonl",
     "read_squad",
     "read_text_classification",
@@ -38,7 +40,8 @@ __all__ = [
 def load_examples(task: str, path: str | Path, fmt: str | None = None, **opts: Any) -> list:
     """Read `path` for `task` ("classify", "ner", "qa"). Without `fmt` the format follows the task
     and the extension: NER reads CoNLL columns (.jsonl/.json: character-offset spans), QA reads
-    SQuAD JSON, classification reads TSV/CSV/JSONL. `opts` are the reader's keyword options."""
+    SQuAD JSON, classification reads TSV/CSV/JSONL, or a folder per label (a directory, or a folder
+    inside a tar archive: `aclImdb.tar.gz/aclImdb/train`). `opts` are the reader's keyword options."""
     suffix = Path(path).suffix.lower()
     if fmt is None:
         if task == "ner":
@@ -58,6 +61,8 @@ def load_examples(task: str, path: str | Path, fmt: str | None = None, **opts: A
         if fmt != "squad":
             raise BertkitError(f"format {fmt!r} does not hold QA examples; use squad", path)
         return read_squad(path)
+    if fmt == "folders" or (fmt is None and is_folder_dataset(path)):
+        return read_folder_classification(path)
     if fmt in ("conll", "spans", "squad"):
         raise BertkitError(
             f"format {fmt!r} does not hold classification examples; use tsv, csv or jsonl", path

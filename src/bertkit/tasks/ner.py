@@ -249,3 +249,15 @@ class NerTask:
 
     def metrics(self, examples: Sequence, preds: list[dict]) -> dict:
         return entity_metrics([list(e.tags) for e in examples], [p["tags"] for p in preds])
+
+    def error(self, example, pred: dict, index: int) -> dict | None:
+        if pred["tags"] == list(example.tags):
+            return None
+        return {
+            "index": index,
+            "line": example.line,
+            "text": example.text,
+            "tags": list(example.tags),
+            "predicted": pred["tags"],
+            "entities": pred["entities"],
+        }

@@ -155,3 +155,15 @@ class QATask:
             {e.id: p["answer"] for e, p in zip(examples, preds, strict=True)},
             {e.id: [a["text"] for a in e.answers] for e in examples},
         )
+
+    def error(self, example, pred: dict, index: int) -> dict | None:
+        golds = [a["text"] for a in example.answers]
+        if pred["answer"] in golds:
+            return None
+        return {
+            "id": example.id,
+            "question": example.question,
+            "answers": golds,
+            "predicted": pred["answer"],
+            "score": pred["score"],
+        }
