@@ -45,3 +45,20 @@ def minilm_dir() -> Path:
 def hf():
     """The `transformers` package, the test oracle (dev extra)."""
     return pytest.importorskip("transformers", reason="transformers (the test oracle) is not installed")
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory, minilm_dir) -> Path:
+    """A small random BERT with the MiniLM vocabulary and tokenizer files: fast to train."""
+    import shutil
+
+    import torch
+
+    import bertkit
+
+    d = tmp_path_factory.mktemp("tiny")
+    torch.manual_seed(0)
+    bertkit.BertModel(bertkit.BertConfig.preset("tiny", vocab_size=30522)).save_pretrained(d)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(minilm_dir / name, d / name)
+    return d

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import torch
@@ -16,17 +15,6 @@ from bertkit.tasks.batching import IGNORE, length_grouped_order, pad_batch, sort
 from bertkit.tasks.ner import NerTask
 from bertkit.tasks.qa import QATask
 from bertkit.train import TrainArgs, fit
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, minilm_dir):
-    """A small random BERT with the MiniLM vocabulary and tokenizer files: fast to train."""
-    d = tmp_path_factory.mktemp("tiny")
-    torch.manual_seed(0)
-    bertkit.BertModel(BertConfig.preset("tiny", vocab_size=30522)).save_pretrained(d)
-    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(minilm_dir / name, d / name)
-    return d
 
 
 @pytest.fixture(scope="module")

@@ -4,29 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
-import torch
 
-import bertkit
-from bertkit import BertConfig
 from bertkit.errors import BertkitError
 from bertkit.search import folds, parse_grid
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, minilm_dir):
-    d = tmp_path_factory.mktemp("tiny")
-    torch.manual_seed(0)
-    bertkit.BertModel(BertConfig.preset("tiny", vocab_size=30522)).save_pretrained(d)
-    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(minilm_dir / name, d / name)
-    return d
 
 
 def test_parse_grid_and_errors():

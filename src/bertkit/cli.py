@@ -57,23 +57,9 @@ def _finetune(args: argparse.Namespace) -> None:
 
     from bertkit.finetune import build_task, finetune
     from bertkit.report import write_report
-    from bertkit.train import TrainArgs
 
     task, train, dev, test = build_task(args.task, args, _data_opts(args))
-    targs = TrainArgs(
-        epochs=args.epochs,
-        max_steps=args.max_steps,
-        batch_size=args.batch_size,
-        grad_accum=args.grad_accum,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        warmup=args.warmup,
-        bf16=False if args.no_bf16 else None,
-        eval_every=args.eval_every,
-        patience=args.patience,
-        seed=args.seed,
-        progress=not args.quiet,
-    )
+    targs = _train_args(args)
     metrics = finetune(
         task,
         Path(args.model),
@@ -121,7 +107,6 @@ def _search(args: argparse.Namespace) -> None:
 
     from bertkit.finetune import build_task
     from bertkit.search import TASK_KEYS, parse_grid, run_search
-    from bertkit.train import TrainArgs
 
     grid = parse_grid(args.grid)
     if args.dev is None and args.folds is None:
@@ -134,16 +119,7 @@ def _search(args: argparse.Namespace) -> None:
     def make_task(params: dict):
         return dataclasses.replace(task, **{k: v for k, v in params.items() if k in TASK_KEYS})
 
-    base = TrainArgs(
-        epochs=args.epochs,
-        max_steps=args.max_steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        bf16=False if args.no_bf16 else None,
-        seed=args.seed,
-        progress=False,
-        tensorboard=False,
-    )
+    base = _train_args(args, progress=False, tensorboard=False)
     best = run_search(
         make_task,
         Path(args.model),
@@ -185,6 +161,70 @@ def _add_data_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_task_flags(p: argparse.ArgumentParser) -> None:
+    t = p.add_argument_group("task")
+    t.add_argument("--regression", action="store_true", help="classify: a numeric target (MSE loss)")
+    t.add_argument("--positive-label", help="classify: report F1 of this class and select by it (e.g. 1)")
+    t.add_argument(
+        "--windows",
+        action="store_true",
+        help="classify: cover long texts with overlapping windows instead of truncating",
+    )
+    t.add_argument(
+        "--stride",
+        type=int,
+        default=None,
+        help="tokens shared by consecutive windows (classify 64, ner 32, qa doc stride 128)",
+    )
+    t.add_argument(
+        "--head", choices=["softmax", "crf", "bilstm-crf"], default="softmax", help="ner: tag decoder"
+    )
+    t.add_argument("--max-length", type=int, default=None, help="tokens per window (default 128; qa 384)")
+    t.add_argument(
+        "--unknown-label",
+        default=None,
+        help="map dev/test labels unseen in training to this label instead of failing",
+    )
+
+
+def _add_training_flags(p: argparse.ArgumentParser) -> None:
+    o = p.add_argument_group("training")
+    o.add_argument("--epochs", type=float, default=3.0, help="training epochs (default 3)")
+    o.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
+    o.add_argument("--batch-size", type=int, default=32, help="examples per batch (default 32)")
+    o.add_argument("--grad-accum", type=int, default=1, help="batches per optimizer step (default 1)")
+    o.add_argument("--lr", type=float, default=5e-5, help="peak learning rate (default 5e-5)")
+    o.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default 0.01)")
+    o.add_argument("--warmup", type=float, default=0.1, help="warm-up: fraction of steps if < 1, else steps")
+    o.add_argument("--no-bf16", action="store_true", help="train in fp32 even where bf16 is faster")
+    o.add_argument(
+        "--eval-every", type=int, default=None, help="evaluate every N steps (default: each epoch)"
+    )
+    o.add_argument("--patience", type=int, default=None, help="early stopping: evaluations without gain")
+    o.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    o.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _train_args(args: argparse.Namespace, **overrides):
+    from bertkit.train import TrainArgs
+
+    kw = dict(
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup=args.warmup,
+        bf16=False if args.no_bf16 else None,
+        eval_every=args.eval_every,
+        patience=args.patience,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    return TrainArgs(**{**kw, **overrides})
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bertkit", description="BERT end to end on PyTorch.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -220,44 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace an existing output directory at the end"
     )
     _add_data_flags(ft)
-    t = ft.add_argument_group("task")
-    t.add_argument("--regression", action="store_true", help="classify: a numeric target (MSE loss)")
-    t.add_argument("--positive-label", help="classify: report F1 of this class and select by it (e.g. 1)")
-    t.add_argument(
-        "--windows",
-        action="store_true",
-        help="classify: cover long texts with overlapping windows instead of truncating",
-    )
-    t.add_argument(
-        "--stride",
-        type=int,
-        default=None,
-        help="tokens shared by consecutive windows (classify 64, ner 32, qa doc stride 128)",
-    )
-    t.add_argument(
-        "--head", choices=["softmax", "crf", "bilstm-crf"], default="softmax", help="ner: tag decoder"
-    )
-    t.add_argument("--max-length", type=int, default=None, help="tokens per window (default 128; qa 384)")
-    t.add_argument(
-        "--unknown-label",
-        default=None,
-        help="map dev/test labels unseen in training to this label instead of failing",
-    )
-    o = ft.add_argument_group("training")
-    o.add_argument("--epochs", type=float, default=3.0, help="training epochs (default 3)")
-    o.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
-    o.add_argument("--batch-size", type=int, default=32, help="examples per batch (default 32)")
-    o.add_argument("--grad-accum", type=int, default=1, help="batches per optimizer step (default 1)")
-    o.add_argument("--lr", type=float, default=5e-5, help="peak learning rate (default 5e-5)")
-    o.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default 0.01)")
-    o.add_argument("--warmup", type=float, default=0.1, help="warm-up: fraction of steps if < 1, else steps")
-    o.add_argument("--no-bf16", action="store_true", help="train in fp32 even where bf16 is faster")
-    o.add_argument(
-        "--eval-every", type=int, default=None, help="evaluate every N steps (default: each epoch)"
-    )
-    o.add_argument("--patience", type=int, default=None, help="early stopping: evaluations without gain")
-    o.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
-    o.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_task_flags(ft)
+    _add_training_flags(ft)
     ft.set_defaults(func=_finetune)
 
     ev = sub.add_parser("evaluate", help="evaluate a fine-tuned model on a labelled file and write a report")
@@ -305,22 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
         "max_steps, head, max_length",
     )
     _add_data_flags(se)
-    st = se.add_argument_group("task and training defaults (the grid overrides them)")
-    st.add_argument("--regression", action="store_true", help="classify: a numeric target")
-    st.add_argument("--positive-label", help="classify: rank by F1 of this class")
-    st.add_argument("--windows", action="store_true", help="classify: overlapping windows over long texts")
-    st.add_argument("--stride", type=int, default=None, help="tokens shared by consecutive windows")
-    st.add_argument(
-        "--head", choices=["softmax", "crf", "bilstm-crf"], default="softmax", help="ner: tag decoder"
-    )
-    st.add_argument("--max-length", type=int, default=None, help="tokens per window")
-    st.add_argument("--unknown-label", default=None, help="map unseen dev labels to this label")
-    st.add_argument("--epochs", type=float, default=3.0, help="epochs (default 3)")
-    st.add_argument("--max-steps", type=int, default=None, help="optimizer steps per training run")
-    st.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
-    st.add_argument("--lr", type=float, default=5e-5, help="learning rate (default 5e-5)")
-    st.add_argument("--no-bf16", action="store_true", help="train in fp32")
-    st.add_argument("--seed", type=int, default=42, help="seed for folds and training (default 42)")
+    _add_task_flags(se)
+    _add_training_flags(se)
     se.set_defaults(func=_search, test=None)
 
     tok = sub.add_parser("tokenizer", help="WordPiece tokenizer tools")

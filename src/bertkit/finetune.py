@@ -89,6 +89,7 @@ def train_model(
     train_feats = [f for f in train_feats if "labels" in f or "start_positions" in f]
     if not train_feats:
         raise BertkitError("no training examples with labels")
+    task.prepare(train_feats, args.batch_size)
     dev_feats = task.features(tokenizer, dev_examples)
     pad = tokenizer.pad_token_id
     batches, steps = training_batches(task, train_feats, args.batch_size, pad, args.seed)

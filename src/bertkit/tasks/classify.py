@@ -42,6 +42,9 @@ class ClassifyTask:
             return "pearson"
         return "f1" if self.positive_label is not None else "accuracy"
 
+    def prepare(self, train_feats: list[dict], batch_size: int) -> None:
+        """Nothing to learn from the training features (NER sets its loss scale here)."""
+
     def configure(self, config: BertConfig) -> None:
         """Name the head's outputs in the config (saved as id2label/label2id)."""
         if self.regression:

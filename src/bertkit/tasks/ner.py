@@ -96,6 +96,14 @@ class NerTask:
 
     name = "ner"
     main_metric = "f1"
+    # Labelled words in an average training batch; set by `prepare`. Length-grouped batches hold
+    # very different numbers of words, so the softmax loss is a sum divided by this constant:
+    # every word weighs the same, as with randomly mixed batches, instead of each batch.
+    words_per_batch: float | None = None
+
+    def prepare(self, train_feats: list[dict], batch_size: int) -> None:
+        words = sum(sum(1 for x in f["labels"] if x != IGNORE) for f in train_feats)
+        self.words_per_batch = max(1.0, words * batch_size / max(1, len(train_feats)))
 
     @property
     def model_class(self):
@@ -169,7 +177,10 @@ class NerTask:
     def loss(self, tagger: NerTagger, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         emissions = tagger.emissions(batch).float()
         if tagger.crf is None:
-            return F.cross_entropy(emissions.flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE)
+            flat = (emissions.flatten(0, 1), batch["labels"].flatten())
+            if self.words_per_batch is None:
+                return F.cross_entropy(*flat, ignore_index=IGNORE)
+            return F.cross_entropy(*flat, ignore_index=IGNORE, reduction="sum") / self.words_per_batch
         pos, mask = _word_positions(batch["labels"])
         word_em = torch.gather(emissions, 1, pos[..., None].expand(-1, -1, emissions.shape[-1]))
         tags = torch.gather(batch["labels"], 1, pos).clamp(min=0)

@@ -32,6 +32,9 @@ class QATask:
     main_metric = "f1"
     model_class = BertForQuestionAnswering
 
+    def prepare(self, train_feats: list[dict], batch_size: int) -> None:
+        """Nothing to learn from the training features (NER sets its loss scale here)."""
+
     def configure(self, config: BertConfig) -> None:
         pass
 
