@@ -34,7 +34,7 @@ mkdir -p runs
 
 echo "== sentiment: SST-2, 1 epoch =="
 bertkit finetune --task classify --model "$model" --train "$sst/train.tsv" --dev "$sst/dev.tsv" \
-  --output runs/sst2 --overwrite --epochs 1 --batch-size 32 --lr 5e-5 "${quick[@]}"
+  --output runs/sst2 --overwrite --epochs 1 --batch-size 32 --lr 1e-4 "${quick[@]}"
 
 echo "== named entities: CoNLL-2003, 3 epochs =="
 bertkit finetune --task ner --model "$model" --train "$conll/train.txt" --dev "$conll/valid.txt" \

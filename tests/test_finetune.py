@@ -428,6 +428,6 @@ def test_tokens_example_offsets_roundtrip():
     from bertkit.pipelines import words_of
 
     e = words_of("Angela  Merkel visited 北京 today.")
-    assert e.tokens == ["Angela", "Merkel", "visited", "北", "京", "today."]
+    assert e.tokens == ["Angela", "Merkel", "visited", "北", "京", "today", "."]
     assert all(e.text[s:t] == w for w, (s, t) in zip(e.tokens, e.offsets, strict=True))
     assert isinstance(e, TokenExample)

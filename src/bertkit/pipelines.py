@@ -33,10 +33,12 @@ ALIASES = {
     "question-answering": "qa",
 }
 
-# A word: a run of non-space characters, except that every CJK character stands alone (as BERT splits them).
-_WORD = re.compile(
-    r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]|[^\s\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]+"
-)
+# Words as CoNLL-style data splits them: every CJK character alone; abbreviations ("U.S.");
+# letters and digits joined by inner hyphens, apostrophes, periods or commas ("e-mail", "don't",
+# "1,000.5"); and each other punctuation character alone (so "Paris." is "Paris" and ".").
+_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
+_ALNUM = f"[^\\W_{_CJK}]"
+_WORD = re.compile(f"[{_CJK}]|(?:[^\\W\\d_{_CJK}]\\.){{2,}}|{_ALNUM}+(?:[-'’.,]{_ALNUM}+)*|[^\\w\\s]|_")
 
 
 def words_of(text: str) -> TokenExample:
