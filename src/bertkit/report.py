@@ -89,32 +89,11 @@ def write_report(
     md = [f"# {task.name} report", "", f"{len(examples)} examples.", ""]
     headline = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     md += [_table(list(headline), [list(headline.values())]), ""]
-    if "per_class" in metrics:
-        md += [
-            "## Per class",
-            "",
-            _table(
-                ["label", "precision", "recall", "f1", "support"],
-                [
-                    [k, v["precision"], v["recall"], v["f1"], v["support"]]
-                    for k, v in metrics["per_class"].items()
-                ],
-            ),
-            "",
-        ]
-    if "per_type" in metrics:
-        md += [
-            "## Per entity type",
-            "",
-            _table(
-                ["type", "precision", "recall", "f1", "support"],
-                [
-                    [k, v["precision"], v["recall"], v["f1"], v["support"]]
-                    for k, v in metrics["per_type"].items()
-                ],
-            ),
-            "",
-        ]
+    for key, title, name in (("per_class", "Per class", "label"), ("per_type", "Per entity type", "type")):
+        if key in metrics:
+            cols = ["precision", "recall", "f1", "support"]
+            rows = [[k, *(v[c] for c in cols)] for k, v in metrics[key].items()]
+            md += [f"## {title}", "", _table([name, *cols], rows), ""]
     if "confusion_matrix" in metrics and getattr(task, "labels", None):
         labels = task.labels
         md += [
