@@ -225,26 +225,10 @@ def test_cli_classify_end_to_end_and_loads_in_transformers(tiny_dir, shared_data
     dev = _slice(shared_data / "en/glue/SST-2/dev.tsv", tmp_path / "dev.tsv", 101)
     out = tmp_path / "out"
     rc = main(
-        [
-            "finetune",
-            "--task",
-            "classify",
-            "--model",
-            str(tiny_dir),
-            "--train",
-            str(train),
-            "--dev",
-            str(dev),
-            "--test",
-            str(dev),
-            "--output",
-            str(out),
-            "--epochs",
-            "1",
-            "--batch-size",
-            "16",
-            "--quiet",
-        ]
+        (
+            f"finetune --task classify --model {tiny_dir} --train {train} --dev {dev} --test {dev} "
+            f"--output {out} --epochs 1 --batch-size 16 --quiet"
+        ).split()
     )
     assert rc == 0
     metrics = json.loads((out / "metrics.json").read_text())
@@ -367,20 +351,9 @@ def test_bad_input_exits_cleanly_and_writes_nothing(tiny_dir, tmp_path, capsys):
     bad.write_text("sentence\tlabel\ngood film\t1\nno label here\n")
     out = tmp_path / "out"
     rc = main(
-        [
-            "finetune",
-            "--task",
-            "classify",
-            "--model",
-            str(tiny_dir),
-            "--train",
-            str(bad),
-            "--dev",
-            str(bad),
-            "--output",
-            str(out),
-            "--quiet",
-        ]
+        (
+            f"finetune --task classify --model {tiny_dir} --train {bad} --dev {bad} --output {out} --quiet"
+        ).split()
     )
     err = capsys.readouterr().err
     assert rc == 2 and "train.tsv" in err and "line 3" in err and "Traceback" not in err
@@ -403,22 +376,10 @@ def test_interrupted_run_leaves_no_complete_looking_output(tiny_dir, shared_data
     monkeypatch.setattr(classify.ClassifyTask, "loss", dying_loss)
     out = tmp_path / "out"
     rc = main(
-        [
-            "finetune",
-            "--task",
-            "classify",
-            "--model",
-            str(tiny_dir),
-            "--train",
-            str(train),
-            "--dev",
-            str(train),
-            "--output",
-            str(out),
-            "--batch-size",
-            "8",
-            "--quiet",
-        ]
+        (
+            f"finetune --task classify --model {tiny_dir} --train {train} --dev {train} "
+            f"--output {out} --batch-size 8 --quiet"
+        ).split()
     )
     assert rc == 130
     assert not out.exists() and not list(tmp_path.glob(".out.*"))

@@ -156,25 +156,11 @@ class ClassifyTask:
 
     def error(self, example, pred: dict, index: int) -> dict | None:
         """The row errors.jsonl gets for a wrong prediction (off by more than 1.0 for regression)."""
+        row = {"index": index, "line": example.line, "text": example.text, "pair": example.pair}
         if self.regression:
             if abs(pred["score"] - float(example.label)) <= 1.0:
                 return None
-            return {
-                "index": index,
-                "line": example.line,
-                "text": example.text,
-                "pair": example.pair,
-                "label": float(example.label),
-                "predicted": pred["score"],
-            }
+            return {**row, "label": float(example.label), "predicted": pred["score"]}
         if pred["label"] == example.label:
             return None
-        return {
-            "index": index,
-            "line": example.line,
-            "text": example.text,
-            "pair": example.pair,
-            "label": example.label,
-            "predicted": pred["label"],
-            "scores": pred["scores"],
-        }
+        return {**row, "label": example.label, "predicted": pred["label"], "scores": pred["scores"]}
