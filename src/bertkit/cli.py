@@ -23,6 +23,18 @@ def _tokenizer_train(args: argparse.Namespace) -> None:
     print(f"trained a WordPiece vocabulary of {tok.vocab_size} tokens; saved to {args.output}")
 
 
+def _init(args: argparse.Namespace) -> None:
+    from bertkit.heads import init_model_dir
+
+    overrides = {"max_position_embeddings": args.max_positions}
+    for name in ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    model = init_model_dir(args.config, args.tokenizer, args.output, args.seed, args.overwrite, **overrides)
+    n = sum(p.numel() for p in model.parameters())
+    print(f"initialised a random {args.config} BERT ({n / 1e6:.1f} M parameters) in {args.output}")
+
+
 def _info(args: argparse.Namespace) -> None:
     from bertkit.heads import load_model
 
@@ -237,6 +249,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     info.add_argument("model", help="model directory (config.json + model.safetensors)")
     info.set_defaults(func=_info)
+
+    ini = sub.add_parser(
+        "init",
+        help="create a randomly initialised model directory for a tokenizer",
+        description="Write a randomly initialised BertForPreTraining of a preset size, with the "
+        "vocabulary size of --tokenizer, as a model directory: the start of pretraining, or of "
+        "fine-tuning from scratch.",
+    )
+    ini.add_argument(
+        "--config",
+        default="mini",
+        choices=["tiny", "mini", "small", "medium", "base", "large"],
+        help="preset size: tiny L2/H128, mini L4/H256, small L4/H512, medium L8/H512, base, large",
+    )
+    ini.add_argument("--tokenizer", required=True, help="directory with vocab.txt or tokenizer.json")
+    ini.add_argument("--output", required=True, help="model directory to write")
+    ini.add_argument("--max-positions", type=int, default=512, help="maximum sequence length (default 512)")
+    ini.add_argument("--num-hidden-layers", type=int, help="override the preset's layer count")
+    ini.add_argument("--hidden-size", type=int, help="override the preset's hidden size")
+    ini.add_argument("--num-attention-heads", type=int, help="override the preset's head count")
+    ini.add_argument("--intermediate-size", type=int, help="override the feed-forward size (4 × hidden)")
+    ini.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
+    ini.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    ini.set_defaults(func=_init)
 
     ft = sub.add_parser(
         "finetune",

@@ -9,10 +9,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from bertkit.errors import BertkitError
 
 
 @contextlib.contextmanager
@@ -61,3 +64,41 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_open(path) as f:
         f.write(text)
+
+
+def staging_dir(output: Path, overwrite: bool) -> Path:
+    """A fresh hidden directory beside `output` for the run to write into."""
+    if output.exists() and any(output.iterdir()) and not overwrite:
+        raise BertkitError(
+            "output directory exists and is not empty (pass --overwrite to replace it)", output
+        )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    stage = output.parent / f".{output.name}.partial-{os.getpid()}"
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir()
+    return stage
+
+
+def publish(stage: Path, output: Path) -> None:
+    """Move the finished run into place; an old output (with --overwrite) goes only afterwards."""
+    old = None
+    if output.exists():
+        old = output.parent / f".{output.name}.old-{os.getpid()}"
+        os.replace(output, old)
+    os.replace(stage, output)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_output(output: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Write a whole output directory into a hidden staging directory and move it into place
+    only when the block completes; on any failure the stage is removed and `output` untouched."""
+    stage = staging_dir(output, overwrite)
+    try:
+        yield stage
+        publish(stage, output)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise

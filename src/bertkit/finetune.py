@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,35 +17,10 @@ import torch
 
 from bertkit.config import BertConfig
 from bertkit.errors import BertkitError
-from bertkit.fileio import write_json
+from bertkit.fileio import staged_output, write_json
 from bertkit.tasks.batching import length_grouped_order, pad_batch
 from bertkit.tokenizer import Tokenizer
 from bertkit.train import TrainArgs, TrainResult, fit, set_seed
-
-
-def staging_dir(output: Path, overwrite: bool) -> Path:
-    """A fresh hidden directory beside `output` for the run to write into."""
-    if output.exists() and any(output.iterdir()) and not overwrite:
-        raise BertkitError(
-            "output directory exists and is not empty (pass --overwrite to replace it)", output
-        )
-    output.parent.mkdir(parents=True, exist_ok=True)
-    stage = output.parent / f".{output.name}.partial-{os.getpid()}"
-    if stage.exists():
-        shutil.rmtree(stage)
-    stage.mkdir()
-    return stage
-
-
-def publish(stage: Path, output: Path) -> None:
-    """Move the finished run into place; an old output (with --overwrite) goes only afterwards."""
-    old = None
-    if output.exists():
-        old = output.parent / f".{output.name}.old-{os.getpid()}"
-        os.replace(output, old)
-    os.replace(stage, output)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def training_batches(task, feats: list[dict], batch_size: int, pad_id: int, seed: int):
@@ -114,8 +87,7 @@ def finetune(
     write_report=None,
 ) -> dict[str, Any]:
     """Train `task`'s model from `model_dir`; returns the metrics written to metrics.json."""
-    stage = staging_dir(output, overwrite)
-    try:
+    with staged_output(output, overwrite) as stage:
         t = train_model(task, model_dir, train_examples, dev_examples, args, log_dir=stage)
         pad = t.tokenizer.pad_token_id
         metrics: dict[str, Any] = {}
@@ -144,11 +116,7 @@ def finetune(
             for split, (examples, preds) in reports.items():
                 history = t.result.history
                 write_report(stage / "report" / split, task, examples, preds, metrics[split], history)
-        publish(stage, output)
-        return metrics
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+    return metrics
 
 
 def load_task_info(model_dir: Path) -> dict[str, Any]:
@@ -220,13 +188,8 @@ def evaluate_dir(
         examples = check_labels(examples, {x: i for i, x in enumerate(labels)}, data, unknown_label)
     preds = pipe.run(examples)
     metrics = task.metrics(examples, preds)
-    stage = staging_dir(output, overwrite=True)
-    try:
+    with staged_output(output, overwrite=True) as stage:
         write_report(stage, task, examples, preds, metrics)
-        publish(stage, output)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
     return metrics
 
 

@@ -6,7 +6,9 @@ Module and parameter names follow `checkpoint.RENAMES`, so each class saves and 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -222,3 +224,27 @@ def load_model(directory, **kwargs):
     config = BertConfig.from_pretrained(directory)
     name = (config.architectures or ["BertModel"])[0]
     return MODEL_CLASSES.get(name, BertModel).from_pretrained(directory, config=config, **kwargs)
+
+
+def init_model_dir(
+    preset: str,
+    tokenizer_dir: str | os.PathLike,
+    output: str | os.PathLike,
+    seed: int = 0,
+    overwrite: bool = False,
+    **overrides,
+) -> BertForPreTraining:
+    """A randomly initialised BertForPreTraining of a preset size, sized to a tokenizer's
+    vocabulary and saved with it as a model directory: the start of pretraining, or of
+    fine-tuning from scratch where no pretrained model exists."""
+    from bertkit.fileio import staged_output
+    from bertkit.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_pretrained(tokenizer_dir)
+    config = BertConfig.preset(preset, vocab_size=tok.vocab_size, pad_token_id=tok.pad_token_id, **overrides)
+    torch.manual_seed(seed)
+    model = BertForPreTraining(config)
+    with staged_output(Path(output), overwrite) as stage:
+        model.save_pretrained(stage)
+        tok.save_pretrained(stage)
+    return model
