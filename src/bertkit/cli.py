@@ -23,6 +23,36 @@ def _tokenizer_train(args: argparse.Namespace) -> None:
     print(f"trained a WordPiece vocabulary of {tok.vocab_size} tokens; saved to {args.output}")
 
 
+def _shards(args: argparse.Namespace) -> None:
+    import time
+
+    from bertkit.data.shards import build_shards
+
+    start = time.perf_counter()
+    manifest = build_shards(
+        args.corpus,
+        args.tokenizer,
+        args.output,
+        workers=args.workers,
+        heldout=args.heldout,
+        doc_mode=args.doc_mode,
+        strip_gutenberg=not args.no_strip_gutenberg,
+        dedupe_lines=args.dedupe_lines,
+        shard_tokens=args.shard_tokens,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    for name, split in manifest["splits"].items():
+        print(
+            f"{name}: {split['documents']:,} documents, {split['lines']:,} lines, "
+            f"{split['tokens']:,} tokens in {len(split['shards'])} shard(s)"
+        )
+    print(
+        f"shards in {args.output} ({manifest['dtype']}); built in {manifest['seconds']} s, "
+        f"this run {time.perf_counter() - start:.1f} s"
+    )
+
+
 def _init(args: argparse.Namespace) -> None:
     from bertkit.heads import init_model_dir
 
@@ -33,6 +63,34 @@ def _init(args: argparse.Namespace) -> None:
     model = init_model_dir(args.config, args.tokenizer, args.output, args.seed, args.overwrite, **overrides)
     n = sum(p.numel() for p in model.parameters())
     print(f"initialised a random {args.config} BERT ({n / 1e6:.1f} M parameters) in {args.output}")
+
+
+def _pretrain(args: argparse.Namespace) -> None:
+    from bertkit.pretrain import PretrainArgs, pretrain
+
+    fields = PretrainArgs.__dataclass_fields__
+    kw = {k: v for k, v in vars(args).items() if k in fields}
+    kw["bf16"] = False if args.no_bf16 else None
+    kw["progress"] = not args.quiet
+    pretrain(PretrainArgs(**kw))
+
+
+def _fill_mask(args: argparse.Namespace) -> None:
+    import json
+
+    from bertkit.pipelines import FillMaskPipeline
+
+    pipe = FillMaskPipeline(args.model, top_k=args.top_k)
+    for text in args.text:
+        result = pipe(text)
+        rows = [result] if result and isinstance(result[0], dict) else result
+        if args.json:
+            print(json.dumps({"text": text, "fills": rows}, ensure_ascii=False))
+            continue
+        print(text)
+        for i, row in enumerate(rows, 1):
+            shown = "  ".join(f"{r['token']} {r['score']:.3f}" for r in row)
+            print(f"  [MASK] {i}: {shown}")
 
 
 def _info(args: argparse.Namespace) -> None:
@@ -207,7 +265,7 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     o.add_argument("--grad-accum", type=int, default=1, help="batches per optimizer step (default 1)")
     o.add_argument("--lr", type=float, default=5e-5, help="peak learning rate (default 5e-5)")
     o.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default 0.01)")
-    o.add_argument("--warmup", type=float, default=0.1, help="warm-up: fraction of steps if < 1, else steps")
+    o.add_argument("--warmup", type=float, default=0.1, help="warm-up: share of steps if < 1, else steps")
     o.add_argument("--no-bf16", action="store_true", help="train in fp32 even where bf16 is faster")
     o.add_argument(
         "--eval-every", type=int, default=None, help="evaluate every N steps (default: each epoch)"
@@ -348,6 +406,110 @@ def build_parser() -> argparse.ArgumentParser:
     _add_task_flags(se)
     _add_training_flags(se)
     se.set_defaults(func=_search, test=None)
+
+    pt = sub.add_parser(
+        "pretrain",
+        help="pretrain a BERT from raw text (masked-LM, optional next-sentence)",
+        description="Pretrain from raw text files (plain or .gz, folders, globs) or a shard "
+        "directory: trains a vocabulary unless --tokenizer is given, builds token shards (reused "
+        "when unchanged), then trains masked-LM (+ next sentence with --nsp) with checkpoints "
+        "every --save-every steps and on SIGTERM/SIGINT. Runs unchanged under torchrun.",
+    )
+    pt.add_argument("--corpus", nargs="+", required=True, help="text files, folders, globs or a shard dir")
+    pt.add_argument("--output", required=True, help="run directory: final model, logs, data/, checkpoints/")
+    pt.add_argument("--tokenizer", help="tokenizer directory (default: train one on the corpus)")
+    pt.add_argument("--vocab-size", type=int, default=30522, help="trained vocabulary size (default 30522)")
+    pt.add_argument("--cased", action="store_true", help="trained vocabulary keeps case")
+    pt.add_argument(
+        "--config", default="mini", help="preset (tiny, mini, small, medium, base, large) or config.json"
+    )
+    pt.add_argument("--init-from", help="continue pretraining this model directory")
+    pt.add_argument("--max-seq-length", type=int, default=128, help="tokens per sequence (default 128)")
+    pt.add_argument(
+        "--batch-size",
+        type=int,
+        default=128,
+        help="sequences per step, all processes (default 128)",
+    )
+    pt.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step (default 1)")
+    pt.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (default 5e-4)")
+    pt.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default 0.01)")
+    pt.add_argument("--warmup", type=float, default=0.05, help="warm-up: share of steps if < 1, else steps")
+    pt.add_argument("--epochs", type=float, default=1.0, help="passes over the corpus (default 1)")
+    pt.add_argument("--max-steps", type=int, help="optimizer steps (overrides --epochs; sets the schedule)")
+    pt.add_argument("--max-minutes", type=float, help="stop (and checkpoint) after this training time")
+    pt.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps (default 500)")
+    pt.add_argument("--keep-checkpoints", type=int, default=2, help="checkpoints kept (default 2)")
+    pt.add_argument("--eval-every", type=int, default=500, help="held-out evaluation every N steps")
+    pt.add_argument("--log-every", type=int, default=20, help="log the training loss every N steps")
+    pt.add_argument("--eval-sequences", type=int, default=1024, help="held-out sequences evaluated")
+    pt.add_argument("--nsp", action="store_true", help="also train next-sentence prediction")
+    pt.add_argument("--whole-word-mask", action="store_true", help="mask whole words (## pieces together)")
+    pt.add_argument("--mlm-probability", type=float, default=0.15, help="share of tokens predicted")
+    pt.add_argument(
+        "--doc-mode", choices=["file", "blank-line"], default="file", help="what a document is (default file)"
+    )
+    pt.add_argument("--heldout", type=float, default=0.01, help="share of the corpus held out (default 0.01)")
+    pt.add_argument("--workers", type=int, help="tokenizing processes (default: CPU count)")
+    pt.add_argument("--no-bf16", action="store_true", help="train in fp32 even where bf16 is faster")
+    pt.add_argument("--fsdp", action="store_true", help="shard parameters with FSDP (under torchrun)")
+    pt.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    pt.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output")
+    pt.add_argument("--quiet", action="store_true", help="no progress bars")
+    pt.set_defaults(func=_pretrain)
+
+    fm = sub.add_parser(
+        "fill-mask",
+        help="print the top-k fillers of each [MASK] in a text",
+        description="Load a pretrained (masked-LM) directory and print the most likely tokens for "
+        "each [MASK] in each TEXT.",
+    )
+    fm.add_argument("--model", required=True, help="model directory with a masked-LM head")
+    fm.add_argument("--top-k", type=int, default=5, help="fillers shown per mask (default 5)")
+    fm.add_argument("--json", action="store_true", help="one JSON line per text instead of a table")
+    fm.add_argument("text", nargs="+", help="text with one or more [MASK] tokens")
+    fm.set_defaults(func=_fill_mask)
+
+    sh = sub.add_parser(
+        "shards",
+        help="tokenize a raw text corpus into memory-mapped token shards for pretraining",
+        description="Tokenize text files (plain or .gz, folders, globs) in parallel into token "
+        "shards (tokens, line and document offsets as flat binary arrays) plus manifest.json, "
+        "with a deterministic held-out split. Re-running with the same inputs, tokenizer and "
+        "options reuses the output; anything else needs --overwrite.",
+    )
+    sh.add_argument("--corpus", nargs="+", required=True, help="text files (plain or .gz), folders or globs")
+    sh.add_argument("--tokenizer", required=True, help="tokenizer directory (tokenizer.json or vocab.txt)")
+    sh.add_argument("--output", required=True, help="shard directory to write (written whole at the end)")
+    sh.add_argument(
+        "--workers", type=int, help="tokenizing processes (default: CPU count; 1: in this process)"
+    )
+    sh.add_argument("--heldout", type=float, default=0.01, help="share of the text held out (default 0.01)")
+    sh.add_argument(
+        "--doc-mode",
+        choices=["file", "blank-line"],
+        default="file",
+        help="what a document is: a whole file, or text between blank lines (default file)",
+    )
+    sh.add_argument(
+        "--no-strip-gutenberg",
+        action="store_true",
+        help="keep Project Gutenberg licence headers and footers (default: drop them)",
+    )
+    sh.add_argument(
+        "--dedupe-lines", action="store_true", help="drop exact repeats of a line across the corpus"
+    )
+    sh.add_argument(
+        "--shard-tokens",
+        type=int,
+        default=50_000_000,
+        help="start a new shard after this many tokens, at a document end (default 50000000)",
+    )
+    sh.add_argument(
+        "--overwrite", action="store_true", help="rebuild an output built from other inputs or options"
+    )
+    sh.add_argument("--quiet", action="store_true", help="no progress bar")
+    sh.set_defaults(func=_shards)
 
     tok = sub.add_parser("tokenizer", help="WordPiece tokenizer tools")
     tok_sub = tok.add_subparsers(dest="tokenizer_command", required=True, metavar="ACTION")

@@ -89,11 +89,62 @@ class Pipeline:
         return out[0] if single else out
 
 
-def pipeline(task: str, model: str | Path, device: str | torch.device | None = None) -> Pipeline:
-    """A pipeline for a fine-tuned directory; `task` must match what the model was trained for."""
+class FillMaskPipeline:
+    """Top-k fillers for each [MASK] of a text, from a masked-LM model (a pretrained directory):
+    `[{"token": str, "token_id": int, "score": float, "sequence": str}, ...]` for a text with one
+    mask, a list of such lists (one per mask, left to right) for a text with several."""
+
+    def __init__(self, model_dir: str | Path, device: str | torch.device | None = None, top_k: int = 5):
+        from bertkit.heads import BertForMaskedLM
+
+        self.tokenizer = Tokenizer.from_pretrained(model_dir)
+        self.model = BertForMaskedLM.from_pretrained(model_dir).eval()
+        if device is not None:
+            self.model.to(device)
+        self.top_k = top_k
+        self.mask_id = self.tokenizer.convert_tokens_to_ids("[MASK]")
+
+    def __call__(self, inputs: str | list[str], top_k: int | None = None):
+        single = isinstance(inputs, str)
+        texts = [inputs] if single else list(inputs)
+        k = top_k or self.top_k
+        out = []
+        device = next(self.model.parameters()).device
+        for text in texts:
+            enc = self.tokenizer(text, truncation=True, return_tensors="pt")
+            ids = enc["input_ids"].to(device)
+            where = (ids[0] == self.mask_id).nonzero().flatten().tolist()
+            if not where:
+                raise BertkitError(f"no [MASK] token in the text: {text[:80]!r}")
+            with torch.inference_mode():
+                logits = self.model(
+                    ids, enc["attention_mask"].to(device), enc["token_type_ids"].to(device)
+                ).logits
+            fills = []
+            for pos in where:
+                probs = logits[0, pos].float().softmax(-1)
+                scores, cand = probs.topk(min(k, probs.numel()))
+                row = []
+                for score, tid in zip(scores.tolist(), cand.tolist(), strict=True):
+                    filled = ids[0].clone()
+                    filled[pos] = tid
+                    token = self.tokenizer.convert_ids_to_tokens(tid)
+                    sequence = self.tokenizer.decode(filled.tolist())
+                    row.append({"token": token, "token_id": tid, "score": score, "sequence": sequence})
+                fills.append(row)
+            out.append(fills[0] if len(fills) == 1 else fills)
+        return out[0] if single else out
+
+
+def pipeline(task: str, model: str | Path, device: str | torch.device | None = None):
+    """A pipeline for a model directory; `task` must match what the model was trained for
+    ("fill-mask" takes a pretrained masked-LM directory)."""
+    if task == "fill-mask":
+        return FillMaskPipeline(model, device)
     want = ALIASES.get(task)
     if want is None:
-        raise BertkitError(f"unknown pipeline task {task!r}; expected one of {', '.join(ALIASES)}")
+        known = ", ".join([*ALIASES, "fill-mask"])
+        raise BertkitError(f"unknown pipeline task {task!r}; expected one of {known}")
     pipe = Pipeline(model, device)
     if pipe.task.name != want:
         raise BertkitError(f"the model was fine-tuned for {pipe.task.name!r}, not {want!r}", model)

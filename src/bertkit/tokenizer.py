@@ -17,11 +17,8 @@ learns a new vocabulary from text files with `tokenizers`' WordPiece trainer.
 
 from __future__ import annotations
 
-import glob
-import gzip
 import json
 import os
-import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -30,6 +27,8 @@ from typing import Any
 import tokenizers
 from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+from bertkit.data.text import iter_text_lines, resolve_files
+from bertkit.data.text import strip_gutenberg_boilerplate as strip_gutenberg_boilerplate  # re-exported
 from bertkit.errors import BertkitError
 from bertkit.fileio import atomic_path, write_json, write_text
 
@@ -448,76 +447,6 @@ def read_vocab(path: str | os.PathLike) -> list[str]:
         line = raw[: e.start].count(b"\n") + 1
         raise BertkitError(f"line {line}: not valid UTF-8", path) from None
     return [line.rstrip() for line in (lines[:-1] if lines[-1] == "" else lines)]
-
-
-_GUTENBERG_START = re.compile(r"\s*\*\*\*\s*START OF\b.*PROJECT GUTENBERG", re.IGNORECASE)
-_GUTENBERG_END = re.compile(r"\s*\*\*\*\s*END OF\b.*PROJECT GUTENBERG", re.IGNORECASE)
-
-
-def strip_gutenberg_boilerplate(lines: Iterable[str], max_header_lines: int = 1000) -> Iterator[str]:
-    """Drop a Project Gutenberg licence header (through the "*** START OF ... PROJECT GUTENBERG"
-    line) and footer (from "*** END OF ..."). Text with no start marker in its first
-    `max_header_lines` lines passes unchanged; streaming holds at most that many lines."""
-    it, head = iter(lines), []
-    for line in it:
-        if _GUTENBERG_START.match(line):
-            break
-        head.append(line)
-        if len(head) == max_header_lines:  # no marker near the top: not a Gutenberg file
-            yield from head
-            yield from it
-            return
-    else:
-        yield from head  # the text ended without a marker
-        return
-    for line in it:
-        if _GUTENBERG_END.match(line):
-            return
-        yield line
-
-
-def resolve_files(patterns: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
-    """The files named by paths, folders (searched recursively, hidden names skipped) and glob
-    patterns ("**" recurses), in order and each once. A name that matches nothing is an error."""
-    found: dict[Path, None] = {}
-    for pattern in [patterns] if isinstance(patterns, (str, os.PathLike)) else patterns:
-        p = os.fspath(pattern)
-        # An existing name wins over glob syntax: Gutenberg titles contain "[sic]".
-        matches = [Path(p)] if os.path.exists(p) else [Path(m) for m in sorted(glob.glob(p, recursive=True))]
-        files = [m for m in matches if m.is_file()]
-        for folder in (m for m in matches if m.is_dir()):
-            hidden = lambda f, root=folder: any(s.startswith(".") for s in f.relative_to(root).parts)
-            files += sorted(f for f in folder.rglob("*") if f.is_file() and not hidden(f))
-        if not files:
-            raise BertkitError("no files match this pattern" if glob.has_magic(p) else "no such file", p)
-        found.update(dict.fromkeys(files))
-    if not found:
-        raise BertkitError("no input files given")
-    return list(found)
-
-
-def iter_text_lines(
-    paths: str | os.PathLike | Iterable[str | os.PathLike], strip_gutenberg: bool = True
-) -> Iterator[str]:
-    """Stream the lines, without line ends (LF or CRLF), of text files, plain or gzip (".gz"),
-    named by paths, folders or glob patterns (see `resolve_files`), dropping Project Gutenberg
-    headers and footers unless `strip_gutenberg` is False. Bad UTF-8 is a BertkitError that names
-    the file and line."""
-    for path in resolve_files(paths):
-        lines = _read_lines(path)
-        yield from strip_gutenberg_boilerplate(lines) if strip_gutenberg else lines
-
-
-def _read_lines(path: Path) -> Iterator[str]:
-    try:  # decoded here, line by line, so that an error can name its line
-        with gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb") as f:
-            for number, raw in enumerate(f, 1):
-                try:
-                    yield raw.decode("utf-8").rstrip("\r\n")
-                except UnicodeDecodeError as e:
-                    raise BertkitError(f"line {number}: not valid UTF-8 (byte {e.start + 1})", path) from None
-    except (OSError, EOFError) as e:  # unreadable, or not gzip, or a truncated gzip
-        raise BertkitError(f"cannot read: {getattr(e, 'strerror', None) or e}", path) from None
 
 
 def train_tokenizer(

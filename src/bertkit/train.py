@@ -4,13 +4,21 @@ Plain code read top to bottom: the caller brings batches, a loss function and an
 function; `fit` runs AdamW with warm-up and linear decay, gradient accumulation and clipping,
 bf16 autocast, periodic evaluation, keeps the best weights by the task's main metric, stops
 early, and logs to JSON lines, TensorBoard and a progress bar. No callbacks own the flow.
+
+Long runs (pretraining) add a `Checkpointing`: a save function called every N steps, at the
+time limit and on SIGTERM/SIGINT, with the optimizer, scheduler and RNG states to resume from
+exactly; and a state to resume. Under torch.distributed (DDP/FSDP) every rank runs `fit`;
+gradients are synchronised only on the last micro-batch of an accumulation.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -43,6 +51,18 @@ class TrainArgs:
     progress: bool = True
     tensorboard: bool = True
     nonfinite: str = "skip"  # a NaN/inf loss: "skip" the step or "stop" the run
+    keep_best: bool = True  # end with the best weights seen by evaluation (else the last)
+
+
+@dataclass
+class Checkpointing:
+    """Saving and resuming a long run. `save(state)` gets the trainer state (step, epoch,
+    optimizer, scheduler, RNG) and is called on every rank (FSDP gathers across them)."""
+
+    save: Callable[[dict[str, Any]], None]
+    every: int | None = None  # optimizer steps between saves
+    resume: dict[str, Any] | None = None  # a state given earlier to `save`
+    max_seconds: float | None = None  # stop (and save) after this much training time
 
 
 @dataclass
@@ -53,6 +73,7 @@ class TrainResult:
     seconds: float  # training time, evaluations excluded
     eval_seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)  # every logged/eval record
+    stopped_by: str | None = None  # "time", "SIGTERM", "SIGINT" when the run stopped early
 
 
 def set_seed(seed: int) -> None:
@@ -76,11 +97,14 @@ def fit(
     log_dir: Path | None = None,
     greater_is_better: bool = True,
     device: torch.device | None = None,
+    checkpointing: Checkpointing | None = None,
 ) -> TrainResult:
     """Train `model` in place and leave it holding the best weights seen by `evaluate`.
 
     `batches(epoch)` yields the batches of one epoch (its own shuffling, seeded by epoch);
     `steps_per_epoch` is how many batches it yields; `loss_fn(model, batch)` returns a scalar.
+    When resuming, the first call is `batches(state["epoch"])`, which must skip the batches that
+    epoch already gave (`state["epoch_step"]` optimizer steps of `grad_accum` batches each).
     """
     device = device or next(model.parameters()).device
     use_bf16 = bf16_is_fast(device) if args.bf16 is None else args.bf16
@@ -122,10 +146,27 @@ def fit(
     start = time.perf_counter()
     eval_seconds = 0.0
     set_seed(args.seed)
+    epoch = 0
+    ck = checkpointing
+    if ck is not None and ck.resume is not None:
+        step, epoch = _restore(ck.resume, model, optimizer, scheduler)
+        if bar:
+            bar.update(step)
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     model.train()
     optimizer.zero_grad(set_to_none=True)
     stop = False
-    epoch = 0
+    stopped_by: str | None = None
+    signals: list[str] = []
+    old_handlers = {}
+    if ck is not None and threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):  # finish the step in hand, save, then stop
+            old_handlers[sig] = signal.signal(sig, lambda n, _: signals.append(signal.Signals(n).name))
+
+    def save() -> None:
+        assert ck is not None
+        ck.save(_trainer_state(model, optimizer, scheduler, step, updates_per_epoch))
+
     last_loss, last_dev = float("nan"), ""
     try:
         while not stop:
@@ -133,16 +174,22 @@ def fit(
             for batch in batches(epoch):
                 seen += 1
                 batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-                with autocast(device, use_bf16):
+                last_micro = micro + 1 >= args.grad_accum
+                no_sync = getattr(model, "no_sync", None)  # DDP: all-reduce on the last micro-batch only
+                sync = no_sync() if no_sync is not None and not last_micro else contextlib.nullcontext()
+                with sync, autocast(device, use_bf16):
                     loss = loss_fn(model, batch)
-                if not torch.isfinite(loss):
+                # Under torch.distributed a rank must not skip alone: a bad loss shows up in the
+                # all-reduced gradient norm below, the same on every rank.
+                if not distributed and not torch.isfinite(loss):
                     if args.nonfinite == "stop":
                         raise FloatingPointError(f"non-finite loss {loss.item()} at step {step + 1}")
                     print(f"warning: non-finite loss at step {step + 1}; step skipped")
                     optimizer.zero_grad(set_to_none=True)
                     micro = 0
                     continue
-                (loss / args.grad_accum).backward()
+                with sync:
+                    (loss / args.grad_accum).backward()
                 running_loss += loss.item()
                 running_n += 1
                 micro += 1
@@ -196,13 +243,27 @@ def fit(
                     )
                     if improved:
                         best_score, best_metrics, best_step = score, metrics, step
-                        # keep the best weights in memory: a copy is cheaper than a disk write
-                        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                        if args.keep_best:  # in memory: a copy is cheaper than a disk write
+                            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                         evals_without_gain = 0
                     else:
                         evals_without_gain += 1
                         if args.patience is not None and evals_without_gain >= args.patience:
                             stop = True
+                if ck is not None:
+                    over_time = ck.max_seconds is not None and (
+                        time.perf_counter() - start - eval_seconds >= ck.max_seconds
+                    )
+                    halt = over_time or bool(signals)
+                    if distributed:  # every rank must agree to stop at the same step
+                        flag = torch.tensor([float(halt)], device=device)
+                        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+                        halt = bool(flag.item())
+                    if halt:
+                        stopped_by = signals[0] if signals else "time"
+                        stop = True
+                    if stop or step >= total or (ck.every and step % ck.every == 0):
+                        save()
                 if step >= total or stop:
                     stop = True
                     break
@@ -210,6 +271,8 @@ def fit(
                 raise ValueError("the training data yielded no batches")
             epoch += 1
     finally:
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
         if bar:
             bar.close()
         if log_file:
@@ -220,7 +283,35 @@ def fit(
         model.load_state_dict(best_state)
     model.eval()
     seconds = time.perf_counter() - start - eval_seconds
-    return TrainResult(best_metrics, best_step, step, seconds, eval_seconds, history)
+    return TrainResult(best_metrics, best_step, step, seconds, eval_seconds, history, stopped_by)
+
+
+def _trainer_state(model, optimizer, scheduler, step: int, updates_per_epoch: int) -> dict[str, Any]:
+    """What resuming needs besides the weights. Under FSDP the optimizer state is gathered
+    whole (full_state_dict), so a checkpoint loads whatever the world size."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return {
+        "step": step,
+        "epoch": step // updates_per_epoch,
+        "epoch_step": step % updates_per_epoch,
+        "optimizer": get_optimizer_state_dict(model, optimizer, options=options),
+        "scheduler": scheduler.state_dict(),
+        "rng_torch": torch.get_rng_state(),
+        "rng_python": random.getstate(),
+    }
+
+
+def _restore(state: dict[str, Any], model, optimizer, scheduler) -> tuple[int, int]:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    set_optimizer_state_dict(model, optimizer, state["optimizer"], options=options)
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng_torch"])
+    random.setstate(state["rng_python"])
+    return int(state["step"]), int(state["epoch"])
 
 
 def args_dict(args: TrainArgs) -> dict[str, Any]:

@@ -1,0 +1,515 @@
+"""Pretraining from raw text: corpus → vocabulary → shards → masked-LM (+ next sentence) training
+on the shared loop, with atomic checkpoints, exact resume and torch.distributed.
+
+Data flow: `prepare` trains or loads the tokenizer and builds (or reuses) the token shards;
+`pack_spans` cuts the training documents into spans once; each epoch's batches are rebuilt
+from (seed, epoch, position) by `data.mlm`, so a resumed run sees exactly the batches it would
+have seen. `--batch-size` is the global batch of one optimizer step, whatever the number of
+processes: each of W ranks takes batch_size / (W × grad_accum) sequences per micro-batch, and
+the masked-LM loss is divided by the global number of masked tokens, so 1 process and W
+processes compute the same gradient.
+
+Layout of the output directory:
+    config.json, model.safetensors, tokenizer files     the final BertForPreTraining
+    log.jsonl, tensorboard/, learning_curves.png        the training record
+    pretrain_args.json                                  the run's settings (checked on --resume)
+    data/                                               token shards and their manifest
+    checkpoints/step-00001000/                          model, trainer_state.pt, data position
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bertkit.config import PRESETS, BertConfig
+from bertkit.data.mlm import (
+    InstanceMaker,
+    MaskingConfig,
+    SpecialIds,
+    collate,
+    continuation_table,
+    epoch_order,
+    pack_spans,
+)
+from bertkit.errors import BertkitError
+from bertkit.fileio import write_json
+from bertkit.heads import BertForPreTraining
+from bertkit.tasks.batching import IGNORE
+from bertkit.tokenizer import Tokenizer
+from bertkit.train import Checkpointing, TrainArgs, fit
+
+CHECKPOINT = re.compile(r"^step-(\d{8})$")
+
+
+@dataclass
+class PretrainArgs:
+    corpus: list[str]
+    output: str
+    tokenizer: str | None = None  # a tokenizer directory; None: train one (vocab_size)
+    vocab_size: int = 30522
+    cased: bool = False
+    config: str = "mini"  # a preset name or a config.json path
+    init_from: str | None = None  # continue pretraining a model directory
+    max_seq_length: int = 128
+    batch_size: int = 128  # sequences per optimizer step, all processes together
+    grad_accum: int = 1
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    warmup: float = 0.05
+    epochs: float = 1.0
+    max_steps: int | None = None
+    max_minutes: float | None = None
+    save_every: int = 500
+    keep_checkpoints: int = 2
+    eval_every: int = 500
+    eval_sequences: int = 1024
+    log_every: int = 20
+    nsp: bool = False
+    whole_word_mask: bool = False
+    mlm_probability: float = 0.15
+    doc_mode: str = "file"
+    heldout: float = 0.01
+    workers: int | None = None
+    bf16: bool | None = None
+    fsdp: bool = False
+    seed: int = 42
+    resume: bool = False
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # settings a resumed run must share with the run it resumes
+    RESUME_KEYS = ("config", "max_seq_length", "batch_size", "grad_accum", "lr", "nsp", "seed",
+                   "whole_word_mask", "mlm_probability", "epochs", "max_steps")  # fmt: skip
+
+
+# ---- distributed ------------------------------------------------------------------------------
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+
+def init_distributed() -> Dist:
+    """Join the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR...):
+    nccl on GPUs, gloo on CPUs. A plain `python`/`bertkit` run is a world of one."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+        device, backend = torch.device("cuda", local), "nccl"
+    else:
+        device, backend = torch.device("cpu"), "gloo"
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend=backend)
+    return Dist(torch.distributed.get_rank(), world, local, device)
+
+
+# ---- preparation ------------------------------------------------------------------------------
+
+
+def resolve_config(args: PretrainArgs, tok: Tokenizer) -> BertConfig:
+    if args.init_from:
+        return BertConfig.from_pretrained(args.init_from)
+    if args.config in PRESETS:
+        config = BertConfig.preset(args.config, vocab_size=tok.vocab_size)
+    else:
+        config = BertConfig.from_json_file(args.config)
+    config.vocab_size, config.pad_token_id = tok.vocab_size, tok.pad_token_id
+    return config
+
+
+def prepare(args: PretrainArgs, dist: Dist) -> tuple[Tokenizer, Path]:
+    """The tokenizer (given, or trained into OUTPUT/tokenizer) and the shard directory (given,
+    or built into OUTPUT/data; reused when its inputs are unchanged). Rank 0 does the work."""
+    from bertkit.data.shards import build_shards
+
+    out = Path(args.output)
+    tok_dir = Path(args.tokenizer) if args.tokenizer else out / "tokenizer"
+    given_shards = len(args.corpus) == 1 and (Path(args.corpus[0]) / "manifest.json").is_file()
+    shard_dir = Path(args.corpus[0]) if given_shards else out / "data"
+    if dist.main:
+        if not args.tokenizer and not (tok_dir / "vocab.txt").is_file():
+            from bertkit.tokenizer import train_tokenizer
+
+            print(f"training a WordPiece vocabulary of {args.vocab_size} tokens on the corpus")
+            train_tokenizer(args.corpus, args.vocab_size, tok_dir, do_lower_case=not args.cased)
+        if not given_shards:
+            build_shards(
+                args.corpus,
+                tok_dir,
+                shard_dir,
+                workers=args.workers,
+                heldout=args.heldout,
+                doc_mode=args.doc_mode,
+                progress=args.progress,
+            )
+    dist.barrier()
+    return Tokenizer.from_pretrained(tok_dir), shard_dir
+
+
+# ---- checkpoints ------------------------------------------------------------------------------
+
+
+def checkpoints(output: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (a partial one is a hidden directory, never listed)."""
+    d = output / "checkpoints"
+    found = [p for p in d.iterdir() if CHECKPOINT.match(p.name)] if d.is_dir() else []
+    return sorted(found, key=lambda p: p.name)
+
+
+def write_checkpoint(output: Path, model_state: dict, config: BertConfig, trainer: dict, keep: int) -> Path:
+    """Write checkpoints/step-N atomically: everything goes into a hidden directory that is
+    renamed into place once complete, so a kill at any moment leaves the last one intact."""
+    from safetensors.torch import save_file
+
+    from bertkit.checkpoint import bertkit_to_hf
+
+    root = output / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{trainer['step']:08d}"
+    stage = root / f".{final.name}.partial-{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir()
+    try:
+        save_file(bertkit_to_hf(model_state, "bert."), str(stage / "model.safetensors"), {"format": "pt"})
+        config.architectures = ["BertForPreTraining"]
+        config.save_pretrained(stage)
+        torch.save(trainer, stage / "trainer_state.pt")
+        for f in stage.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        if final.exists():  # the same step saved twice (a signal right after a periodic save)
+            shutil.rmtree(final)
+        os.replace(stage, final)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    for old in checkpoints(output)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(bertkit-named model state, trainer state). The trainer state is read with
+    `weights_only=True`: tensors and plain containers only, never arbitrary objects."""
+    from bertkit.checkpoint import hf_to_bertkit, read_weights
+
+    state, _ = read_weights(path)
+    model_state, _ = hf_to_bertkit(state)
+    try:
+        trainer = torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=True)
+    except Exception as e:  # a corrupt or foreign file: say which
+        raise BertkitError(f"cannot read the trainer state: {e}", path / "trainer_state.pt") from None
+    return model_state, trainer
+
+
+# ---- the run ----------------------------------------------------------------------------------
+
+
+def _check_resume(args: PretrainArgs, out: Path) -> None:
+    saved = out / "pretrain_args.json"
+    if not saved.is_file():
+        return
+    old = json.loads(saved.read_text(encoding="utf-8"))
+    diff = [k for k in PretrainArgs.RESUME_KEYS if k in old and old[k] != getattr(args, k)]
+    if diff:
+        k = diff[0]
+        raise BertkitError(
+            f"--resume with --{k.replace('_', '-')} {getattr(args, k)!r}, but the run used {old[k]!r}", saved
+        )
+
+
+def pretrain(args: PretrainArgs) -> dict[str, Any]:
+    """Run (or resume) a pretraining job; returns the final held-out metrics."""
+    from bertkit.data.shards import ShardedCorpus
+
+    dist = init_distributed()
+    out = Path(args.output)
+    if dist.main:
+        if args.resume:
+            _check_resume(args, out)
+        elif out.exists() and any(p.name not in ("data", "tokenizer") for p in out.iterdir()):
+            raise BertkitError("output directory holds a run; pass --resume to continue it", out)
+        out.mkdir(parents=True, exist_ok=True)
+    dist.barrier()
+    tok, shard_dir = prepare(args, dist)
+    special = SpecialIds.from_tokenizer(tok)
+    config = resolve_config(args, tok)
+    if args.max_seq_length > config.max_position_embeddings:
+        raise BertkitError(
+            f"--max-seq-length {args.max_seq_length} exceeds the model's "
+            f"max_position_embeddings {config.max_position_embeddings}"
+        )
+    if config.vocab_size != tok.vocab_size:
+        raise BertkitError(f"the model has {config.vocab_size} tokens, the tokenizer {tok.vocab_size}")
+    per_rank, rem = divmod(args.batch_size, dist.world * args.grad_accum)
+    if rem or per_rank == 0:
+        raise BertkitError(
+            f"--batch-size {args.batch_size} must be a multiple of processes × --grad-accum "
+            f"({dist.world} × {args.grad_accum})"
+        )
+
+    train_docs = ShardedCorpus(shard_dir, "train")
+    held_docs = ShardedCorpus(shard_dir, "heldout")
+    budget = args.max_seq_length - (3 if args.nsp else 2)
+    spans = pack_spans(_line_lengths(train_docs), budget)
+    masking = MaskingConfig(probability=args.mlm_probability, whole_word=args.whole_word_mask)
+    cont = continuation_table(tok) if args.whole_word_mask else None
+    maker = InstanceMaker(train_docs, spans, special, masking, args.nsp, cont, args.seed)
+    held_spans = pack_spans(_line_lengths(held_docs), budget)
+    held_maker = InstanceMaker(held_docs, held_spans, special, masking, args.nsp and len(held_docs) > 1, cont)
+    steps_per_epoch = len(spans) // args.batch_size  # optimizer steps
+    if steps_per_epoch == 0:
+        raise BertkitError(
+            f"the corpus gives {len(spans)} sequences of {args.max_seq_length} tokens, fewer than "
+            f"one batch of {args.batch_size}"
+        )
+
+    torch.manual_seed(args.seed)
+    model = BertForPreTraining(config)
+    resume_state = None
+    if args.resume and checkpoints(out):
+        last = checkpoints(out)[-1]
+        model_state, resume_state = load_checkpoint(last)
+        model.load_state_dict(model_state)
+        if dist.main:
+            print(f"resuming from {last} (step {resume_state['step']})")
+    elif args.init_from:
+        model = BertForPreTraining.from_pretrained(args.init_from)
+    if not args.nsp:  # no next-sentence task: the pooler and NSP head get no gradient (DDP needs this said)
+        for p in [*model.nsp.parameters(), *model.bert.pooler.parameters()]:
+            p.requires_grad_(False)
+    model.to(dist.device)
+    wrapped = _wrap(model, dist, args.fsdp)
+
+    if dist.main:
+        write_json(out / "pretrain_args.json", asdict(args))
+        print(
+            f"{len(train_docs)} documents, {train_docs.num_tokens:,} tokens → {len(spans):,} sequences "
+            f"of ≤ {args.max_seq_length} tokens; {steps_per_epoch} steps an epoch of {args.batch_size}"
+        )
+
+    targs = TrainArgs(
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup=args.warmup,
+        bf16=args.bf16,
+        eval_every=args.eval_every,
+        seed=args.seed,
+        progress=args.progress and dist.main,
+        log_every=args.log_every,
+        keep_best=False,
+    )
+    first = resume_state
+    micro = per_rank
+    seen_tokens = 0  # real (unpadded) tokens this rank trained on in this session
+
+    def batches(epoch: int):
+        nonlocal first, seen_tokens
+        skip = 0
+        if first is not None and epoch == first["epoch"]:
+            skip, first = first["epoch_step"], None
+        order = epoch_order(len(spans), args.seed, epoch)
+        for step in range(skip, steps_per_epoch):
+            window = order[step * args.batch_size : (step + 1) * args.batch_size]
+            parts = [
+                collate([maker.make(epoch, int(i)) for i in window[s : s + micro]], tok.pad_token_id)
+                for s in range(
+                    dist.rank * micro * args.grad_accum, (dist.rank + 1) * micro * args.grad_accum, micro
+                )
+            ]
+            seen_tokens += sum(int(p["attention_mask"].sum()) for p in parts)
+            yield from _normalised(parts, dist, args.grad_accum)
+
+    held = _held_out_batches(held_maker, args.eval_sequences, micro, tok.pad_token_id, dist)
+
+    def evaluate(m) -> dict[str, float]:
+        return evaluate_mlm(m, held, dist)
+
+    def save(trainer_state: dict) -> None:
+        model_state = _full_state(wrapped, model)
+        if dist.main:
+            trainer_state = {**trainer_state, "seed": args.seed}
+            write_checkpoint(out, model_state, config, trainer_state, args.keep_checkpoints)
+        dist.barrier()
+
+    ck = Checkpointing(
+        save=save,
+        every=args.save_every,
+        resume=resume_state,
+        max_seconds=args.max_minutes * 60 if args.max_minutes else None,
+    )
+    started = time.perf_counter()
+    result = fit(
+        wrapped,
+        batches,
+        steps_per_epoch * args.grad_accum,
+        mlm_loss,
+        evaluate if len(held_spans) else None,
+        "mlm_accuracy",
+        targs,
+        log_dir=out if dist.main else None,
+        device=dist.device,
+        checkpointing=ck,
+    )
+    seconds = time.perf_counter() - started
+    evals = [h for h in result.history if "dev_mlm_loss" in h]
+    metrics = {k[4:]: v for k, v in evals[-1].items() if k.startswith("dev_")} if evals else {}
+    if result.stopped_by in ("SIGTERM", "SIGINT"):
+        if dist.main:
+            print(f"stopped by {result.stopped_by} at step {result.steps}; resume with --resume")
+        raise KeyboardInterrupt
+    final = _full_state(wrapped, model)
+    if dist.main:
+        model.load_state_dict(final)
+        model.save_pretrained(out)
+        tok.save_pretrained(out)
+        from bertkit.report import plot_learning_curves
+
+        plot_learning_curves(out / "learning_curves.png", _read_history(out / "log.jsonl"))
+        rate = seen_tokens * dist.world / max(result.seconds, 1e-9)
+        summary = {
+            "steps": result.steps,
+            "seconds": round(seconds, 1),
+            "train_seconds": round(result.seconds, 1),
+        }
+        summary |= {"tokens_per_second": round(rate), "stopped_by": result.stopped_by, **metrics}
+        write_json(out / "pretrain_metrics.json", summary)
+        print(f"pretrained {result.steps} steps in {seconds:.0f} s; held-out {metrics}; model in {out}")
+    if dist.world > 1:
+        torch.distributed.destroy_process_group()
+    return metrics
+
+
+def _line_lengths(docs):
+    for d in range(len(docs)):
+        yield np.diff(docs.document_tokens(d)[1])
+
+
+def _normalised(parts: list[dict], dist: Dist, accum: int):
+    """Attach to each micro-batch the divisor that turns its summed masked-LM loss into its share
+    of the global token mean: all masked tokens of the step, over (processes × accumulation)."""
+    count = torch.tensor([float(sum(int((p["labels"] != IGNORE).sum()) for p in parts))])
+    if dist.world > 1:
+        count = count.to(dist.device)
+        torch.distributed.all_reduce(count)
+    norm = max(count.item(), 1.0) / (dist.world * accum)
+    for p in parts:
+        p["mlm_norm"] = norm
+        yield p
+
+
+def mlm_loss(model, batch: dict) -> torch.Tensor:
+    """Masked-LM cross-entropy, computed only at the masked positions (sparse), summed and
+    divided by `mlm_norm` (see `_normalised`); plus the next-sentence loss when labelled."""
+    labels = batch["labels"]
+    masked = labels != IGNORE
+    out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], masked_positions=masked)
+    loss = F.cross_entropy(out.prediction_logits.float(), labels[masked], reduction="sum") / batch["mlm_norm"]
+    if "next_sentence_label" in batch:
+        loss = loss + F.cross_entropy(out.seq_relationship_logits.float(), batch["next_sentence_label"])
+    return loss
+
+
+def _held_out_batches(maker: InstanceMaker, n: int, micro: int, pad: int, dist: Dist) -> list[dict]:
+    """A fixed held-out set (epoch 0's masking), split across ranks."""
+    picks = np.arange(min(n, len(maker.spans)))[dist.rank :: dist.world]
+    return [
+        collate([maker.make(0, int(i)) for i in picks[s : s + micro]], pad)
+        for s in range(0, len(picks), micro)
+    ]
+
+
+def evaluate_mlm(model, batches: list[dict], dist: Dist) -> dict[str, float]:
+    """Held-out masked-LM loss (per masked token), accuracy, and next-sentence accuracy."""
+    sums = torch.zeros(5, dtype=torch.float64)  # loss, correct, masked tokens, nsp correct, nsp count
+    for batch in batches:
+        batch = {k: v.to(dist.device) for k, v in batch.items()}
+        labels = batch["labels"]
+        masked = labels != IGNORE
+        out = model(
+            batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], masked_positions=masked
+        )
+        logits, gold = out.prediction_logits.float(), labels[masked]
+        sums[0] += F.cross_entropy(logits, gold, reduction="sum").item()
+        sums[1] += (logits.argmax(-1) == gold).sum().item()
+        sums[2] += len(gold)
+        if "next_sentence_label" in batch:
+            sums[3] += (out.seq_relationship_logits.argmax(-1) == batch["next_sentence_label"]).sum().item()
+            sums[4] += len(batch["next_sentence_label"])
+    if dist.world > 1:
+        sums = sums.to(dist.device)
+        torch.distributed.all_reduce(sums)
+        sums = sums.cpu()
+    metrics = {
+        "mlm_loss": (sums[0] / max(sums[2], 1)).item(),
+        "mlm_accuracy": (sums[1] / max(sums[2], 1)).item(),
+    }
+    if sums[4] > 0:
+        metrics["nsp_accuracy"] = (sums[3] / sums[4]).item()
+    metrics["mlm_perplexity"] = math.exp(min(metrics["mlm_loss"], 50.0))
+    return metrics
+
+
+def _wrap(model: torch.nn.Module, dist: Dist, fsdp: bool) -> torch.nn.Module:
+    """DDP across processes, or FSDP2 (`fully_shard` each layer, then the whole) with --fsdp."""
+    if dist.world == 1 and not fsdp:
+        return model
+    if fsdp:
+        from torch.distributed.fsdp import fully_shard
+
+        if dist.world == 1 and not torch.distributed.is_initialized():
+            raise BertkitError("--fsdp needs torch.distributed: run under torchrun")
+        for layer in model.bert.layers:
+            fully_shard(layer)
+        fully_shard(model)
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [dist.local_rank] if dist.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
+
+
+def _full_state(wrapped: torch.nn.Module, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The whole model's state on CPU (gathered from every rank under FSDP)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    if wrapped is model and not torch.distributed.is_initialized():
+        return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def _read_history(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
