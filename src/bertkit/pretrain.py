@@ -183,6 +183,15 @@ def checkpoints(output: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.name)
 
 
+def remove_partial_checkpoints(output: Path) -> list[Path]:
+    """Delete what a killed run left of a checkpoint it was writing (never a complete one)."""
+    d = output / "checkpoints"
+    partial = [p for p in d.glob(".step-*.partial-*")] if d.is_dir() else []
+    for p in partial:
+        shutil.rmtree(p, ignore_errors=True)
+    return partial
+
+
 def write_checkpoint(output: Path, model_state: dict, config: BertConfig, trainer: dict, keep: int) -> Path:
     """Write checkpoints/step-N atomically: everything goes into a hidden directory that is
     renamed into place once complete, so a kill at any moment leaves the last one intact."""
@@ -218,10 +227,11 @@ def write_checkpoint(output: Path, model_state: dict, config: BertConfig, traine
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(bertkit-named model state, trainer state). The trainer state is read with
     `weights_only=True`: tensors and plain containers only, never arbitrary objects."""
-    from bertkit.checkpoint import hf_to_bertkit, read_weights
+    from bertkit.checkpoint import ENCODER_PARTS, hf_to_bertkit, read_weights
 
     state, _ = read_weights(path)
-    model_state, _ = hf_to_bertkit(state)
+    mapped, _ = hf_to_bertkit(state)
+    model_state = {("bert." if k.startswith(ENCODER_PARTS) else "") + k: v for k, v in mapped.items()}
     try:
         trainer = torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=True)
     except Exception as e:  # a corrupt or foreign file: say which
@@ -254,6 +264,8 @@ def pretrain(args: PretrainArgs) -> dict[str, Any]:
     if dist.main:
         if args.resume:
             _check_resume(args, out)
+            for p in remove_partial_checkpoints(out):
+                print(f"removed an incomplete checkpoint left by an interrupted run: {p.name}")
         elif out.exists() and any(p.name not in ("data", "tokenizer") for p in out.iterdir()):
             raise BertkitError("output directory holds a run; pass --resume to continue it", out)
         out.mkdir(parents=True, exist_ok=True)
