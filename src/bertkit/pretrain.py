@@ -261,13 +261,15 @@ def pretrain(args: PretrainArgs) -> dict[str, Any]:
 
     dist = init_distributed()
     out = Path(args.output)
+    if args.resume:  # every rank checks, so that a refusal stops them all alike
+        _check_resume(args, out)
+    elif out.exists() and any(p.name not in ("data", "tokenizer") for p in out.iterdir()):
+        raise BertkitError("output directory holds a run; pass --resume to continue it", out)
+    dist.barrier()
     if dist.main:
         if args.resume:
-            _check_resume(args, out)
             for p in remove_partial_checkpoints(out):
                 print(f"removed an incomplete checkpoint left by an interrupted run: {p.name}")
-        elif out.exists() and any(p.name not in ("data", "tokenizer") for p in out.iterdir()):
-            raise BertkitError("output directory holds a run; pass --resume to continue it", out)
         out.mkdir(parents=True, exist_ok=True)
     dist.barrier()
     tok, shard_dir = prepare(args, dist)
@@ -366,7 +368,14 @@ def pretrain(args: PretrainArgs) -> dict[str, Any]:
     held = _held_out_batches(held_maker, args.eval_sequences, micro, tok.pad_token_id, dist)
 
     def evaluate(m) -> dict[str, float]:
-        return evaluate_mlm(m, held, dist)
+        metrics = evaluate_mlm(m, held, dist)
+        if args.fsdp:  # a forward without backward leaves FSDP's root gathered: shard it again
+            from torch.distributed.fsdp import FSDPModule
+
+            for mod in m.modules():
+                if isinstance(mod, FSDPModule):
+                    mod.reshard()
+        return metrics
 
     def save(trainer_state: dict) -> None:
         model_state = _full_state(wrapped, model)
@@ -403,8 +412,9 @@ def pretrain(args: PretrainArgs) -> dict[str, Any]:
         raise KeyboardInterrupt
     final = _full_state(wrapped, model)
     if dist.main:
-        model.load_state_dict(final)
-        model.save_pretrained(out)
+        plain = BertForPreTraining(config)  # under FSDP `model` holds shards; save a whole copy
+        plain.load_state_dict(final)
+        plain.save_pretrained(out)
         tok.save_pretrained(out)
         from bertkit.report import plot_learning_curves
 
