@@ -173,8 +173,8 @@ def test_sigkill_at_random_steps_then_resume_equals_an_uninterrupted_run(prepare
 
 
 def test_two_processes_under_torchrun_equal_one(prepared, tmp_path):
-    """Same global batch: 2 gloo processes (4 sequences each) and 1 process (8) end with the
-    same parameters after 6 fp32 steps (dropout off: the processes draw their own masks)."""
+    """Same global batch: 2 gloo processes (4 sequences each, DDP, then FSDP) and 1 process (8)
+    end with the same parameters after 6 fp32 steps (dropout off: ranks draw their own masks)."""
     if shutil.which("torchrun") is None:
         pytest.skip("torchrun not on PATH")
     tok, data = prepared
@@ -184,7 +184,7 @@ def test_two_processes_under_torchrun_equal_one(prepared, tmp_path):
                                "attention_probs_dropout_prob": 0.0, "vocab_size": 1000}))  # fmt: skip
     common = ["pretrain", "--corpus", str(data), "--tokenizer", str(tok), "--config", str(cfg), "--nsp"]
     common += ["--max-seq-length", "64", "--batch-size", "8", "--max-steps", "6", "--no-bf16", "--quiet"]
-    common += ["--save-every", "100", "--eval-every", "3", "--seed", "5"]
+    common += ["--save-every", "3", "--eval-every", "3", "--seed", "5"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run([sys.executable, "-m", "bertkit", *common, "--output", str(tmp_path / "one")],
                          env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
@@ -210,6 +210,25 @@ def test_two_processes_under_torchrun_equal_one(prepared, tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
     la, lb = _log(tmp_path / "one"), _log(tmp_path / "two")
     assert la[6]["dev_mlm_loss"] == pytest.approx(lb[6]["dev_mlm_loss"], rel=1e-4)
+
+    # resuming the 2-process run from its step-3 checkpoint ends bit for bit where it ended
+    again = tmp_path / "two-resumed"
+    shutil.copytree(tmp_path / "two", again)
+    shutil.rmtree(checkpoints(again)[-1])
+    (again / "model.safetensors").unlink()
+    resumed = subprocess.run([*launcher, *common, "--output", str(again), "--resume"], env=env,
+                             capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert resumed.returncode == 0 and "(step 3)" in resumed.stdout, resumed.stderr[-3000:]
+    r = load_file(again / "model.safetensors")
+    assert all(torch.equal(r[k], b[k]) for k in b)
+
+    # FSDP (parameters sharded across the 2 processes) trains the same model
+    cmd = [*launcher, *common, "--fsdp", "--output", str(tmp_path / "fsdp")]
+    fsdp = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert fsdp.returncode == 0, fsdp.stderr[-3000:]
+    c = load_file(tmp_path / "fsdp" / "model.safetensors")
+    for k in a:
+        torch.testing.assert_close(c[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
 
 
 @pytest.mark.parametrize(
