@@ -648,3 +648,68 @@ def test_span_jsonl_round_trip(tmp_path, pieces):
         for s, e in want
     }
     assert got == trimmed
+
+
+# --------------------------------------------------------------------------- the same through the CLI
+
+FLAGS = {
+    "scheme": "--scheme",
+    "strip_digit_suffix": "--strip-digit-suffix",
+    "regression": "--regression",
+    "text_column": "--text-column",
+    "label_column": "--label-column",
+}
+CLI_CASES = [m for m in MALFORMED if set(m[3]) <= set(FLAGS)]
+
+
+def _cli_args(reader, kwargs) -> list[str]:
+    task = {tc: "classify", conll_: "ner", spans: "ner", squad: "qa"}[reader]
+    fmt = {tc: [], conll_: ["--format", "conll"], spans: ["--format", "spans"], squad: ["--format", "squad"]}
+    args = ["finetune", "--task", task, *fmt[reader]]
+    for k, v in kwargs.items():
+        args += [FLAGS[k]] if v is True else [FLAGS[k], str(v)]
+    return args
+
+
+@pytest.mark.parametrize("name,content,reader,kwargs,expected", CLI_CASES, ids=[m[0] for m in CLI_CASES])
+def test_malformed_file_through_the_cli(tmp_path, capsys, name, content, reader, kwargs, expected):
+    """`bertkit finetune` on each malformed training file: one line naming the file and line,
+    exit status 2, no traceback, no output directory."""
+    from bertkit.cli import main
+
+    bad = tmp_path / name
+    bad.write_bytes(content)
+    out = tmp_path / "out"
+    args = [*_cli_args(reader, kwargs), "--model", str(tmp_path / "no-model"), "--train", str(bad)]
+    assert main([*args, "--dev", str(bad), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"bertkit: error: {bad}: {expected}\n"
+    assert not out.exists() and not list(tmp_path.glob(".out.*"))
+
+
+def test_real_bad_files_through_the_cli(shared_data, tmp_path, capsys):
+    """The old Weibo NER release (not UTF-8) and a dev label training never saw."""
+    from bertkit.cli import main
+
+    old = shared_data / "zh/weibo_ner/weiboNER.conll.train"
+    args = [
+        "finetune",
+        "--task",
+        "ner",
+        "--format",
+        "conll",
+        "--model",
+        str(tmp_path),
+        "--output",
+        str(tmp_path / "o"),
+    ]
+    assert main([*args, "--train", str(old), "--dev", str(old)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"bertkit: error: {old}: line 5873: not valid UTF-8") and "Traceback" not in err
+    train, dev = tmp_path / "train.tsv", tmp_path / "dev.tsv"
+    train.write_text("sentence\tlabel\na\tyes\nb\tno\n")
+    dev.write_text("sentence\tlabel\na\tyes\nb\tmaybe\n")
+    args = ["finetune", "--task", "classify", "--model", str(tmp_path), "--output", str(tmp_path / "o")]
+    assert main([*args, "--train", str(train), "--dev", str(dev)]) == 2
+    assert "line 3: label 'maybe' never occurs in the training data" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

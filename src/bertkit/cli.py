@@ -531,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--min-frequency", type=int, default=2, help="minimum pair frequency to merge")
     train.add_argument(
-        "--limit-alphabet", type=int, default=1000, help="maximum number of initial characters kept"
+        "--limit-alphabet", type=int, default=1000, help="distinct characters kept (default 1000; raise for Chinese, e.g. 6000)"
     )
     train.set_defaults(func=_tokenizer_train)
     return parser
