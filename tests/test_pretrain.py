@@ -272,3 +272,21 @@ def test_bad_input_is_a_clear_error_and_leaves_no_model(case, prepared, tmp_path
     run = tmp_path / "run"
     assert not (run / "model.safetensors").exists() and not (run / "config.json").exists()
     assert not run.exists() or not checkpoints(run)
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_130(prepared, tmp_path):
+    tok, data = prepared
+    out = tmp_path / "run"
+    args = ["pretrain", "--corpus", str(data), "--tokenizer", str(tok), *SMALL, "--output", str(out)]
+    args += ["--max-steps", "400", "--save-every", "1000", "--eval-every", "1000", "--log-every", "1"]
+    proc = _start(args, tmp_path / "log")
+    deadline = time.time() + 300
+    while _steps_logged(out) < 3 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 130
+    text = (tmp_path / "log").read_text()
+    assert "stopped by SIGTERM" in text and "Traceback" not in text
+    (last,) = checkpoints(out)  # the step in hand was finished and saved
+    assert int(last.name.split("-")[1]) >= 3
+    assert not (out / "model.safetensors").exists()  # not mistaken for a finished run
