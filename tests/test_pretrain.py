@@ -290,3 +290,29 @@ def test_sigterm_saves_a_checkpoint_and_exits_130(prepared, tmp_path):
     (last,) = checkpoints(out)  # the step in hand was finished and saved
     assert int(last.name.split("-")[1]) >= 3
     assert not (out / "model.safetensors").exists()  # not mistaken for a finished run
+
+
+class _Exploit:
+    """Pickles to a call of os.system: what a planted trainer state would carry."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_planted_pickle_in_a_checkpoint_is_refused(prepared, tmp_path, capsys):
+    tok, data = prepared
+    out = tmp_path / "run"
+    args = ["pretrain", "--corpus", str(data), "--tokenizer", str(tok), *SMALL, "--output", str(out)]
+    args += ["--max-steps", "2", "--save-every", "1", "--eval-every", "1000"]
+    assert main(args) == 0
+    marker = tmp_path / "pwned"
+    last = checkpoints(out)[-1]
+    torch.save({"step": 2, "payload": _Exploit(marker)}, last / "trainer_state.pt")
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert str(last / "trainer_state.pt") in err and "Traceback" not in err
+    assert not marker.exists()
