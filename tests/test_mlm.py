@@ -12,6 +12,7 @@ from bertkit.data.mlm import (
     InstanceMaker,
     MaskingConfig,
     SpecialIds,
+    WholeWords,
     collate,
     continuation_table,
     epoch_order,
@@ -70,13 +71,28 @@ def test_whole_word_masking_keeps_pieces_together(tok, special):
     starts = np.array([True] + [not p.startswith("##") for p in pieces] + [True])
     rng = np.random.default_rng(1)
     for _ in range(200):
-        _, labels = mask_tokens(ids, rng, MaskingConfig(whole_word=True), special, cont)
+        _, labels = mask_tokens(ids, rng, MaskingConfig(whole_word=True), special, cont[ids])
         where = labels != IGNORE
         # a predicted word is predicted whole: the label mask is constant within each word
         word_of = np.cumsum(starts)
         for w in np.unique(word_of[where]):
             assert where[word_of == w].all()
         assert 1 <= where.sum() <= round(len(pieces) * 0.15)
+
+
+def test_word_list_groups_unspaced_characters():
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "北", "京", "大", "学", "生", "在", "##s", "run"]
+    tok = Tokenizer.from_vocab(vocab)
+    ww = WholeWords(tok, ["北京", "北京大学", "大学生", "run"])
+    ids = np.array(
+        tok.convert_tokens_to_ids(
+            ["[CLS]", "北", "京", "大", "学", "生", "在", "北", "京", "run", "##s", "[SEP]"]
+        )
+    )
+    # forward maximum matching: 北京大学 | 生 | 在 | 北京 | run ##s
+    expect = [0, 0, 1, 1, 1, 0, 0, 0, 1, 0, 1, 0]
+    assert ww.continuation(ids).astype(int).tolist() == expect
+    assert WholeWords(tok).continuation(ids).astype(int).tolist() == [0] * 10 + [1, 0]
 
 
 def test_pack_spans_cover_every_token_once_in_line_order():

@@ -445,6 +445,10 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--eval-sequences", type=int, default=1024, help="held-out sequences evaluated")
     pt.add_argument("--nsp", action="store_true", help="also train next-sentence prediction")
     pt.add_argument("--whole-word-mask", action="store_true", help="mask whole words (## pieces together)")
+    pt.add_argument(
+        "--word-list",
+        help="--whole-word-mask: a word list (one a line); their characters mask together",
+    )
     pt.add_argument("--mlm-probability", type=float, default=0.15, help="share of tokens predicted")
     pt.add_argument(
         "--doc-mode", choices=["file", "blank-line"], default="file", help="what a document is (default file)"
@@ -531,7 +535,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--min-frequency", type=int, default=2, help="minimum pair frequency to merge")
     train.add_argument(
-        "--limit-alphabet", type=int, default=1000, help="distinct characters kept (default 1000; raise for Chinese, e.g. 6000)"
+        "--limit-alphabet",
+        type=int,
+        default=1000,
+        help="characters kept (default 1000; Chinese: e.g. 6000)",
     )
     train.set_defaults(func=_tokenizer_train)
     return parser

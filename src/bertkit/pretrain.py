@@ -38,8 +38,8 @@ from bertkit.data.mlm import (
     InstanceMaker,
     MaskingConfig,
     SpecialIds,
+    WholeWords,
     collate,
-    continuation_table,
     epoch_order,
     pack_spans,
 )
@@ -78,6 +78,7 @@ class PretrainArgs:
     log_every: int = 20
     nsp: bool = False
     whole_word_mask: bool = False
+    word_list: str | None = None  # words (one a line) kept whole when masking unspaced text
     mlm_probability: float = 0.15
     doc_mode: str = "file"
     heldout: float = 0.01
@@ -91,7 +92,7 @@ class PretrainArgs:
 
     # settings a resumed run must share with the run it resumes
     RESUME_KEYS = ("config", "max_seq_length", "batch_size", "grad_accum", "lr", "nsp", "seed",
-                   "whole_word_mask", "mlm_probability", "epochs", "max_steps")  # fmt: skip
+                   "whole_word_mask", "word_list", "mlm_probability", "epochs", "max_steps")  # fmt: skip
 
 
 # ---- distributed ------------------------------------------------------------------------------
@@ -294,7 +295,7 @@ def pretrain(args: PretrainArgs) -> dict[str, Any]:
     budget = args.max_seq_length - (3 if args.nsp else 2)
     spans = pack_spans(_line_lengths(train_docs), budget)
     masking = MaskingConfig(probability=args.mlm_probability, whole_word=args.whole_word_mask)
-    cont = continuation_table(tok) if args.whole_word_mask else None
+    cont = WholeWords(tok, _read_words(args.word_list)) if args.whole_word_mask else None
     maker = InstanceMaker(train_docs, spans, special, masking, args.nsp, cont, args.seed)
     held_spans = pack_spans(_line_lengths(held_docs), budget)
     held_maker = InstanceMaker(held_docs, held_spans, special, masking, args.nsp and len(held_docs) > 1, cont)
@@ -431,6 +432,14 @@ def pretrain(args: PretrainArgs) -> dict[str, Any]:
     if dist.world > 1:
         torch.distributed.destroy_process_group()
     return metrics
+
+
+def _read_words(path: str | None) -> list[str]:
+    if path is None:
+        return []
+    from bertkit.data.text import iter_text_lines
+
+    return [w for w in iter_text_lines(path, strip_gutenberg=False) if w.strip()]
 
 
 def _line_lengths(docs):

@@ -11,7 +11,7 @@ each epoch masks afresh, and each rank of a distributed run takes its own slice.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +52,40 @@ def continuation_table(tok) -> np.ndarray:
     return table
 
 
+class WholeWords:
+    """Which tokens continue the word before them, for whole-word masking: WordPiece "##"
+    pieces, and, for text written without spaces (Chinese), the characters of the words of a
+    supplied word list, found by forward maximum matching (as Chinese BERT-wwm groups
+    characters by a word segmentation). Without a list a CJK character is a word of its own."""
+
+    def __init__(self, tok, words: Iterable[str] = ()):
+        self.table = continuation_table(tok)
+        self.words: set[tuple[int, ...]] = set()
+        for w in words:
+            ids = tuple(tok.convert_tokens_to_ids(tok.tokenize(w.strip()))) if w.strip() else ()
+            if len(ids) > 1:
+                self.words.add(ids)
+        self.firsts = {w[0] for w in self.words}
+        self.longest = max((len(w) for w in self.words), default=1)
+
+    def continuation(self, ids: np.ndarray) -> np.ndarray:
+        """(T,) bool for a sequence of ids (T,)."""
+        cont = self.table[ids]
+        if not self.words:
+            return cont
+        row, i, n = ids.tolist(), 0, len(ids)
+        while i < n:
+            step = 1
+            if row[i] in self.firsts:
+                for size in range(min(self.longest, n - i), 1, -1):
+                    if tuple(row[i : i + size]) in self.words:
+                        cont[i + 1 : i + size] = True
+                        step = size
+                        break
+            i += step
+        return cont
+
+
 @dataclass
 class MaskingConfig:
     probability: float = 0.15  # share of (non-special) tokens predicted
@@ -78,7 +112,8 @@ def mask_tokens(
 
     Returns (corrupted ids (T,), labels (T,) holding the original id at predicted positions and
     IGNORE elsewhere). round(p·n) of the n maskable tokens are predicted (at least one), chosen
-    as whole words when `continuation` is given; of those 80 % become [MASK], 10 % a random
+    as whole words when `continuation` ((T,) bool: the token continues the previous word, see
+    `WholeWords`) is given; of those 80 % become [MASK], 10 % a random
     non-special token, 10 % stay as they are.
     """
     maskable = ~np.isin(ids, special.special)  # (T,)
@@ -94,7 +129,7 @@ def mask_tokens(
     else:
         # a word starts at each maskable token that is not a continuation of a maskable one
         prev = np.concatenate([[False], maskable[:-1]])
-        starts = maskable & ~(continuation[ids] & prev)  # (T,)
+        starts = maskable & ~(continuation & prev)  # (T,)
         word_of = np.cumsum(starts)[positions]
         words = np.split(positions, np.flatnonzero(np.diff(word_of)) + 1)
         chosen, count = [], 0
@@ -207,12 +242,12 @@ class InstanceMaker:
         special: SpecialIds,
         masking: MaskingConfig,
         nsp: bool = False,
-        continuation: np.ndarray | None = None,
+        whole_words: WholeWords | None = None,
         seed: int = 0,
     ):
         masking.validate()
         self.docs, self.spans, self.special, self.masking = docs, spans, special, masking
-        self.nsp, self.continuation, self.seed = nsp, continuation, seed
+        self.nsp, self.whole_words, self.seed = nsp, whole_words, seed
         if nsp and len(docs) < 2:
             raise BertkitError("next-sentence prediction needs at least 2 documents in the corpus")
 
@@ -229,7 +264,8 @@ class InstanceMaker:
             a, b, nsp_label = self._pair(rng, d, tokens, offsets, s, e)
             ids = np.concatenate([[sp.cls], a, [sp.sep], b, [sp.sep]]).astype(np.int64)
             types = np.concatenate([np.zeros(len(a) + 2, np.int64), np.ones(len(b) + 1, np.int64)])
-        ids, labels = mask_tokens(ids, rng, self.masking, sp, self.continuation)
+        cont = self.whole_words.continuation(ids) if self.whole_words is not None else None
+        ids, labels = mask_tokens(ids, rng, self.masking, sp, cont)
         out = {"input_ids": ids, "token_type_ids": types, "labels": labels}
         if nsp_label is not None:
             out["next_sentence_label"] = np.asarray(nsp_label, dtype=np.int64)
