@@ -1,0 +1,142 @@
+"""Does pretraining pay? Pretrain a small BERT from raw text with bertkit, then fine-tune it and the
+same architecture from random initialisation with the same budget, and compare.
+
+    python bench/pretrain_gain.py --lang en --minutes 60      # Gutenberg → SST-2, CoNLL-2003
+    python bench/pretrain_gain.py --lang zh --minutes 60      # zh/pretrain → ChnSentiCorp, MSRA NER
+
+Every step is a `bertkit` command (printed before it runs), so the run can be repeated by hand:
+tokenizer train → shards → pretrain (stopped by --minutes, resumable) → init (random, same
+config, tokenizer and seed) → finetune both on each task. Prints a Markdown table and writes
+JSON with --json. Data from $BERTKIT_DATA or ../shared/data; outputs under --work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("BERTKIT_DATA", ROOT.parent / "shared" / "data"))
+
+
+def bertkit(*args: str) -> None:
+    cmd = [sys.executable, "-m", "bertkit", *map(str, args)]
+    print("$ bertkit " + " ".join(shlex.quote(str(a)) for a in args), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def tasks(lang: str, d: Path) -> list[dict]:
+    """(name, (split, metric), finetune arguments) for each downstream task."""
+    if lang == "en":
+        sst, conll = d / "en/glue/SST-2", d / "en/conll2003"
+        sst_args = [
+            "--task",
+            "classify",
+            "--train",
+            sst / "train.tsv",
+            "--dev",
+            sst / "dev.tsv",
+            "--epochs",
+            "1",
+        ]
+        conll_args = ["--task", "ner", "--train", conll / "train.txt", "--dev", conll / "valid.txt"]
+        conll_args += ["--test", conll / "test.txt", "--epochs", "3"]
+        return [
+            {"name": "SST-2", "metric": ("dev", "accuracy"), "args": sst_args},
+            {"name": "CoNLL-2003", "metric": ("test", "f1"), "args": conll_args},
+        ]
+    chn, msra = d / "zh/chnsenticorp", d / "zh/msra_ner"
+    chn_args = ["--task", "classify", "--train", chn / "train.tsv", "--dev", chn / "dev.tsv"]
+    chn_args += ["--test", chn / "test.tsv", "--epochs", "5", "--max-length", "256"]
+    msra_args = ["--task", "ner", "--format", "conll", "--train", msra / "train.bio"]
+    msra_args += ["--dev", msra / "test.bio", "--test", msra / "test.bio", "--epochs", "3"]
+    return [
+        {"name": "ChnSentiCorp", "metric": ("test", "accuracy"), "args": chn_args},
+        {"name": "MSRA NER", "metric": ("test", "f1"), "args": msra_args},
+    ]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--lang", choices=["en", "zh"], required=True, help="English (Gutenberg) or Chinese")
+    p.add_argument(
+        "--work", default="out/pretrain-gain", help="working directory (default out/pretrain-gain)"
+    )
+    p.add_argument("--config", default="mini", help="model preset (default mini)")
+    p.add_argument("--minutes", type=float, default=60, help="pretraining time budget (default 60)")
+    p.add_argument(
+        "--steps", type=int, default=3000, help="pretraining schedule length in steps (default 3000)"
+    )
+    p.add_argument("--batch-size", type=int, default=128, help="pretraining batch (default 128)")
+    p.add_argument("--pretrain-lr", type=float, default=1e-3, help="pretraining peak lr (default 1e-3)")
+    p.add_argument(
+        "--finetune-lr", type=float, default=2e-4, help="fine-tuning lr for both models (default 2e-4)"
+    )
+    p.add_argument("--seed", type=int, default=42, help="seed (default 42)")
+    p.add_argument("--json", help="also write the results here")
+    args = p.parse_args()
+
+    d = data_dir()
+    work = Path(args.work) / args.lang
+    tok, shards, pre, rnd = work / "tokenizer", work / "shards", work / "pretrained", work / "random"
+    corpus = d / ("en/gutenberg/books" if args.lang == "en" else "zh/pretrain")
+    if not (tok / "vocab.txt").is_file():
+        size = (
+            ["--vocab-size", "30522"]
+            if args.lang == "en"
+            else ["--vocab-size", "10000", "--limit-alphabet", "6000"]
+        )
+        bertkit("tokenizer", "train", corpus, *size, "--output", tok)
+    bertkit("shards", "--corpus", corpus, "--tokenizer", tok, "--output", shards)
+    if not (pre / "model.safetensors").is_file():
+        bertkit("pretrain", "--corpus", shards, "--tokenizer", tok, "--output", pre, "--config", args.config,
+                "--batch-size", args.batch_size, "--max-steps", args.steps, "--max-minutes", args.minutes,
+                "--lr", args.pretrain_lr, "--warmup", 0.02, "--save-every", 250, "--eval-every", 250,
+                "--seed", args.seed, "--resume")  # fmt: skip
+    if not (rnd / "model.safetensors").is_file():
+        bertkit("init", "--config", args.config, "--tokenizer", tok, "--output", rnd, "--seed", args.seed)
+
+    results = {"pretraining": json.loads((pre / "pretrain_metrics.json").read_text()), "tasks": {}}
+    for task in tasks(args.lang, d):
+        row = {}
+        for start, model in (("pretrained", pre), ("random", rnd)):
+            out = work / f"ft-{task['name'].replace(' ', '_')}-{start}"
+            if not (out / "metrics.json").is_file():
+                opts = [
+                    "--lr",
+                    args.finetune_lr,
+                    "--seed",
+                    args.seed,
+                    "--output",
+                    out,
+                    "--overwrite",
+                    "--quiet",
+                ]
+                bertkit("finetune", "--model", model, *task["args"], *opts)
+            split, key = task["metric"]
+            metrics = json.loads((out / "metrics.json").read_text())
+            row[start] = {"score": metrics[split][key], "seconds": metrics["train"]["seconds"]}
+        results["tasks"][task["name"]] = {"metric": f"{split} {key}", **row}
+
+    pt = results["pretraining"]
+    acc = pt.get("mlm_accuracy", float("nan"))
+    print(f"\npretraining ({args.lang}, {args.config}): {pt['steps']} steps in {pt['train_seconds']} s, ")
+    print(f"{pt['tokens_per_second']:,} tokens/s; held-out masked-LM accuracy {acc:.4f}\n")
+    print("| task | metric | pretrained | random init | gain |\n|---|---|---|---|---|")
+    for name, r in results["tasks"].items():
+        a, b = r["pretrained"]["score"], r["random"]["score"]
+        print(f"| {name} | {r['metric']} | {a:.4f} | {b:.4f} | {a - b:+.4f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()
