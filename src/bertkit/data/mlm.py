@@ -12,7 +12,7 @@ each epoch masks afresh, and each rank of a distributed run takes its own slice.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -29,6 +29,12 @@ class SpecialIds:
     pad: int
     vocab_size: int
     special: tuple[int, ...]  # never masked, never drawn as a random replacement
+    is_special: np.ndarray = field(init=False, repr=False, compare=False)  # (V,) bool lookup
+
+    def __post_init__(self) -> None:
+        table = np.zeros(self.vocab_size, dtype=bool)
+        table[list(self.special)] = True
+        object.__setattr__(self, "is_special", table)
 
     @classmethod
     def from_tokenizer(cls, tok) -> SpecialIds:
@@ -116,7 +122,7 @@ def mask_tokens(
     `WholeWords`) is given; of those 80 % become [MASK], 10 % a random
     non-special token, 10 % stay as they are.
     """
-    maskable = ~np.isin(ids, special.special)  # (T,)
+    maskable = ~special.is_special[ids]  # (T,)
     positions = np.flatnonzero(maskable)
     labels = np.full_like(ids, IGNORE)
     if len(positions) == 0:
@@ -130,17 +136,18 @@ def mask_tokens(
         # a word starts at each maskable token that is not a continuation of a maskable one
         prev = np.concatenate([[False], maskable[:-1]])
         starts = maskable & ~(continuation & prev)  # (T,)
-        word_of = np.cumsum(starts)[positions]
-        words = np.split(positions, np.flatnonzero(np.diff(word_of)) + 1)
-        chosen, count = [], 0
-        for w in rng.permutation(len(words)):
+        word_of = np.cumsum(starts)[positions] - 1  # (M,) word index of each maskable position
+        sizes = np.bincount(word_of).tolist()
+        chosen = np.zeros(len(sizes), dtype=bool)
+        count = 0
+        for w in rng.permutation(len(sizes)).tolist():
             if count >= budget:
                 break
-            if count + len(words[w]) > budget:  # as BERT: a whole word or nothing
+            if count + sizes[w] > budget:  # as BERT: a whole word or nothing
                 continue
-            chosen.append(words[w])
-            count += len(words[w])
-        picked = np.sort(np.concatenate(chosen)) if chosen else positions[:1]
+            chosen[w] = True
+            count += sizes[w]
+        picked = positions[chosen[word_of]] if count else positions[:1]
     labels[picked] = ids[picked]
     out = ids.copy()
     action = rng.random(len(picked))
@@ -153,9 +160,12 @@ def mask_tokens(
 
 
 def _random_tokens(rng: np.random.Generator, n: int, special: SpecialIds) -> np.ndarray:
-    """n ids drawn uniformly from the vocabulary without its special tokens."""
-    ordinary = np.setdiff1d(np.arange(special.vocab_size), np.asarray(special.special))
-    return ordinary[rng.integers(0, len(ordinary), n)]
+    """n ids drawn uniformly from the vocabulary without its special tokens (by redrawing the
+    rare special ones: cheaper than building the list of ordinary ids each time)."""
+    out = rng.integers(0, special.vocab_size, n)
+    while (bad := special.is_special[out]).any():
+        out[bad] = rng.integers(0, special.vocab_size, int(bad.sum()))
+    return out
 
 
 # ---- packing ------------------------------------------------------------------------------
