@@ -21,11 +21,11 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from bertkit.config import BertConfig
 from bertkit.errors import BertkitError
-from bertkit.fileio import atomic_path
+from bertkit.fileio import save_safetensors
 
 log = logging.getLogger("bertkit")
 
@@ -262,6 +262,5 @@ class PretrainedMixin:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.config.architectures = [type(self).__name__]
-        with atomic_path(directory / SAFE_WEIGHTS) as tmp:
-            save_file(self.hf_state_dict(), tmp, metadata={"format": "pt"})
+        save_safetensors(self.hf_state_dict(), directory / SAFE_WEIGHTS)
         self.config.save_pretrained(directory)

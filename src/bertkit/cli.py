@@ -71,6 +71,7 @@ def _pretrain(args: argparse.Namespace) -> None:
     fields = PretrainArgs.__dataclass_fields__
     kw = {k: v for k, v in vars(args).items() if k in fields}
     kw["bf16"] = False if args.no_bf16 else None
+    kw["nonfinite"] = args.on_nonfinite
     kw["progress"] = not args.quiet
     pretrain(PretrainArgs(**kw))
 
@@ -272,6 +273,12 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     )
     o.add_argument("--patience", type=int, default=None, help="early stopping: evaluations without gain")
     o.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    o.add_argument(
+        "--on-nonfinite",
+        choices=["skip", "stop"],
+        default="skip",
+        help="NaN/inf loss or gradient: skip the step (default) or stop",
+    )
     o.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -291,6 +298,7 @@ def _train_args(args: argparse.Namespace, **overrides):
         patience=args.patience,
         seed=args.seed,
         progress=not args.quiet,
+        nonfinite=args.on_nonfinite,
     )
     return TrainArgs(**{**kw, **overrides})
 
@@ -456,6 +464,12 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--heldout", type=float, default=0.01, help="share of the corpus held out (default 0.01)")
     pt.add_argument("--workers", type=int, help="tokenizing processes (default: CPU count)")
     pt.add_argument("--no-bf16", action="store_true", help="train in fp32 even where bf16 is faster")
+    pt.add_argument(
+        "--on-nonfinite",
+        choices=["skip", "stop"],
+        default="skip",
+        help="NaN/inf loss or gradient: skip the step (default) or stop",
+    )
     pt.add_argument("--fsdp", action="store_true", help="shard parameters with FSDP (under torchrun)")
     pt.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     pt.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output")
@@ -554,7 +568,24 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bertkit: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # the system refused a read or write: a full disk, no permission...
+        print(f"bertkit: error: {describe_os_error(e)}", file=sys.stderr)
+        return 2
     return 0
+
+
+def describe_os_error(e: OSError) -> str:
+    """One line: the file, what the system said, and what to do for the usual causes."""
+    import errno
+
+    where = f"{e.filename}: " if e.filename else ""
+    hint = {
+        errno.ENOSPC: "; free some space (nothing complete was replaced)",
+        errno.EFBIG: "; the file size limit (ulimit -f) was reached (nothing complete was replaced)",
+        errno.EROFS: "; choose a writable output location",
+        errno.EACCES: "; check the permissions",
+    }.get(e.errno, "")
+    return f"{where}{e.strerror or e}{hint}"
 
 
 if __name__ == "__main__":

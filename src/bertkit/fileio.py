@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -73,11 +74,25 @@ def staging_dir(output: Path, overwrite: bool) -> Path:
             "output directory exists and is not empty (pass --overwrite to replace it)", output
         )
     output.parent.mkdir(parents=True, exist_ok=True)
+    for old in output.parent.glob(f".{output.name}.partial-*"):  # left by a killed run
+        pid = old.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
     stage = output.parent / f".{output.name}.partial-{os.getpid()}"
     if stage.exists():
         shutil.rmtree(stage)
     stage.mkdir()
     return stage
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def publish(stage: Path, output: Path) -> None:
@@ -102,3 +117,19 @@ def staged_output(output: Path, overwrite: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+
+
+def save_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+    """safetensors' `save_file`, atomically; its I/O failures (a full disk...) become OSError
+    with the errno and the file name, like every other failed write."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        try:
+            save_file(tensors, str(tmp), metadata=metadata or {"format": "pt"})
+        except SafetensorError as e:
+            m = re.search(r"I/O error: (.*) \(os error (\d+)\)", str(e))
+            if m is None:
+                raise
+            raise OSError(int(m.group(2)), m.group(1), os.fspath(path)) from None

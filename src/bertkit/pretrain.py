@@ -19,6 +19,7 @@ Layout of the output directory:
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -44,7 +45,7 @@ from bertkit.data.mlm import (
     pack_spans,
 )
 from bertkit.errors import BertkitError
-from bertkit.fileio import write_json
+from bertkit.fileio import save_safetensors, write_json
 from bertkit.heads import BertForPreTraining
 from bertkit.tasks.batching import IGNORE
 from bertkit.tokenizer import Tokenizer
@@ -84,6 +85,7 @@ class PretrainArgs:
     heldout: float = 0.01
     workers: int | None = None
     bf16: bool | None = None
+    nonfinite: str = "skip"  # a NaN/inf loss or gradient: "skip" the step or "stop"
     fsdp: bool = False
     seed: int = 42
     resume: bool = False
@@ -196,8 +198,6 @@ def remove_partial_checkpoints(output: Path) -> list[Path]:
 def write_checkpoint(output: Path, model_state: dict, config: BertConfig, trainer: dict, keep: int) -> Path:
     """Write checkpoints/step-N atomically: everything goes into a hidden directory that is
     renamed into place once complete, so a kill at any moment leaves the last one intact."""
-    from safetensors.torch import save_file
-
     from bertkit.checkpoint import bertkit_to_hf
 
     root = output / "checkpoints"
@@ -207,10 +207,13 @@ def write_checkpoint(output: Path, model_state: dict, config: BertConfig, traine
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir()
     try:
-        save_file(bertkit_to_hf(model_state, "bert."), str(stage / "model.safetensors"), {"format": "pt"})
+        save_safetensors(bertkit_to_hf(model_state, "bert."), stage / "model.safetensors")
         config.architectures = ["BertForPreTraining"]
         config.save_pretrained(stage)
-        torch.save(trainer, stage / "trainer_state.pt")
+        buffer = io.BytesIO()  # torch.save reports a full disk as a bare RuntimeError; a plain
+        torch.save(trainer, buffer)  # write raises OSError(ENOSPC) naming the file
+        with open(stage / "trainer_state.pt", "wb") as f:
+            f.write(buffer.getbuffer())
         for f in stage.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
@@ -343,6 +346,7 @@ def pretrain(args: PretrainArgs) -> dict[str, Any]:
         seed=args.seed,
         progress=args.progress and dist.main,
         log_every=args.log_every,
+        nonfinite=args.nonfinite,
         keep_best=False,
     )
     first = resume_state

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bertkit.errors import BertkitError
 from bertkit.hardware import bf16_is_fast
 from bertkit.optim import linear_schedule, make_optimizer, warmup_steps_for
 
@@ -183,7 +184,7 @@ def fit(
                 # all-reduced gradient norm below, the same on every rank.
                 if not distributed and not torch.isfinite(loss):
                     if args.nonfinite == "stop":
-                        raise FloatingPointError(f"non-finite loss {loss.item()} at step {step + 1}")
+                        raise BertkitError(f"training stopped: non-finite loss at step {step + 1}")
                     print(f"warning: non-finite loss at step {step + 1}; step skipped")
                     optimizer.zero_grad(set_to_none=True)
                     micro = 0
@@ -196,10 +197,11 @@ def fit(
                 if micro < args.grad_accum:
                     continue
                 micro = 0
-                grad_norm = None
-                if args.max_grad_norm:
-                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                if grad_norm is not None and not torch.isfinite(grad_norm):
+                # clip (or, with clipping off, just measure): a NaN/inf norm means a bad step
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm or math.inf)
+                if not torch.isfinite(grad_norm):
+                    if args.nonfinite == "stop":
+                        raise BertkitError(f"training stopped: non-finite gradient at step {step + 1}")
                     print(f"warning: non-finite gradient at step {step + 1}; step skipped")
                     optimizer.zero_grad(set_to_none=True)
                     continue

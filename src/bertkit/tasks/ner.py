@@ -15,12 +15,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from bertkit.config import BertConfig
 from bertkit.errors import BertkitError
-from bertkit.fileio import atomic_path
+from bertkit.fileio import save_safetensors
 from bertkit.heads import BertForTokenClassification
 from bertkit.metrics import entity_metrics, get_entities
 from bertkit.tasks.batching import IGNORE, pad_batch, sorted_order
@@ -74,8 +74,7 @@ class NerTagger(nn.Module):
         self.model.save_pretrained(directory)
         extra = {k: v.contiguous() for k, v in self.state_dict().items() if not k.startswith("model.")}
         if extra:
-            with atomic_path(Path(directory) / EXTRA_WEIGHTS) as tmp:
-                save_file(extra, tmp, metadata={"format": "pt"})
+            save_safetensors(extra, Path(directory) / EXTRA_WEIGHTS)
 
 
 def _word_positions(labels_or_words: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

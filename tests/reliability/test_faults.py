@@ -1,0 +1,185 @@
+"""Faults injected into real runs: a full disk, a read-only filesystem, a file-size limit and
+SIGKILL, during fine-tuning and pretraining writes. After each: a one-line error naming what
+happened, no traceback, nothing half-written or mistaken for complete, and a clean resume.
+
+The full and read-only disks are small tmpfs mounts, which need root; elsewhere those tests skip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from bertkit.cli import main
+from bertkit.pretrain import checkpoints, load_checkpoint
+
+
+@contextlib.contextmanager
+def small_fs(path: Path, size: str, read_only: bool = False):
+    """A tmpfs of `size` mounted at `path` for the block."""
+    path.mkdir(parents=True, exist_ok=True)
+    opts = f"size={size}" + (",ro" if read_only else "")
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True, text=True
+    )
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small filesystem here ({r.stderr.strip() or 'needs root'})")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def fill(fs: Path, leave: int) -> Path:
+    """Fill the filesystem at `fs` up to `leave` free bytes."""
+    free = shutil.disk_usage(fs).free - leave
+    filler = fs / "filler"
+    with open(filler, "wb") as f:
+        f.write(b"\0" * max(free, 0))
+    return filler
+
+
+@pytest.fixture(scope="module")
+def tiny_data(shared_data, tmp_path_factory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("sst")
+    lines = (shared_data / "en/glue/SST-2/train.tsv").read_text(encoding="utf-8").splitlines()
+    (d / "train.tsv").write_text("\n".join(lines[:65]) + "\n")
+    (d / "dev.tsv").write_text("\n".join([lines[0], *lines[65:97]]) + "\n")
+    return d / "train.tsv", d / "dev.tsv"
+
+
+def finetune_args(model: Path, data: tuple[Path, Path], out: Path) -> list[str]:
+    train, dev = data
+    return ["finetune", "--task", "classify", "--model", str(model), "--train", str(train), "--dev", str(dev),
+            "--output", str(out), "--max-steps", "2", "--batch-size", "16", "--quiet"]  # fmt: skip
+
+
+def assert_nothing_left(parent: Path, name: str) -> None:
+    assert not (parent / name).exists()
+    assert not list(parent.glob(f".{name}.*")), list(parent.iterdir())
+
+
+def test_finetune_on_a_full_disk(tiny_dir, tiny_data, tmp_path, capsys):
+    with small_fs(tmp_path / "fs", "4m") as fs:
+        assert main(finetune_args(tiny_dir, tiny_data, fs / "out")) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "No space left on device" in err and "Traceback" not in err
+        assert_nothing_left(fs, "out")  # the staged run was removed: the disk is free again
+        assert shutil.disk_usage(fs).used < 1_000_000
+
+
+def test_finetune_into_a_read_only_filesystem(tiny_dir, tiny_data, tmp_path, capsys):
+    with small_fs(tmp_path / "ro", "4m", read_only=True) as fs:
+        assert main(finetune_args(tiny_dir, tiny_data, fs / "out")) == 2
+        err = capsys.readouterr().err
+        assert "Read-only file system" in err and "writable" in err and "Traceback" not in err
+
+
+def _limit_file_size(limit: int):
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def test_finetune_under_a_file_size_limit(tiny_dir, tiny_data, tmp_path):
+    """`ulimit -f`: the model file cannot be written whole; the process says so and exits 2."""
+    cmd = [sys.executable, "-m", "bertkit", *finetune_args(tiny_dir, tiny_data, tmp_path / "out")]
+    r = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=600, preexec_fn=_limit_file_size(2_000_000)
+    )
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "File too large" in r.stderr and "ulimit" in r.stderr and "Traceback" not in r.stderr
+    assert_nothing_left(tmp_path, "out")
+
+
+def test_finetune_killed_leaves_nothing_complete_and_the_next_run_cleans_up(tiny_dir, tiny_data, tmp_path):
+    out = tmp_path / "out"
+    args = finetune_args(tiny_dir, tiny_data, out)
+    args[args.index("--max-steps") + 1] = "100000"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bertkit", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 300
+    while not list(tmp_path.glob(".out.partial-*/log.jsonl")) and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists() and list(tmp_path.glob(".out.partial-*"))  # killed mid-run: no output
+    assert main(finetune_args(tiny_dir, tiny_data, out)) == 0
+    assert (out / "metrics.json").is_file() and not list(tmp_path.glob(".out.partial-*"))
+
+
+# ---- pretraining ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def corpus(tiny_data, tmp_path_factory) -> tuple[Path, Path]:
+    """A 600-token vocabulary and shards from real sentences."""
+    d = tmp_path_factory.mktemp("pt")
+    text = [line.split("\t")[0] for line in tiny_data[0].read_text().splitlines()[1:]]
+    for i in range(3):
+        (d / f"doc{i}.txt").write_text("\n".join(text * (i + 2)) + "\n")
+    assert main(["tokenizer", "train", str(d), "--vocab-size", "600", "--output", str(d / "tok")]) == 0
+    files = [str(d / f"doc{i}.txt") for i in range(3)]
+    args = ["--tokenizer", str(d / "tok"), "--output", str(d / "data"), "--quiet"]
+    assert main(["shards", "--corpus", *files, *args]) == 0
+    return d / "tok", d / "data"
+
+
+def pretrain_args(corpus: tuple[Path, Path], out: Path) -> list[str]:
+    tok, data = corpus
+    args = ["pretrain", "--corpus", str(data), "--tokenizer", str(tok), "--output", str(out)]
+    args += ["--config", "tiny", "--max-seq-length", "32", "--batch-size", "4", "--max-steps", "4"]
+    args += ["--save-every", "2", "--eval-every", "1000", "--no-bf16", "--quiet", "--seed", "1"]
+    return [*args, "--keep-checkpoints", "3"]
+
+
+def test_pretrain_disk_fills_between_checkpoints_then_resumes(corpus, tmp_path, capsys):
+    ref = tmp_path / "ref"
+    assert main(pretrain_args(corpus, ref)) == 0
+    ck_bytes = sum(f.stat().st_size for f in checkpoints(ref)[0].iterdir())
+    with small_fs(tmp_path / "fs", f"{4 * ck_bytes // 1024 + 4096}k") as fs:
+        run = fs / "run"
+        shutil.copytree(ref, run)  # the run as it stood after its step-2 checkpoint
+        shutil.rmtree(checkpoints(run)[-1])
+        for name in ("model.safetensors", "config.json"):
+            (run / name).unlink()
+        filler = fill(fs, leave=ck_bytes // 2)
+        capsys.readouterr()
+        assert main([*pretrain_args(corpus, run), "--resume"]) == 2  # the step-4 checkpoint cannot fit
+        err = capsys.readouterr().err
+        assert "No space left on device" in err and "Traceback" not in err
+        assert [p.name for p in checkpoints(run)] == ["step-00000002"]
+        load_checkpoint(checkpoints(run)[0])  # the last complete checkpoint is intact
+        assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
+        filler.unlink()
+        assert main([*pretrain_args(corpus, run), "--resume"]) == 0
+        from safetensors.torch import load_file
+
+        a, b = load_file(ref / "model.safetensors"), load_file(run / "model.safetensors")
+        assert all(torch.equal(a[k], b[k]) for k in a)  # as if the disk had never filled
+
+
+def test_pretrain_under_a_file_size_limit(corpus, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "bertkit", *pretrain_args(corpus, out)]
+    limit = _limit_file_size(100_000)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, preexec_fn=limit)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "File too large" in r.stderr and "Traceback" not in r.stderr
+    assert checkpoints(out) == [] and not list((out / "checkpoints").glob(".*"))
+    assert not (out / "model.safetensors").exists()
+
+
+def test_pretrain_output_on_a_read_only_filesystem(corpus, tmp_path, capsys):
+    with small_fs(tmp_path / "ro", "1m", read_only=True) as fs:
+        assert main(pretrain_args(corpus, fs / "run")) == 2
+        err = capsys.readouterr().err
+        assert "Read-only file system" in err and "Traceback" not in err
