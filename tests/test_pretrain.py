@@ -316,3 +316,21 @@ def test_planted_pickle_in_a_checkpoint_is_refused(prepared, tmp_path, capsys):
     err = capsys.readouterr().err
     assert str(last / "trainer_state.pt") in err and "Traceback" not in err
     assert not marker.exists()
+
+
+def test_resume_from_the_final_checkpoint_trains_no_further(prepared, tmp_path):
+    """Killed after its last checkpoint but before the final model was written: --resume only
+    writes the model."""
+    tok, data = prepared
+    out = tmp_path / "run"
+    args = ["pretrain", "--corpus", str(data), "--tokenizer", str(tok), *SMALL, "--output", str(out)]
+    args += ["--max-steps", "4", "--save-every", "2", "--eval-every", "1000", "--log-every", "1"]
+    assert main(args) == 0
+    from safetensors.torch import load_file
+
+    before = load_file(out / "model.safetensors")
+    (out / "model.safetensors").unlink()
+    assert main([*args, "--resume"]) == 0
+    assert max(_log(out)) == 4
+    after = load_file(out / "model.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in before)

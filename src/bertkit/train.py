@@ -156,7 +156,7 @@ def fit(
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    stop = False
+    stop = step >= total  # a run resumed from its last checkpoint has nothing left to train
     stopped_by: str | None = None
     signals: list[str] = []
     old_handlers = {}
