@@ -489,7 +489,7 @@ def _fix_ups(
 ) -> tuple[int, dict[int, bool]]:
     """(number of units, {unit index: held out} overriding the hash rule): with 2 or more units,
     the lowest hash is held out if none falls under the threshold, the highest kept for training
-    if all do, so that neither split is empty."""
+    if all do, so that neither split is empty; a lone unit always trains."""
     count = chosen = 0
     lowest = highest = (0, 0)  # (hash, unit index)
     for _, _, _, hashes in units:
@@ -500,6 +500,8 @@ def _fix_ups(
             highest = (int(hashes[hi]), count + hi)
         chosen += int((hashes < threshold).sum())
         count += len(hashes)
+    if count == 1:  # a single unit is for training, whatever its hash: no held-out split
+        return count, {lowest[1]: False}
     if count >= 2 and chosen == 0:
         return count, {lowest[1]: True}
     if count >= 2 and chosen == count:
