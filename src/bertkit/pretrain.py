@@ -186,10 +186,19 @@ def checkpoints(output: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.name)
 
 
+def _discard(path: Path) -> None:
+    """Remove a checkpoint atomically: hide it by a rename first, so that a kill during the
+    deletion never leaves a visible checkpoint with files missing."""
+    trash = path.parent / f".{path.name}.deleting-{os.getpid()}"
+    os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def remove_partial_checkpoints(output: Path) -> list[Path]:
-    """Delete what a killed run left of a checkpoint it was writing (never a complete one)."""
+    """Delete what a killed run left of a checkpoint it was writing or deleting (hidden folders,
+    never a complete checkpoint)."""
     d = output / "checkpoints"
-    partial = [p for p in d.glob(".step-*.partial-*")] if d.is_dir() else []
+    partial = [p for p in d.glob(".step-*")] if d.is_dir() else []
     for p in partial:
         shutil.rmtree(p, ignore_errors=True)
     return partial
@@ -218,13 +227,13 @@ def write_checkpoint(output: Path, model_state: dict, config: BertConfig, traine
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
         if final.exists():  # the same step saved twice (a signal right after a periodic save)
-            shutil.rmtree(final)
+            _discard(final)
         os.replace(stage, final)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
     for old in checkpoints(output)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+        _discard(old)
     return final
 
 
