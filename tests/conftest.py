@@ -62,3 +62,20 @@ def tiny_dir(tmp_path_factory, minilm_dir) -> Path:
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
         shutil.copy(minilm_dir / name, d / name)
     return d
+
+
+class _Exploit:
+    """Pickles to a call of os.system: what a malicious checkpoint carries."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture
+def pickle_payload(tmp_path) -> tuple[object, Path]:
+    """(an object that, if ever unpickled, creates the marker file; the marker's path)."""
+    marker = tmp_path / "pwned"
+    return _Exploit(marker), marker

@@ -104,22 +104,10 @@ def test_no_weights(good_dir):
     assert "no model.safetensors or pytorch_model.bin" in _error(good_dir)
 
 
-class _Exploit:
-    """Pickles to a call of os.system: what a malicious checkpoint carries."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        import os
-
-        return (os.system, (f"touch {self.marker}",))
-
-
-def test_malicious_pickle_is_refused_and_never_runs(good_dir, tmp_path, capsys):
-    marker = tmp_path / "pwned"
+def test_malicious_pickle_is_refused_and_never_runs(good_dir, pickle_payload, capsys):
+    payload, marker = pickle_payload
     (good_dir / "model.safetensors").unlink()
-    torch.save({"embeddings.word_embeddings.weight": _Exploit(marker)}, good_dir / "pytorch_model.bin")
+    torch.save({"embeddings.word_embeddings.weight": payload}, good_dir / "pytorch_model.bin")
     msg = _error(good_dir)
     assert "pytorch_model.bin" in msg and "refused" in msg
     _cli_error(good_dir, capsys)

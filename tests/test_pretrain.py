@@ -292,25 +292,15 @@ def test_sigterm_saves_a_checkpoint_and_exits_130(prepared, tmp_path):
     assert not (out / "model.safetensors").exists()  # not mistaken for a finished run
 
 
-class _Exploit:
-    """Pickles to a call of os.system: what a planted trainer state would carry."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
-def test_planted_pickle_in_a_checkpoint_is_refused(prepared, tmp_path, capsys):
+def test_planted_pickle_in_a_checkpoint_is_refused(prepared, tmp_path, pickle_payload, capsys):
     tok, data = prepared
     out = tmp_path / "run"
     args = ["pretrain", "--corpus", str(data), "--tokenizer", str(tok), *SMALL, "--output", str(out)]
     args += ["--max-steps", "2", "--save-every", "1", "--eval-every", "1000"]
     assert main(args) == 0
-    marker = tmp_path / "pwned"
+    payload, marker = pickle_payload
     last = checkpoints(out)[-1]
-    torch.save({"step": 2, "payload": _Exploit(marker)}, last / "trainer_state.pt")
+    torch.save({"step": 2, "payload": payload}, last / "trainer_state.pt")
     capsys.readouterr()
     assert main([*args, "--resume"]) == 2
     err = capsys.readouterr().err
