@@ -173,7 +173,7 @@ def test_sigkill_at_random_steps_then_resume_equals_an_uninterrupted_run(prepare
 
 
 def test_two_processes_under_torchrun_equal_one(prepared, tmp_path):
-    """Same global batch: 2 gloo processes (4 sequences each, DDP, then FSDP) and 1 process (8)
+    """Same global batch: 2 gloo processes (4 sequences each, DDP) and 1 process (8)
     end with the same parameters after 6 fp32 steps (dropout off: ranks draw their own masks)."""
     if shutil.which("torchrun") is None:
         pytest.skip("torchrun not on PATH")
