@@ -16,6 +16,7 @@ from bertkit.data.mlm import (
     collate,
     continuation_table,
     epoch_order,
+    line_lengths,
     mask_tokens,
     pack_spans,
 )
@@ -129,7 +130,7 @@ def _docs(rng, n_docs=6):
 def test_instances_are_fixed_by_position_and_remasked_each_epoch(special):
     rng = np.random.default_rng(3)
     docs = InMemoryDocs(_docs(rng))
-    spans = pack_spans((np.diff(docs.document_tokens(d)[1]) for d in range(len(docs))), budget=30)
+    spans = pack_spans(line_lengths(docs), budget=30)
     maker = InstanceMaker(docs, spans, special, MaskingConfig(), seed=7)
     again = InstanceMaker(docs, spans, special, MaskingConfig(), seed=7)
     for i in range(len(spans)):
@@ -149,7 +150,7 @@ def test_next_sentence_pairs(special):
     rng = np.random.default_rng(4)
     raw = _docs(rng, 8)
     docs = InMemoryDocs(raw)
-    spans = pack_spans((np.diff(docs.document_tokens(d)[1]) for d in range(len(docs))), budget=40)
+    spans = pack_spans(line_lengths(docs), budget=40)
     maker = InstanceMaker(docs, spans, special, MaskingConfig(), nsp=True, seed=1)
     labels = []
     for epoch in range(20):
@@ -184,7 +185,7 @@ def test_sparse_mlm_loss_equals_dense_loss(special):
 
     rng = np.random.default_rng(5)
     docs = InMemoryDocs(_docs(rng))
-    spans = pack_spans((np.diff(docs.document_tokens(d)[1]) for d in range(len(docs))), budget=30)
+    spans = pack_spans(line_lengths(docs), budget=30)
     maker = InstanceMaker(docs, spans, special, MaskingConfig(), nsp=True, seed=2)
     batch = collate([maker.make(0, i) for i in range(len(spans))], special.pad)
     torch.manual_seed(0)

@@ -42,6 +42,7 @@ from bertkit.data.mlm import (
     WholeWords,
     collate,
     epoch_order,
+    line_lengths,
     pack_spans,
 )
 from bertkit.errors import BertkitError
@@ -305,11 +306,11 @@ def pretrain(args: PretrainArgs) -> dict[str, Any]:
     train_docs = ShardedCorpus(shard_dir, "train")
     held_docs = ShardedCorpus(shard_dir, "heldout")
     budget = args.max_seq_length - (3 if args.nsp else 2)
-    spans = pack_spans(_line_lengths(train_docs), budget)
+    spans = pack_spans(line_lengths(train_docs), budget)
     masking = MaskingConfig(probability=args.mlm_probability, whole_word=args.whole_word_mask)
     cont = WholeWords(tok, _read_words(args.word_list)) if args.whole_word_mask else None
     maker = InstanceMaker(train_docs, spans, special, masking, args.nsp, cont, args.seed)
-    held_spans = pack_spans(_line_lengths(held_docs), budget)
+    held_spans = pack_spans(line_lengths(held_docs), budget)
     held_maker = InstanceMaker(held_docs, held_spans, special, masking, args.nsp and len(held_docs) > 1, cont)
     steps_per_epoch = len(spans) // args.batch_size  # optimizer steps
     if steps_per_epoch == 0:
@@ -453,11 +454,6 @@ def _read_words(path: str | None) -> list[str]:
     from bertkit.data.text import iter_text_lines
 
     return [w for w in iter_text_lines(path, strip_gutenberg=False) if w.strip()]
-
-
-def _line_lengths(docs):
-    for d in range(len(docs)):
-        yield np.diff(docs.document_tokens(d)[1])
 
 
 def _normalised(parts: list[dict], dist: Dist, accum: int):
