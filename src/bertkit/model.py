@@ -65,6 +65,29 @@ class Embeddings(nn.Module):
         return self.dropout(self.norm(x))  # (B, T, H)
 
 
+@dataclass
+class Packing:
+    """Padding-free inference: the real tokens of a padded (B, T) batch packed into (N, H), so the
+    dense layers (QKV, output projection, feed-forward, LayerNorm: nearly all the FLOPs) skip the
+    padding. Only attention unpacks, to keep the sequences apart."""
+
+    index: torch.Tensor  # (N,) flat positions b * T + t of the real tokens
+    B: int
+    T: int
+
+    @classmethod
+    def of(cls, attention_mask: torch.Tensor) -> Packing:
+        B, T = attention_mask.shape
+        return cls(attention_mask.reshape(-1).nonzero().squeeze(1), B, T)
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:  # (N, C) -> (B, T, C), zeros at padding
+        out = x.new_zeros(self.B * self.T, x.shape[-1])
+        return out.index_copy_(0, self.index, x).view(self.B, self.T, -1)
+
+    def unpad(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (N, C)
+        return x.reshape(self.B * self.T, -1).index_select(0, self.index)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention with one fused QKV projection and an output projection."""
 
@@ -78,10 +101,17 @@ class SelfAttention(nn.Module):
         # "sdpa": torch's fused kernel; "eager": the plain formula, kept as the reference for tests.
         self.impl = "sdpa"
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        # x (B, T, H); mask (B, 1, 1, T) bool, True where a key may be attended to, or None
-        B, T, H = x.shape
-        q, k, v = self.qkv(x).split(H, dim=-1)
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None, packing: Packing | None = None
+    ) -> torch.Tensor:
+        # x (B, T, H), or (N, H) with `packing`; mask (B, 1, 1, T) bool, True where a key may be
+        # attended to, or None
+        qkv = self.qkv(x)
+        if packing is not None:
+            qkv = packing.pad(qkv)  # (N, 3H) -> (B, T, 3H): attention needs the sequences apart
+        B, T, H3 = qkv.shape
+        H = H3 // 3
+        q, k, v = qkv.split(H, dim=-1)
         q = q.view(B, T, self.n_head, -1).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, -1).transpose(1, 2)
         v = v.view(B, T, self.n_head, -1).transpose(1, 2)
@@ -95,6 +125,8 @@ class SelfAttention(nn.Module):
             att = F.dropout(att.softmax(dim=-1), p=p)
             y = att @ v  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, H)
+        if packing is not None:
+            y = packing.unpad(y)  # (N, H)
         return self.proj(y)
 
 
@@ -120,8 +152,10 @@ class Layer(nn.Module):
         self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        x = self.attn_norm(x + self.dropout(self.attn(x, mask)))
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None, packing: Packing | None = None
+    ) -> torch.Tensor:
+        x = self.attn_norm(x + self.dropout(self.attn(x, mask, packing)))
         return self.ffn_norm(x + self.dropout(self.ffn(x)))
 
 
@@ -178,6 +212,10 @@ class BertModel(PretrainedMixin, nn.Module):
         self.embeddings = Embeddings(config)
         self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))
         self.pooler = Pooler(config) if add_pooling_layer else None
+        # Padding-free dense layers at inference (see Packing); `bertkit.inference` turns it on.
+        # Off by default: hidden states at padding positions are then zeros, not transformers' values.
+        self.packed = False
+        self.output_dtype: torch.dtype | None = None  # cast outputs to this (bf16 encoder, fp32 heads)
         self.apply(lambda m: init_weights(m, config.initializer_range))
 
     def set_attention_impl(self, impl: str) -> None:
@@ -197,10 +235,21 @@ class BertModel(PretrainedMixin, nn.Module):
     ) -> BertOutput:
         mask = extended_mask(attention_mask)
         x = self.embeddings(input_ids, token_type_ids, position_ids)
+        packing = None
+        if self.packed and mask is not None and not self.training:
+            packing = Packing.of(attention_mask)
+            x = packing.unpad(x)  # (N, H)
         hidden = [x] if output_hidden_states else None
         for layer in self.layers:
-            x = layer(x, mask)
+            x = layer(x, mask, packing)
             if hidden is not None:
                 hidden.append(x)
+        if packing is not None:
+            x = packing.pad(x)  # (B, T, H)
+            hidden = [packing.pad(h) for h in hidden] if hidden is not None else None
         pooled = self.pooler(x) if self.pooler is not None else None
+        if self.output_dtype is not None:
+            x = x.to(self.output_dtype)
+            pooled = pooled.to(self.output_dtype) if pooled is not None else None
+            hidden = [h.to(self.output_dtype) for h in hidden] if hidden is not None else None
         return BertOutput(x, pooled, tuple(hidden) if hidden is not None else None)

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from bertkit.config import BertConfig
 from bertkit.errors import BertkitError
 from bertkit.heads import BertForSequenceClassification
+from bertkit.inference import batches
 from bertkit.metrics import classification_metrics, regression_metrics
-from bertkit.tasks.batching import pad_batch, sorted_order
 from bertkit.tokenizer import Tokenizer
 
 
@@ -119,9 +119,7 @@ class ClassifyTask:
         device = next(model.parameters()).device
         out = torch.zeros(n_examples, 1 if self.regression else len(self.labels))
         count = torch.zeros(n_examples)
-        for idx in sorted_order([len(f["input_ids"]) for f in feats], max_tokens):
-            batch = pad_batch([feats[i] for i in idx], pad_id)
-            batch = {k: v.to(device) for k, v in batch.items()}
+        for idx, batch in batches(feats, pad_id, max_tokens, device):
             logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).logits
             owners = torch.tensor([feats[i]["example"] for i in idx])
             out.index_add_(0, owners, logits.float().cpu())

@@ -22,8 +22,9 @@ from bertkit.config import BertConfig
 from bertkit.errors import BertkitError
 from bertkit.fileio import save_safetensors
 from bertkit.heads import BertForTokenClassification
+from bertkit.inference import batches
 from bertkit.metrics import entity_metrics, get_entities
-from bertkit.tasks.batching import IGNORE, pad_batch, sorted_order
+from bertkit.tasks.batching import IGNORE
 from bertkit.tasks.crf import CRF, BiLSTM
 from bertkit.tokenizer import Tokenizer
 
@@ -204,9 +205,7 @@ class NerTask:
         device = next(tagger.parameters()).device
         # best[(example, word)] = (context, tag id, probability)
         best: dict[tuple[int, int], tuple[int, int, float]] = {}
-        for idx in sorted_order([len(f["input_ids"]) for f in feats], max_tokens):
-            batch = pad_batch([feats[i] for i in idx], pad_id, ["words"])
-            batch = {k: v.to(device) for k, v in batch.items()}
+        for idx, batch in batches(feats, pad_id, max_tokens, device, ["words"]):
             emissions = tagger.emissions(batch).float()
             pos, mask = _word_positions(batch["words"])
             word_em = torch.gather(emissions, 1, pos[..., None].expand(-1, -1, emissions.shape[-1]))

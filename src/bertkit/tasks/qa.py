@@ -16,8 +16,8 @@ import torch.nn.functional as F
 
 from bertkit.config import BertConfig
 from bertkit.heads import BertForQuestionAnswering
+from bertkit.inference import batches
 from bertkit.metrics import squad_em_f1
-from bertkit.tasks.batching import pad_batch, sorted_order
 from bertkit.tokenizer import Tokenizer
 
 
@@ -106,9 +106,7 @@ class QATask:
     def predict(self, model, feats: list[dict], examples: Sequence, pad_id: int, max_tokens: int = 16384):
         device = next(model.parameters()).device
         best: dict[int, dict] = {}
-        for idx in sorted_order([len(f["input_ids"]) for f in feats], max_tokens):
-            batch = pad_batch([feats[i] for i in idx], pad_id)
-            batch = {k: v.to(device) for k, v in batch.items()}
+        for idx, batch in batches(feats, pad_id, max_tokens, device):
             out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
             starts, ends = out.start_logits.float().cpu(), out.end_logits.float().cpu()
             for b, i in enumerate(idx):

@@ -1,0 +1,115 @@
+"""The inference engine: how bertkit runs a model over many texts, on a CPU or a GPU.
+
+Every predicting path uses it (pipelines, `bertkit predict`/`evaluate`/`embed`, the server):
+
+- inputs are sorted by length and cut into batches by a token budget (B × T ≤ max_tokens),
+  results go back in input order (`batches`): real text of mixed lengths then pays almost
+  nothing for padding;
+- padding-free dense layers (`model.Packing`): the QKV, output and feed-forward projections and
+  the LayerNorms run on the N real tokens of a batch, only attention sees (B, T);
+- bf16 weights where the hardware multiplies bf16 natively (AMX / AVX512-BF16 CPUs, CUDA), fp32
+  elsewhere (`precision`); heads that need fp32 (BiLSTM, CRF) get fp32 hidden states;
+- optional int8 dynamic quantization of the Linear layers (fp32 activations), optional
+  `torch.compile`, and the thread count.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from bertkit.errors import BertkitError
+from bertkit.hardware import bf16_is_fast
+from bertkit.model import BertModel
+from bertkit.tasks.batching import pad_batch, sorted_order
+
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+@dataclass
+class InferenceOptions:
+    precision: str = "auto"  # "auto": bf16 where the hardware has bf16 matrix units, else fp32
+    max_tokens: int = 8192  # padded tokens per batch (B × T)
+    packed: bool = True  # padding-free dense layers
+    int8: bool = False  # dynamic int8 quantization of the Linear layers (CPU, fp32 activations)
+    compile: bool = False  # torch.compile the encoder (first batches of each shape are slow)
+    threads: int | None = None  # torch intra-op threads (default: torch's choice, one per core)
+
+    @classmethod
+    def from_env(cls, **overrides) -> InferenceOptions:
+        """Defaults, then `BERTKIT_PRECISION` / `BERTKIT_THREADS` from the environment, then
+        `overrides` that are not None (command-line flags)."""
+        opts = cls()
+        if os.environ.get("BERTKIT_PRECISION"):
+            opts.precision = os.environ["BERTKIT_PRECISION"]
+        if os.environ.get("BERTKIT_THREADS"):
+            opts.threads = int(os.environ["BERTKIT_THREADS"])
+        for k, v in overrides.items():
+            if v is not None:
+                setattr(opts, k, v)
+        return opts
+
+
+def resolve_dtype(precision: str, device: torch.device, int8: bool = False) -> torch.dtype:
+    if precision not in PRECISIONS:
+        raise BertkitError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if int8:
+        if precision == "bf16":
+            raise BertkitError("int8 runs with fp32 activations: use precision fp32 or auto with int8")
+        return torch.float32
+    if precision == "auto":
+        return torch.bfloat16 if bf16_is_fast(device) else torch.float32
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
+def encoders(model: nn.Module) -> list[BertModel]:
+    return [m for m in model.modules() if isinstance(m, BertModel)]
+
+
+def prepare(model: nn.Module, options: InferenceOptions | None = None) -> nn.Module:
+    """`model` made ready for inference, in place (and returned): eval mode, packing, precision,
+    quantization, compilation. Use a copy if the model is still being trained."""
+    o = options or InferenceOptions()
+    if o.threads:
+        torch.set_num_threads(o.threads)
+    model.eval()
+    device = next(model.parameters()).device
+    dtype = resolve_dtype(o.precision, device, o.int8)
+    if o.int8 and device.type != "cpu":
+        raise BertkitError("int8 dynamic quantization runs on the CPU only")
+    tied = getattr(model, "mlm", None) is not None  # the MLM decoder shares the word embeddings
+    if dtype != torch.float32 and tied:
+        model.to(dtype)
+    for enc in encoders(model):
+        enc.packed = o.packed
+        if dtype != torch.float32 and not tied:
+            # The encoder holds nearly all the FLOPs; heads (a BiLSTM, a CRF) stay fp32 and get
+            # fp32 hidden states.
+            enc.to(dtype)
+            enc.output_dtype = torch.float32
+        if o.int8:
+            from torch.ao.quantization import quantize_dynamic
+
+            quantize_dynamic(enc, {nn.Linear}, dtype=torch.qint8, inplace=True)
+        if o.compile:
+            enc.forward = torch.compile(enc.forward, dynamic=True)
+    return model
+
+
+def model_dtype(model: nn.Module) -> torch.dtype:
+    enc = encoders(model)
+    return next((enc[0] if enc else model).parameters()).dtype
+
+
+def batches(
+    features: Sequence[dict], pad_id: int, max_tokens: int, device: torch.device, keys: Sequence[str] = ()
+) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+    """(indices, padded batch on `device`) in length order within a token budget; the caller
+    puts results back at `indices`."""
+    for idx in sorted_order([len(f["input_ids"]) for f in features], max_tokens):
+        batch = pad_batch([features[i] for i in idx], pad_id, keys)
+        yield idx, {k: v.to(device, non_blocking=True) for k, v in batch.items()}
