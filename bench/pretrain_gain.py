@@ -103,8 +103,8 @@ def main() -> None:
     if not (pre / "model.safetensors").is_file():
         bertkit("pretrain", "--corpus", shards, "--tokenizer", tok, "--output", pre, "--config", args.config,
                 "--batch-size", args.batch_size, "--max-steps", args.steps, "--max-minutes", args.minutes,
-                "--lr", args.pretrain_lr, "--warmup", args.pretrain_warmup, "--save-every", 250, "--eval-every", 250,
-                "--seed", args.seed, "--resume")  # fmt: skip
+                "--lr", args.pretrain_lr, "--warmup", args.pretrain_warmup, "--save-every", 250,
+                "--eval-every", 250, "--seed", args.seed, "--resume")  # fmt: skip
     if not (rnd / "model.safetensors").is_file():
         bertkit("init", "--config", args.config, "--tokenizer", tok, "--output", rnd, "--seed", args.seed)
 
