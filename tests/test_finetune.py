@@ -288,7 +288,7 @@ def test_cli_ner_end_to_end(tiny_dir, shared_data, tmp_path, hf, head, capsys):
     assert {"precision", "recall", "f1"} <= set(metrics["dev"])
     # transformers loads the directory; for softmax its logits are ours
     ref = hf.BertForTokenClassification.from_pretrained(out).eval()
-    tagger = bertkit.pipeline("ner", model=out)
+    tagger = bertkit.pipeline("ner", model=out, precision="fp32")
     enc = Tokenizer.from_pretrained(out)(["Peter Blackburn visited Paris"], return_tensors="pt")
     batch = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
     with torch.inference_mode():

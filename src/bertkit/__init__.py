@@ -14,11 +14,12 @@ from bertkit.model import BertModel
 from bertkit.tokenizer import Tokenizer
 
 
-def pipeline(task: str, model, device=None):
-    """`bertkit.pipeline("text-classification" | "ner" | "question-answering", model=DIR)`."""
+def pipeline(task: str, model, device=None, **kwargs):
+    """`bertkit.pipeline("text-classification" | "ner" | "question-answering" | "fill-mask" |
+    "feature-extraction", model=DIR, **options)`: see `bertkit.pipelines.pipeline`."""
     from bertkit.pipelines import pipeline as _pipeline
 
-    return _pipeline(task, model, device)
+    return _pipeline(task, model, device, **kwargs)
 
 
 __all__ = [

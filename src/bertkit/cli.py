@@ -76,12 +76,49 @@ def _pretrain(args: argparse.Namespace) -> None:
     pretrain(PretrainArgs(**kw))
 
 
+def _engine(args: argparse.Namespace):
+    from bertkit.inference import InferenceOptions
+
+    return InferenceOptions.from_env(
+        precision=args.precision,
+        int8=args.int8 or None,
+        compile=args.compile or None,
+        threads=args.threads,
+        max_tokens=args.max_tokens,
+    )
+
+
+def _add_engine_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("inference engine")
+    g.add_argument(
+        "--precision",
+        choices=["auto", "bf16", "fp32"],
+        default=None,
+        help="auto (default): bf16 weights where the CPU/GPU multiplies bf16 natively, else fp32",
+    )
+    g.add_argument("--int8", action="store_true", help="int8 dynamic quantization of the Linear layers (CPU)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the encoder (slow first batches)")
+    g.add_argument("--threads", type=int, default=None, help="CPU threads (default: one per core)")
+    g.add_argument("--max-tokens", type=int, default=None, help="padded tokens per batch (default 8192)")
+
+
+def _embed(args: argparse.Namespace) -> None:
+    from bertkit.embeddings import EmbeddingPipeline, embed_file
+
+    pipe = EmbeddingPipeline(
+        args.model, None, args.pooling, args.normalize, args.max_length, options=_engine(args)
+    )
+    n, dim = embed_file(pipe, args.input, args.output)
+    norm = ", normalised" if pipe.normalize else ""
+    print(f"{n} embeddings of {dim} ({pipe.pooling} pooling{norm}) written to {args.output}", file=sys.stderr)
+
+
 def _fill_mask(args: argparse.Namespace) -> None:
     import json
 
     from bertkit.pipelines import FillMaskPipeline
 
-    pipe = FillMaskPipeline(args.model, top_k=args.top_k)
+    pipe = FillMaskPipeline(args.model, top_k=args.top_k, options=_engine(args))
     for text in args.text:
         result = pipe(text)
         rows = [result] if result and isinstance(result[0], dict) else result
@@ -161,6 +198,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         _data_opts(args),
         Path(args.output),
         unknown_label=args.unknown_label,
+        options=_engine(args),
     )
     shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
     print(f"{shown}\nreport in {args.output}")
@@ -169,7 +207,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _predict(args: argparse.Namespace) -> None:
     from bertkit.finetune import predict_stream
 
-    predict_stream(args.model, args.input, args.output, args.format, _data_opts(args))
+    predict_stream(args.model, args.input, args.output, args.format, _data_opts(args), options=_engine(args))
 
 
 def _search(args: argparse.Namespace) -> None:
@@ -372,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--output", required=True, help="report directory to write")
     ev.add_argument("--unknown-label", default=None, help="map labels the model does not know to this one")
     _add_data_flags(ev)
+    _add_engine_flags(ev)
     ev.set_defaults(func=_evaluate)
 
     pr = sub.add_parser(
@@ -386,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--input", default="-", help="input file, or - for standard input (default)")
     pr.add_argument("--output", default="-", help="output file, or - for standard output (default)")
     _add_data_flags(pr)
+    _add_engine_flags(pr)
     pr.set_defaults(func=_predict)
 
     se = sub.add_parser(
@@ -486,7 +526,39 @@ def build_parser() -> argparse.ArgumentParser:
     fm.add_argument("--top-k", type=int, default=5, help="fillers shown per mask (default 5)")
     fm.add_argument("--json", action="store_true", help="one JSON line per text instead of a table")
     fm.add_argument("text", nargs="+", help="text with one or more [MASK] tokens")
+    _add_engine_flags(fm)
     fm.set_defaults(func=_fill_mask)
+
+    em = sub.add_parser(
+        "embed",
+        help="sentence embeddings of texts, to a .npy file",
+        description="Embed each text (one per line, every line a row; or JSON lines with a 'text' "
+        "field) with a BERT or sentence-transformers directory: mean or [CLS] pooling of the last "
+        "hidden states, optionally L2-normalised. Writes a float32 (N, hidden) .npy file.",
+    )
+    em.add_argument("--model", required=True, help="model directory")
+    em.add_argument("--input", default="-", help="text file, or - for standard input (default)")
+    em.add_argument("--output", required=True, help=".npy file to write")
+    em.add_argument(
+        "--pooling",
+        choices=["mean", "cls"],
+        default=None,
+        help="default: what a sentence-transformers directory declares, else mean",
+    )
+    em.add_argument(
+        "--normalize",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="L2-normalise (default: what a sentence-transformers directory declares, else off)",
+    )
+    em.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help="truncate texts to this many tokens (default: the directory's setting, else the model's limit)",
+    )
+    _add_engine_flags(em)
+    em.set_defaults(func=_embed)
 
     sh = sub.add_parser(
         "shards",

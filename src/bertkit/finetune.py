@@ -171,14 +171,20 @@ def build_task(name: str, args, opts: dict):
 
 
 def evaluate_dir(
-    model_dir: Path, data: Path, fmt: str | None, opts: dict, output: Path, unknown_label: str | None = None
+    model_dir: Path,
+    data: Path,
+    fmt: str | None,
+    opts: dict,
+    output: Path,
+    unknown_label: str | None = None,
+    options=None,
 ) -> dict:
     """Evaluate a fine-tuned directory on a labelled file; write the report to `output`."""
     from bertkit.data import check_labels, load_examples
     from bertkit.pipelines import Pipeline
     from bertkit.report import write_report
 
-    pipe = Pipeline(model_dir)
+    pipe = Pipeline(model_dir, options=options)
     task = pipe.task
     if task.name == "classify":
         opts = {**opts, "regression": task.regression}
@@ -194,7 +200,7 @@ def evaluate_dir(
 
 
 def predict_stream(
-    model_dir: str, source: str, dest: str, fmt: str | None, opts: dict, chunk: int = 256
+    model_dir: str, source: str, dest: str, fmt: str | None, opts: dict, chunk: int = 2048, options=None
 ) -> None:
     """JSON lines in (or plain text lines, or a file in the task's format), JSON lines out."""
     import sys
@@ -204,7 +210,7 @@ def predict_stream(
     from bertkit.fileio import atomic_open
     from bertkit.pipelines import Pipeline, words_of
 
-    pipe = Pipeline(model_dir)
+    pipe = Pipeline(model_dir, options=options)
     task = pipe.task
     if fmt is not None:
         examples = load_examples(task.name, source, fmt, **opts)

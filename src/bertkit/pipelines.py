@@ -6,6 +6,12 @@ ner = bertkit.pipeline("ner", model="out/conll")
 ner("Angela Merkel visited Paris")  # [{"text": "Angela Merkel", "label": "PER", "start": 0, ...}]
 qa = bertkit.pipeline("question-answering", model="out/squad")
 qa(question="Who?", context="...")  # {"answer": ..., "start": ..., "end": ..., "score": ...}
+emb = bertkit.pipeline("feature-extraction", model="path/to/all-MiniLM-L6-v2")
+emb(["a sentence"])  # numpy (1, 384): see embeddings.py
+
+All run on the inference engine (`bertkit.inference`): bf16 weights where the CPU has bf16 matrix
+units, padding-free batches sorted by length; `precision="fp32"`, `int8=True`, `compile=True`,
+`threads=N`, `max_tokens=N` choose otherwise (or `BERTKIT_PRECISION` / `BERTKIT_THREADS`).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from bertkit.config import BertConfig
 from bertkit.data.readers import QAExample, TextExample, TokenExample
 from bertkit.errors import BertkitError
 from bertkit.finetune import load_task_info
+from bertkit.inference import InferenceOptions, prepare
 from bertkit.tasks.classify import ClassifyTask
 from bertkit.tasks.ner import NerTask
 from bertkit.tasks.qa import QATask
@@ -57,18 +64,26 @@ def load_task(model_dir: str | Path):
 
 
 class Pipeline:
-    def __init__(self, model_dir: str | Path, device: str | torch.device | None = None):
+    def __init__(
+        self,
+        model_dir: str | Path,
+        device: str | torch.device | None = None,
+        options: InferenceOptions | None = None,
+    ):
         self.task = load_task(model_dir)
         self.tokenizer = Tokenizer.from_pretrained(model_dir)
-        self.model = self.task.model_class.from_pretrained(model_dir).eval()
+        model = self.task.model_class.from_pretrained(model_dir)
         if device is not None:
-            self.model.to(device)
+            model.to(device)
+        self.options = options or InferenceOptions.from_env()
+        self.model = prepare(model, self.options)
 
     def run(self, examples: list) -> list[dict]:
         if not examples:
             return []
         feats = self.task.features(self.tokenizer, examples, with_labels=False)
-        return self.task.predict(self.model, feats, examples, self.tokenizer.pad_token_id)
+        pad = self.tokenizer.pad_token_id
+        return self.task.predict(self.model, feats, examples, pad, max_tokens=self.options.max_tokens)
 
     def __call__(self, inputs=None, text_pair=None, *, question=None, context=None):
         name = self.task.name
@@ -94,13 +109,20 @@ class FillMaskPipeline:
     `[{"token": str, "token_id": int, "score": float, "sequence": str}, ...]` for a text with one
     mask, a list of such lists (one per mask, left to right) for a text with several."""
 
-    def __init__(self, model_dir: str | Path, device: str | torch.device | None = None, top_k: int = 5):
+    def __init__(
+        self,
+        model_dir: str | Path,
+        device: str | torch.device | None = None,
+        top_k: int = 5,
+        options: InferenceOptions | None = None,
+    ):
         from bertkit.heads import BertForMaskedLM
 
         self.tokenizer = Tokenizer.from_pretrained(model_dir)
-        self.model = BertForMaskedLM.from_pretrained(model_dir).eval()
+        model = BertForMaskedLM.from_pretrained(model_dir)
         if device is not None:
-            self.model.to(device)
+            model.to(device)
+        self.model = prepare(model, options or InferenceOptions.from_env())
         self.top_k = top_k
         self.mask_id = self.tokenizer.convert_tokens_to_ids("[MASK]")
 
@@ -136,16 +158,38 @@ class FillMaskPipeline:
         return out[0] if single else out
 
 
-def pipeline(task: str, model: str | Path, device: str | torch.device | None = None):
+def pipeline(
+    task: str,
+    model: str | Path,
+    device: str | torch.device | None = None,
+    *,
+    precision: str | None = None,
+    int8: bool | None = None,
+    compile: bool | None = None,
+    threads: int | None = None,
+    max_tokens: int | None = None,
+    **kwargs,
+):
     """A pipeline for a model directory; `task` must match what the model was trained for
-    ("fill-mask" takes a pretrained masked-LM directory)."""
+    ("fill-mask" takes a pretrained masked-LM directory, "feature-extraction" any BERT
+    directory and takes `pooling`, `normalize`, `max_length`). The keyword arguments after
+    `device` set the inference engine (see `bertkit.inference.InferenceOptions`)."""
+    opts = InferenceOptions.from_env(
+        precision=precision, int8=int8, compile=compile, threads=threads, max_tokens=max_tokens
+    )
+    if task in ("feature-extraction", "sentence-embedding"):
+        from bertkit.embeddings import EmbeddingPipeline
+
+        return EmbeddingPipeline(model, device, options=opts, **kwargs)
+    if kwargs:
+        raise BertkitError(f"unexpected arguments for a {task!r} pipeline: {', '.join(kwargs)}")
     if task == "fill-mask":
-        return FillMaskPipeline(model, device)
+        return FillMaskPipeline(model, device, options=opts)
     want = ALIASES.get(task)
     if want is None:
-        known = ", ".join([*ALIASES, "fill-mask"])
+        known = ", ".join([*ALIASES, "fill-mask", "feature-extraction"])
         raise BertkitError(f"unknown pipeline task {task!r}; expected one of {known}")
-    pipe = Pipeline(model, device)
+    pipe = Pipeline(model, device, opts)
     if pipe.task.name != want:
         raise BertkitError(f"the model was fine-tuned for {pipe.task.name!r}, not {want!r}", model)
     return pipe

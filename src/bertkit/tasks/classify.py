@@ -126,8 +126,10 @@ class ClassifyTask:
             count.index_add_(0, owners, torch.ones(len(idx)))
         return out / count.clamp(min=1)[:, None]
 
-    def predict(self, model, feats: list[dict], examples: Sequence, pad_id: int) -> list[dict]:
-        return self.predictions(self.logits(model, feats, len(examples), pad_id))
+    def predict(
+        self, model, feats: list[dict], examples: Sequence, pad_id: int, max_tokens: int = 8192
+    ) -> list[dict]:
+        return self.predictions(self.logits(model, feats, len(examples), pad_id, max_tokens))
 
     def predictions(self, logits: torch.Tensor) -> list[dict]:
         if self.regression:

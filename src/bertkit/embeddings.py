@@ -1,0 +1,159 @@
+"""Sentence embeddings ("feature-extraction"): the encoder's last hidden states pooled into one
+vector per text, mean over the tokens or the [CLS] vector, optionally L2-normalised: the
+sentence-transformers recipe, on bertkit's inference engine.
+
+    emb = bertkit.pipeline("feature-extraction", model="path/to/all-MiniLM-L6-v2")
+    vectors = emb(["a sentence", "another one"])  # numpy (2, 384) float32
+
+A sentence-transformers directory (modules.json, 1_Pooling/config.json, sentence_bert_config.json)
+sets the defaults, so all-MiniLM-L6-v2 gives mean pooling, normalised vectors and a 256-token
+limit, as `SentenceTransformer(...).encode` does; arguments override them. Texts longer than the
+limit are truncated (sentence-transformers does the same).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bertkit.errors import BertkitError
+from bertkit.inference import InferenceOptions, batches, prepare
+from bertkit.model import BertModel
+from bertkit.tokenizer import Tokenizer
+
+POOLINGS = ("mean", "cls")
+
+
+def sentence_transformers_settings(directory: Path) -> dict:
+    """pooling / normalize / max_length as a sentence-transformers directory declares them
+    (empty for a plain Hugging Face directory)."""
+    out: dict = {}
+    modules = directory / "modules.json"
+    if not modules.is_file():
+        return out
+    try:
+        mods = json.loads(modules.read_text(encoding="utf-8"))
+        out["normalize"] = any(str(m.get("type", "")).endswith(".Normalize") for m in mods)
+        for m in mods:
+            if str(m.get("type", "")).endswith(".Pooling"):
+                cfg = json.loads((directory / m["path"] / "config.json").read_text(encoding="utf-8"))
+                if cfg.get("pooling_mode_cls_token"):
+                    out["pooling"] = "cls"
+                elif cfg.get("pooling_mode_mean_tokens"):
+                    out["pooling"] = "mean"
+                else:
+                    modes = [k for k, v in cfg.items() if k.startswith("pooling_mode") and v]
+                    raise BertkitError(
+                        f"pooling {modes} is not supported (mean or cls)", directory / m["path"]
+                    )
+        sbert = directory / "sentence_bert_config.json"
+        if sbert.is_file():
+            length = json.loads(sbert.read_text(encoding="utf-8")).get("max_seq_length")
+            if length:
+                out["max_length"] = int(length)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise BertkitError(f"unreadable sentence-transformers settings: {e}", directory) from None
+    return out
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(B, T, H) hidden states, (B, T) mask -> (B, H). Mean counts every real token, [CLS] and
+    [SEP] included, as sentence-transformers does."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    m = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+
+
+class EmbeddingPipeline:
+    def __init__(
+        self,
+        model_dir: str | Path,
+        device: str | torch.device | None = None,
+        pooling: str | None = None,
+        normalize: bool | None = None,
+        max_length: int | None = None,
+        options: InferenceOptions | None = None,
+    ):
+        d = Path(model_dir)
+        st = sentence_transformers_settings(d) if d.is_dir() else {}
+        self.pooling = pooling or st.get("pooling", "mean")
+        if self.pooling not in POOLINGS:
+            raise BertkitError(f"pooling must be one of {', '.join(POOLINGS)}, not {self.pooling!r}")
+        self.normalize = st.get("normalize", False) if normalize is None else normalize
+        self.tokenizer = Tokenizer.from_pretrained(d)
+        model = BertModel.from_pretrained(d, add_pooling_layer=False)
+        if device is not None:
+            model.to(device)
+        self.options = options or InferenceOptions.from_env()
+        self.model = prepare(model, self.options)
+        self.max_length = min(
+            max_length or st.get("max_length") or 10**9, model.config.max_position_embeddings
+        )
+        self.dim = model.config.hidden_size
+
+    @torch.inference_mode()
+    def __call__(self, inputs: str | list[str]) -> np.ndarray:
+        """(N, H) float32 embeddings for a list of texts, (H,) for one text."""
+        single = isinstance(inputs, str)
+        texts = [inputs] if single else list(inputs)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if texts:
+            enc = self.tokenizer(texts, truncation=True, max_length=self.max_length)
+            feats = [
+                {"input_ids": i, "token_type_ids": t}
+                for i, t in zip(enc["input_ids"], enc["token_type_ids"], strict=True)
+            ]
+            device = next(self.model.parameters()).device
+            pad = self.tokenizer.pad_token_id
+            for idx, batch in batches(feats, pad, self.options.max_tokens, device):
+                h = self.model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+                v = pool(h.last_hidden_state.float(), batch["attention_mask"], self.pooling)
+                if self.normalize:
+                    v = torch.nn.functional.normalize(v, dim=-1)
+                out[idx] = v.cpu().numpy()
+        return out[0] if single else out
+
+
+def read_texts(source: str) -> list[str]:
+    """Texts of a file (or "-" for standard input): one text a line, every line a row (an empty
+    line an empty text, so row i is line i), or JSON lines with a "text" string field."""
+    import sys
+
+    try:
+        raw = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise BertkitError(f"cannot read input ({e})", source) from None
+    lines = raw.splitlines()
+    jsonl = bool(lines) and all(not ln.strip() or ln.lstrip().startswith("{") for ln in lines)
+    if not jsonl:
+        return lines
+    texts = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise BertkitError(f"line {n}: invalid JSON ({e.msg})", source) from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+            raise BertkitError(f"line {n}: expected a JSON object with a 'text' string field", source)
+        texts.append(obj["text"])
+    return texts
+
+
+def embed_file(pipe: EmbeddingPipeline, source: str, dest: str, chunk: int = 4096) -> tuple[int, int]:
+    """Embed the texts of `source` into a float32 .npy file at `dest` (written to a temporary file,
+    then renamed). Returns its shape."""
+    from bertkit.fileio import atomic_open
+
+    texts = read_texts(source)
+    out = np.zeros((len(texts), pipe.dim), dtype=np.float32)
+    for s in range(0, len(texts), chunk):
+        out[s : s + chunk] = pipe(texts[s : s + chunk])
+    with atomic_open(dest, "wb") as f:
+        np.save(f, out)
+    return out.shape
