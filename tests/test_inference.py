@@ -18,7 +18,7 @@ import bertkit
 from bertkit.embeddings import pool
 from bertkit.errors import BertkitError
 from bertkit.heads import BertForSequenceClassification
-from bertkit.inference import InferenceOptions, prepare
+from bertkit.inference import InferenceOptions, PrepackedLinear, _can_prepack, prepare
 from bertkit.tokenizer import Tokenizer
 
 DATA = Path(os.environ.get("BERTKIT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -77,7 +77,7 @@ def test_bf16_agrees_with_fp32(minilm_dir):
     bf16.load_state_dict(fp32.state_dict())
     prepare(fp32, InferenceOptions(precision="fp32"))
     prepare(bf16, InferenceOptions(precision="bf16"))
-    assert bf16.bert.layers[0].attn.qkv.weight.dtype == torch.bfloat16
+    assert bf16.bert.embeddings.word.weight.dtype == torch.bfloat16
     assert bf16.classifier.weight.dtype == torch.float32  # heads stay fp32
     with torch.inference_mode():
         a, b = fp32(ids, mask, types), bf16(ids, mask, types)
@@ -89,6 +89,22 @@ def test_bf16_agrees_with_fp32(minilm_dir):
     margin = a.logits.topk(2).values
     clear = (margin[:, 0] - margin[:, 1]) > 0.05  # near-ties may flip in any precision
     assert (a.logits.argmax(-1) == b.logits.argmax(-1))[clear].all()
+
+
+def test_prepacked_linears_change_nothing(minilm_dir):
+    """bf16 weights reordered once for oneDNN give the same numbers as plain bf16 F.linear."""
+    if not _can_prepack(torch.device("cpu"), torch.bfloat16):
+        pytest.skip("no oneDNN weight prepacking in this torch build")
+    texts = sentences(32)
+    ids, mask, types = encode(Tokenizer.from_pretrained(minilm_dir), texts)
+    plain = prepare(bertkit.BertModel.from_pretrained(minilm_dir), InferenceOptions("bf16", prepack=False))
+    packed = prepare(bertkit.BertModel.from_pretrained(minilm_dir), InferenceOptions("bf16"))
+    assert isinstance(packed.layers[0].ffn.up, PrepackedLinear)
+    assert isinstance(plain.layers[0].ffn.up, torch.nn.Linear)
+    with torch.inference_mode():
+        a, b = plain(ids, mask, types), packed(ids, mask, types)
+    real = mask.bool()
+    assert (a.last_hidden_state - b.last_hidden_state)[real].abs().max() <= 1e-2
 
 
 def test_embeddings_match_sentence_transformers(minilm_dir):
