@@ -1,0 +1,141 @@
+"""ONNX export with a parity check: `bertkit export --model DIR --output model.onnx [--int8]`.
+
+The graph takes input_ids, attention_mask and token_type_ids, (batch, sequence) int64 with both
+axes dynamic, and gives what the directory's head gives: `logits` for a classifier or a softmax
+NER model, `start_logits`/`end_logits` for QA, `last_hidden_state`/`pooler_output` for a plain
+encoder. CRF / BiLSTM-CRF taggers export their emission scores only (Viterbi decoding is not in
+the graph). Before the file is put in place, ONNX Runtime runs it on real sentences and its
+outputs are compared with PyTorch's: fp32 must agree to 1e-4 (else nothing is written); `--int8`
+(ONNX Runtime dynamic quantization, per channel) reports its difference. Written to a temporary
+file, then renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from bertkit.errors import BertkitError
+from bertkit.fileio import atomic_path
+
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# Real sentences of mixed lengths and scripts for the parity check.
+CHECK_TEXTS = [
+    "EU rejects German call to boycott British lamb .",
+    "Peter Blackburn",
+    "it 's a charming and often affecting journey .",
+    "The European Commission said on Thursday it disagreed with German advice to consumers to shun "
+    "British lamb until scientists determine whether mad cow disease can be transmitted to sheep .",
+    "unflinchingly bleak and desperate",
+    "中国队在比赛中获得了冠军。",
+]
+
+
+class _Graph(nn.Module):
+    """The model as a function of three tensors returning a tuple (what the exporter traces)."""
+
+    def __init__(self, model: nn.Module, outputs: tuple[str, ...]):
+        super().__init__()
+        self.model, self.outputs = model, outputs
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        out = self.model(input_ids, attention_mask, token_type_ids)
+        return tuple(getattr(out, name) for name in self.outputs)
+
+
+def load_for_export(model_dir: Path) -> tuple[nn.Module, tuple[str, ...]]:
+    from bertkit.config import BertConfig
+    from bertkit.heads import (
+        BertForQuestionAnswering,
+        BertForSequenceClassification,
+        BertForTokenClassification,
+    )
+    from bertkit.model import BertModel
+
+    config = BertConfig.from_pretrained(model_dir)
+    task = (config.extra.get("bertkit") or {}).get("task")
+    if task == "classify":
+        return BertForSequenceClassification.from_pretrained(model_dir), ("logits",)
+    if task == "ner":
+        return BertForTokenClassification.from_pretrained(model_dir), ("logits",)
+    if task == "qa":
+        return BertForQuestionAnswering.from_pretrained(model_dir), ("start_logits", "end_logits")
+    return BertModel.from_pretrained(model_dir), ("last_hidden_state", "pooler_output")
+
+
+def export_onnx(model_dir: str | Path, output: str | Path, int8: bool = False, opset: int = 17) -> dict:
+    """Export, check against PyTorch with ONNX Runtime, then write `output`; returns the check."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise BertkitError("ONNX export needs onnxruntime: pip install 'bertkit[onnx]'") from None
+    from bertkit.tokenizer import Tokenizer
+
+    model_dir, output = Path(model_dir), Path(output)
+    model, outputs = load_for_export(model_dir)
+    model.eval().float()
+    model.set_attention_impl("eager")  # the plain formula exports to standard ONNX operators
+    tok = Tokenizer.from_pretrained(model_dir)
+    enc = tok(CHECK_TEXTS, padding=True, truncation=True, max_length=128, return_tensors="pt")
+    feed = tuple(enc[k] for k in INPUTS)
+    axes = {k: {0: "batch", 1: "sequence"} for k in (*INPUTS, *outputs)}
+    if "pooler_output" in axes:
+        axes["pooler_output"] = {0: "batch"}
+    with tempfile.TemporaryDirectory(
+        prefix=".export-", dir=output.parent if output.parent.is_dir() else None
+    ) as tmp:
+        fp32 = Path(tmp) / "model.onnx"
+        graph = _Graph(model, outputs).eval()  # eval: the exporter restores the wrapper's mode after
+        with torch.inference_mode():
+            want = graph(*feed)
+        with torch.no_grad():
+            torch.onnx.export(
+                graph,
+                feed,
+                str(fp32),
+                input_names=list(INPUTS),
+                output_names=list(outputs),
+                dynamic_axes=axes,
+                opset_version=opset,
+                dynamo=False,
+            )
+        check = {"outputs": list(outputs), "opset": opset, "texts": len(CHECK_TEXTS)}
+        real = enc["attention_mask"].bool().numpy()
+        check["fp32_max_abs_diff"] = _max_diff(ort, fp32, feed, want, real)
+        if check["fp32_max_abs_diff"] > 1e-4:
+            raise BertkitError(
+                f"ONNX Runtime disagrees with PyTorch by {check['fp32_max_abs_diff']:.2e} (> 1e-4); "
+                "nothing written",
+                output,
+            )
+        final = fp32
+        if int8:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            final = Path(tmp) / "model.int8.onnx"
+            quantize_dynamic(str(fp32), str(final), weight_type=QuantType.QInt8, per_channel=True)
+            check["int8_max_abs_diff"] = _max_diff(ort, final, feed, want, real)
+        with atomic_path(output) as dest:
+            dest.write_bytes(final.read_bytes())
+    sidecar = output.with_suffix(output.suffix + ".json")
+    with atomic_path(sidecar) as dest:
+        dest.write_text(json.dumps({"model": str(model_dir), "int8": int8, **check}, indent=2) + "\n")
+    return check
+
+
+def _max_diff(ort, path: Path, feed, want, real: np.ndarray) -> float:
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {k: t.numpy() for k, t in zip(INPUTS, feed, strict=True)})
+    worst = 0.0
+    for g, w in zip(got, want, strict=True):
+        w = w.numpy()
+        d = np.abs(g - w)
+        if d.ndim >= 2 and d.shape[:2] == real.shape:  # per-token outputs: real tokens only
+            d = d[real]
+        worst = max(worst, float(d.max()))
+    return worst
