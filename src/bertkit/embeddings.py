@@ -96,8 +96,15 @@ class EmbeddingPipeline:
         self.dim = model.config.hidden_size
 
     @torch.inference_mode()
-    def __call__(self, inputs: str | list[str]) -> np.ndarray:
-        """(N, H) float32 embeddings for a list of texts, (H,) for one text."""
+    def __call__(
+        self, inputs: str | list[str], pooling: str | None = None, normalize: bool | None = None
+    ) -> np.ndarray:
+        """(N, H) float32 embeddings for a list of texts, (H,) for one text; `pooling` and
+        `normalize` override the pipeline's settings for this call."""
+        pooling = pooling or self.pooling
+        if pooling not in POOLINGS:
+            raise BertkitError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
+        normalize = self.normalize if normalize is None else normalize
         single = isinstance(inputs, str)
         texts = [inputs] if single else list(inputs)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
@@ -111,8 +118,8 @@ class EmbeddingPipeline:
             pad = self.tokenizer.pad_token_id
             for idx, batch in batches(feats, pad, self.options.max_tokens, device):
                 h = self.model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-                v = pool(h.last_hidden_state.float(), batch["attention_mask"], self.pooling)
-                if self.normalize:
+                v = pool(h.last_hidden_state.float(), batch["attention_mask"], pooling)
+                if normalize:
                     v = torch.nn.functional.normalize(v, dim=-1)
                 out[idx] = v.cpu().numpy()
         return out[0] if single else out

@@ -1,0 +1,349 @@
+"""`bertkit serve --model DIR`: HTTP inference on FastAPI + uvicorn, batched dynamically.
+
+    POST /v1/classify   {"texts", "text_pairs"}    -> {"predictions": [{"label", "score", "scores"}]}
+    POST /v1/ner        {"texts"}                  -> {"entities": [[{"text", "label", "start", "end"}]]}
+    POST /v1/embed      {"texts", "pooling", "normalize"} -> {"embeddings": [[float, ...]]}
+    POST /v1/fill-mask  {"texts", "top_k"}         -> {"fills": [[{"token", "score", "sequence"}]]}
+    POST /v1/qa         {"questions", "contexts"}  -> {"answers": [{"answer", "start", "end", "score"}]}
+    GET /health, GET /v1/model, GET /metrics (Prometheus), GET /docs (OpenAPI)
+
+An endpoint exists when the model can serve it: classify / ner / qa for a directory fine-tuned
+for that task, embed for any BERT directory (the encoder's hidden states, pooled), fill-mask for a
+directory with masked-LM weights; the others answer 400. Errors are `{"error": message}`.
+
+Requests wait in a bounded queue per endpoint (503 with Retry-After when full); one worker per
+endpoint takes what has arrived within --max-wait-ms (up to --batch-texts texts) and runs it as
+one batch through the inference engine in a worker thread, so concurrent clients share batches.
+Limits: request body size (413), texts per request (413), characters per text (413); bad JSON,
+non-UTF-8 bodies and wrong types are 400/422. Long texts are never silently cut: classification
+aggregates overlapping windows, NER merges window predictions, QA slides over the context;
+embeddings truncate at the model's limit as sentence-transformers does (documented per endpoint).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from bertkit.errors import BertkitError
+from bertkit.inference import InferenceOptions
+
+
+@dataclass
+class Limits:
+    max_body_bytes: int = 1_000_000
+    max_texts: int = 256  # per request
+    max_chars: int = 20_000  # per text
+    max_queue: int = 4096  # texts waiting per endpoint before 503
+    batch_texts: int = 256  # texts per engine batch
+    max_wait_ms: float = 5.0  # how long a batch waits for company
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+class Batcher:
+    """Requests of one endpoint -> batches: `fn(items) -> results` runs in the engine thread."""
+
+    def __init__(self, name: str, fn, limits: Limits, executor: ThreadPoolExecutor, metrics):
+        self.name, self.fn, self.limits, self.executor, self.metrics = name, fn, limits, executor, metrics
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.waiting = 0  # texts queued
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._worker())
+
+    async def submit(self, items: list) -> list:
+        if self.waiting + len(items) > self.limits.max_queue:
+            raise HTTPError(503, f"server busy: {self.waiting} texts queued", {"Retry-After": "1"})
+        future = asyncio.get_running_loop().create_future()
+        self.waiting += len(items)
+        self.metrics.queue.labels(self.name).set(self.waiting)
+        await self.queue.put((items, future))
+        return await future
+
+    async def _worker(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            first = await self.queue.get()
+            jobs, n = [first], len(first[0])
+            deadline = loop.time() + self.limits.max_wait_ms / 1000
+            while n < self.limits.batch_texts:
+                timeout = deadline - loop.time()
+                if timeout <= 0:
+                    break
+                try:
+                    job = await asyncio.wait_for(self.queue.get(), timeout)
+                except TimeoutError:
+                    break
+                jobs.append(job)
+                n += len(job[0])
+            items = [x for job, _ in jobs for x in job]
+            self.waiting -= len(items)
+            self.metrics.queue.labels(self.name).set(self.waiting)
+            self.metrics.batch.labels(self.name).observe(len(items))
+            try:
+                results = await loop.run_in_executor(self.executor, self.fn, items)
+            except Exception as e:  # a failed batch fails its requests, not the server
+                for _, fut in jobs:
+                    if not fut.done():
+                        fut.set_exception(e)
+                continue
+            s = 0
+            for job, fut in jobs:
+                if not fut.done():
+                    fut.set_result(results[s : s + len(job)])
+                s += len(job)
+
+
+class Metrics:
+    def __init__(self):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "bertkit_requests", "HTTP requests", ["endpoint", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "bertkit_request_seconds", "request latency", ["endpoint"], registry=self.registry
+        )
+        self.batch = Histogram(
+            "bertkit_batch_texts",
+            "texts per engine batch",
+            ["endpoint"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=self.registry,
+        )
+        self.queue = Gauge("bertkit_queue_texts", "texts waiting", ["endpoint"], registry=self.registry)
+
+
+class ServedModel:
+    """The pipelines one model directory can serve, each a function of a list of items."""
+
+    def __init__(self, model_dir: Path, options: InferenceOptions):
+        from bertkit.config import BertConfig
+        from bertkit.embeddings import EmbeddingPipeline
+        from bertkit.pipelines import FillMaskPipeline, Pipeline
+
+        self.dir = model_dir
+        self.config = BertConfig.from_pretrained(model_dir)
+        info = self.config.extra.get("bertkit") or {}
+        self.task = info.get("task")
+        self.fns: dict[str, Any] = {}
+        if self.task in ("classify", "ner", "qa"):
+            pipe = Pipeline(model_dir, options=options)
+            if self.task == "classify":
+                pipe.task = replace(pipe.task, windows=True)  # long texts: windows, never a silent cut
+            self.pipe = pipe
+            self.fns[self.task] = self._task_fn
+        self.embedder = EmbeddingPipeline(model_dir, options=options)
+        self.fns["embed"] = self._embed_fn
+        if _has_mlm_weights(model_dir):
+            self.filler = FillMaskPipeline(model_dir, options=options)
+            self.fns["fill-mask"] = self._fill_fn
+
+    def _task_fn(self, items: list) -> list:
+        from bertkit.data.readers import QAExample, TextExample
+        from bertkit.pipelines import words_of
+
+        if self.task == "ner":
+            return [p["entities"] for p in self.pipe.run([words_of(t) for t in items])]
+        if self.task == "qa":
+            return self.pipe.run([QAExample(str(i), q, c, [], None) for i, (q, c) in enumerate(items)])
+        return self.pipe.run([TextExample(t, p, None, 0) for t, p in items])
+
+    def _embed_fn(self, items: list) -> list:
+        out: list = [None] * len(items)
+        for key in {(pooling, normalize) for _, pooling, normalize in items}:  # one pass per setting
+            idx = [i for i, it in enumerate(items) if it[1:] == key]
+            vectors = self.embedder([items[i][0] for i in idx], *key)
+            for i, v in zip(idx, vectors, strict=True):
+                out[i] = v.tolist()
+        return out
+
+    def _fill_fn(self, items: list) -> list:
+        out = []
+        for text, k in items:
+            r = self.filler(text, top_k=k)
+            out.append([r] if r and isinstance(r[0], dict) else r)
+        return out
+
+    def describe(self) -> dict:
+        c = self.config
+        return {
+            "model": str(self.dir),
+            "task": self.task,
+            "endpoints": sorted(self.fns),
+            "labels": [c.id2label[i] for i in sorted(c.id2label)] if c.id2label else None,
+            "max_length": c.max_position_embeddings,
+            "hidden_size": c.hidden_size,
+            "layers": c.num_hidden_layers,
+        }
+
+
+def _has_mlm_weights(model_dir: Path) -> bool:
+    from safetensors import safe_open
+
+    path = model_dir / "model.safetensors"
+    if not path.is_file():
+        return False
+    with safe_open(str(path), "pt") as f:
+        return any(k.startswith(("cls.predictions", "mlm.")) for k in f.keys())  # noqa: SIM118
+
+
+def _texts(body: dict, key: str, limits: Limits, required: bool = True) -> list[str] | None:
+    v = body.get(key)
+    if v is None and not required:
+        return None
+    if not isinstance(v, list) or not all(isinstance(t, str) for t in v):
+        raise HTTPError(422, f'"{key}" must be a list of strings')
+    if not v:
+        raise HTTPError(422, f'"{key}" is empty: give at least one text')
+    if len(v) > limits.max_texts:
+        raise HTTPError(413, f'"{key}" has {len(v)} texts; the limit is {limits.max_texts} per request')
+    for i, t in enumerate(v):
+        if len(t) > limits.max_chars:
+            raise HTTPError(
+                413, f'"{key}"[{i}] has {len(t)} characters; the limit is {limits.max_chars} per text'
+            )
+    return v
+
+
+def create_app(model_dir: str | Path, options: InferenceOptions | None = None, limits: Limits | None = None):
+    limits = limits or Limits()
+    model = ServedModel(Path(model_dir), options or InferenceOptions.from_env())
+    metrics = Metrics()
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bertkit-engine")
+    batchers: dict[str, Batcher] = {}
+
+    async def lifespan(app):
+        for name, fn in model.fns.items():
+            batchers[name] = Batcher(name, fn, limits, executor, metrics)
+            batchers[name].start()
+        yield
+        for b in batchers.values():  # uvicorn has drained in-flight requests by now
+            if b.task:
+                b.task.cancel()
+        executor.shutdown(wait=True)
+
+    app = FastAPI(title="bertkit", description=__doc__.split("\n\n")[0], lifespan=lifespan)
+
+    async def read_json(request: Request) -> dict:
+        size = request.headers.get("content-length")
+        if size is not None and size.isdigit() and int(size) > limits.max_body_bytes:
+            raise HTTPError(413, f"request body of {size} bytes; the limit is {limits.max_body_bytes}")
+        raw = b""
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > limits.max_body_bytes:
+                raise HTTPError(413, f"request body over the limit of {limits.max_body_bytes} bytes")
+        try:
+            body = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise HTTPError(400, f"request body is not UTF-8 (byte {e.start})") from None
+        except json.JSONDecodeError as e:
+            raise HTTPError(400, f"invalid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+        if not isinstance(body, dict):
+            raise HTTPError(422, "the body must be a JSON object")
+        return body
+
+    async def serve(endpoint: str, request: Request, parse) -> Response:
+        t0 = time.perf_counter()
+        try:
+            if endpoint not in batchers:
+                have = ", ".join(f"/v1/{e}" for e in sorted(batchers))
+                raise HTTPError(400, f"this model does not serve /v1/{endpoint} (it serves {have})")
+            body = await read_json(request)
+            items, wrap = parse(body)
+            result = await batchers[endpoint].submit(items)
+            status, payload, headers = 200, wrap(result), {}
+        except HTTPError as e:
+            status, payload, headers = e.status, {"error": e.message}, e.headers
+        except BertkitError as e:
+            status, payload, headers = 422, {"error": str(e)}, {}
+        except Exception as e:  # never a traceback to the client; the server stays up
+            status, payload, headers = 500, {"error": f"internal error: {type(e).__name__}: {e}"}, {}
+        metrics.requests.labels(endpoint, str(status)).inc()
+        metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
+        return JSONResponse(payload, status_code=status, headers=headers)
+
+    def classify_parse(body):
+        texts = _texts(body, "texts", limits)
+        pairs = _texts(body, "text_pairs", limits, required=False)
+        if pairs is not None and len(pairs) != len(texts):
+            raise HTTPError(422, f'"text_pairs" has {len(pairs)} texts for {len(texts)} "texts"')
+        return list(zip(texts, pairs or [None] * len(texts), strict=True)), lambda r: {"predictions": r}
+
+    def ner_parse(body):
+        return _texts(body, "texts", limits), lambda r: {"entities": r}
+
+    def embed_parse(body):
+        normalize, pooling = body.get("normalize"), body.get("pooling")
+        if normalize is not None and not isinstance(normalize, bool):
+            raise HTTPError(422, '"normalize" must be true or false')
+        if pooling is not None and pooling not in ("mean", "cls"):
+            raise HTTPError(422, '"pooling" must be "mean" or "cls"')
+        texts = _texts(body, "texts", limits)
+        return [(t, pooling, normalize) for t in texts], lambda r: {"embeddings": r}
+
+    def fill_parse(body):
+        k = body.get("top_k", 5)
+        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 100:
+            raise HTTPError(422, '"top_k" must be an integer from 1 to 100')
+        return [(t, k) for t in _texts(body, "texts", limits)], lambda r: {"fills": r}
+
+    def qa_parse(body):
+        qs, cs = _texts(body, "questions", limits), _texts(body, "contexts", limits)
+        if len(qs) != len(cs):
+            raise HTTPError(422, f'{len(qs)} "questions" for {len(cs)} "contexts"')
+        return list(zip(qs, cs, strict=True)), lambda r: {"answers": r}
+
+    def route(endpoint: str, parse):
+        async def handler(request: Request) -> Response:
+            return await serve(endpoint, request, parse)
+
+        app.post(f"/v1/{endpoint}", name=endpoint)(handler)
+
+    for endpoint, parse in (
+        ("classify", classify_parse),
+        ("ner", ner_parse),
+        ("embed", embed_parse),
+        ("fill-mask", fill_parse),
+        ("qa", qa_parse),
+    ):
+        route(endpoint, parse)
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/v1/model")
+    async def describe():
+        return model.describe()
+
+    @app.get("/metrics")
+    async def prometheus():
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def run(model_dir: str, host: str, port: int, options: InferenceOptions, limits: Limits) -> None:
+    import uvicorn
+
+    app = create_app(model_dir, options, limits)
+    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=30)

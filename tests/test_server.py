@@ -1,0 +1,135 @@
+"""The HTTP server against offline inference (same inputs, same answers), its limits and bad
+requests (each a 4xx with a message, the server still up), and batching across clients."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+
+import bertkit
+from bertkit.heads import BertForSequenceClassification, BertForTokenClassification
+
+fastapi = pytest.importorskip("fastapi", reason="fastapi is not installed")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from bertkit.server import Limits, create_app  # noqa: E402
+
+SENTENCES = [
+    "EU rejects German call to boycott British lamb .",
+    "Peter Blackburn",
+    "it 's a charming and often affecting journey .",
+    "unflinchingly bleak and desperate",
+    "The European Commission said on Thursday it disagreed with German advice .",
+]
+
+
+def model_dir(tiny_dir, tmp_path, cls, task, labels):
+    d = tmp_path / task
+    config = bertkit.BertConfig.from_pretrained(tiny_dir)
+    config.set_labels(labels)
+    config.extra["bertkit"] = {"task": task}
+    torch.manual_seed(1)
+    cls(config).save_pretrained(d)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_dir / name, d / name)
+    return d
+
+
+@pytest.fixture(scope="module")
+def clf_dir(tiny_dir, tmp_path_factory):
+    return model_dir(
+        tiny_dir, tmp_path_factory.mktemp("srv"), BertForSequenceClassification, "classify", ["neg", "pos"]
+    )
+
+
+@pytest.fixture(scope="module")
+def ner_dir(tiny_dir, tmp_path_factory):
+    labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"]
+    return model_dir(tiny_dir, tmp_path_factory.mktemp("srv"), BertForTokenClassification, "ner", labels)
+
+
+def test_classify_and_embed_equal_offline(clf_dir):
+    with TestClient(create_app(clf_dir)) as c:
+        info = c.get("/v1/model").json()
+        assert info["endpoints"] == ["classify", "embed"] and info["labels"] == ["neg", "pos"]
+        r = c.post("/v1/classify", json={"texts": SENTENCES})
+        assert r.status_code == 200, r.text
+        got = r.json()["predictions"]
+        want = bertkit.pipeline("text-classification", model=clf_dir)(SENTENCES)
+        assert [g["label"] for g in got] == [w["label"] for w in want]
+        assert np.allclose([g["score"] for g in got], [w["score"] for w in want], atol=1e-5)
+        r = c.post("/v1/embed", json={"texts": SENTENCES[:2], "pooling": "cls", "normalize": True})
+        emb = np.array(r.json()["embeddings"])
+        want = bertkit.pipeline("feature-extraction", model=clf_dir)(SENTENCES[:2], "cls", True)
+        assert emb.shape == want.shape and np.allclose(emb, want, atol=1e-5)
+        assert c.get("/health").json() == {"status": "ok"}
+
+
+def test_ner_entities_with_offsets(ner_dir):
+    with TestClient(create_app(ner_dir)) as c:
+        r = c.post("/v1/ner", json={"texts": SENTENCES})
+        assert r.status_code == 200, r.text
+        got = r.json()["entities"]
+        want = bertkit.pipeline("ner", model=ner_dir)(SENTENCES)
+        assert [[(e["label"], e["start"], e["end"]) for e in s] for s in got] == [
+            [(e["label"], e["start"], e["end"]) for e in s] for s in want
+        ]
+        for text, ents in zip(SENTENCES, got, strict=True):
+            for e in ents:
+                assert text[e["start"] : e["end"]] == e["text"]
+
+
+def test_bad_requests_are_4xx_and_the_server_stays_up(clf_dir):
+    limits = Limits(max_body_bytes=50_000, max_texts=8, max_chars=500)
+    with TestClient(create_app(clf_dir, limits=limits)) as c:
+        cases = [
+            (b"{not json", 400, "invalid JSON"),
+            (b'{"texts": ["caf\xe9"]}', 400, "not UTF-8"),
+            (b"[1, 2]", 422, "JSON object"),
+            (b'{"texts": "one string"}', 422, "list of strings"),
+            (b'{"texts": [1, 2]}', 422, "list of strings"),
+            (b'{"texts": []}', 422, "empty"),
+            (b'{"text": ["wrong key"]}', 422, '"texts"'),
+            (b'{"texts": ["a"], "text_pairs": ["b", "c"]}', 422, "text_pairs"),
+            (json.dumps({"texts": ["x"] * 9}).encode(), 413, "limit is 8"),
+            (json.dumps({"texts": ["y" * 501]}).encode(), 413, "limit is 500"),
+            (json.dumps({"texts": ["z" * 60_000]}).encode(), 413, "bytes"),
+        ]
+        for body, status, words in cases:
+            r = c.post("/v1/classify", content=body, headers={"content-type": "application/json"})
+            assert r.status_code == status, (body[:40], r.text)
+            assert words in r.json()["error"], (body[:40], r.json())
+        r = c.post("/v1/fill-mask", json={"texts": ["a [MASK] b"]})
+        assert r.status_code == 400 and "does not serve /v1/fill-mask" in r.json()["error"]
+        r = c.post("/v1/embed", json={"texts": ["a"], "pooling": "max"})
+        assert r.status_code == 422
+        assert c.post("/v1/classify", json={"texts": ["still up"]}).status_code == 200
+        metrics = c.get("/metrics").text
+        assert 'bertkit_requests_total{endpoint="classify",status="413"} 3.0' in metrics
+
+
+def test_concurrent_clients_share_batches(clf_dir):
+    limits = Limits(max_wait_ms=50)
+    with TestClient(create_app(clf_dir, limits=limits)) as c:
+        want = {p["label"] for p in bertkit.pipeline("text-classification", model=clf_dir)(SENTENCES)}
+        with ThreadPoolExecutor(16) as pool:
+            rs = list(
+                pool.map(lambda i: c.post("/v1/classify", json={"texts": [SENTENCES[i % 5]]}), range(64))
+            )
+        assert all(r.status_code == 200 for r in rs)
+        assert {r.json()["predictions"][0]["label"] for r in rs} <= want
+        text = c.get("/metrics").text
+        count = float(text.split('bertkit_batch_texts_count{endpoint="classify"} ')[1].split()[0])
+        assert count < 64  # 64 requests ran in fewer batches
+
+
+def test_full_queue_is_503_with_retry_after(clf_dir):
+    with TestClient(create_app(clf_dir, limits=Limits(max_queue=2))) as c:
+        r = c.post("/v1/classify", json={"texts": ["a", "b", "c"]})
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert "busy" in r.json()["error"]
