@@ -133,3 +133,12 @@ def test_full_queue_is_503_with_retry_after(clf_dir):
         r = c.post("/v1/classify", json={"texts": ["a", "b", "c"]})
         assert r.status_code == 503 and r.headers["retry-after"] == "1"
         assert "busy" in r.json()["error"]
+
+
+def test_page_is_served(ner_dir):
+    with TestClient(create_app(ner_dir)) as c:
+        r = c.get("/")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+        for needle in ('id="text"', "/v1/model", "/v1/ner", "/v1/classify", "/v1/embed", "<mark"):
+            assert needle in r.text
+        assert c.get("/docs").status_code == 200  # OpenAPI page

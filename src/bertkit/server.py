@@ -325,6 +325,12 @@ def create_app(model_dir: str | Path, options: InferenceOptions | None = None, l
     ):
         route(endpoint, parse)
 
+    @app.get("/", include_in_schema=False)
+    async def page():
+        from fastapi.responses import HTMLResponse
+
+        return HTMLResponse((Path(__file__).parent / "static" / "index.html").read_text(encoding="utf-8"))
+
     @app.get("/health")
     async def health():
         return {"status": "ok"}
