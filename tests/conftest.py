@@ -64,6 +64,29 @@ def tiny_dir(tmp_path_factory, minilm_dir) -> Path:
     return d
 
 
+@pytest.fixture(scope="session")
+def head_dir(tiny_dir):
+    """A function writing a fine-tuned-looking directory: the tiny BERT with a random `cls` head
+    for `task` and `labels` (config.json's bertkit section names the task), tokenizer files."""
+    import shutil
+
+    import torch
+
+    import bertkit
+
+    def make(dest: Path, cls, task: str, labels: list[str]) -> Path:
+        config = bertkit.BertConfig.from_pretrained(tiny_dir)
+        config.set_labels(labels)
+        config.extra["bertkit"] = {"task": task}
+        torch.manual_seed(1)
+        cls(config).save_pretrained(dest)
+        for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
+            shutil.copy(tiny_dir / name, dest / name)
+        return dest
+
+    return make
+
+
 class _Exploit:
     """Pickles to a call of os.system: what a malicious checkpoint carries."""
 

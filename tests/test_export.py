@@ -4,7 +4,6 @@ than the export saw (dynamic axes), for a plain encoder, a classifier and a soft
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 
@@ -29,18 +28,6 @@ TEXTS = [
 
 def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "bertkit", *map(str, args)], capture_output=True, text=True)
-
-
-def head_dir(tiny_dir, tmp_path, cls, task: str, labels: list[str]):
-    d = tmp_path / task
-    config = bertkit.BertConfig.from_pretrained(tiny_dir)
-    config.set_labels(labels)
-    config.extra["bertkit"] = {"task": task}
-    torch.manual_seed(0)
-    cls(config).save_pretrained(d)
-    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(tiny_dir / name, d / name)
-    return d, cls.from_pretrained(d).eval()
 
 
 def ort_vs_torch(path, model, model_dir, outputs) -> float:
@@ -72,13 +59,14 @@ def test_export_encoder(minilm_dir, tmp_path):
 
 
 @pytest.mark.parametrize("task", ["classify", "ner"])
-def test_export_heads(tiny_dir, tmp_path, task):
+def test_export_heads(head_dir, tmp_path, task):
     cls, labels = (
         (BertForSequenceClassification, ["neg", "pos"])
         if task == "classify"
         else (BertForTokenClassification, ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"])
     )
-    d, model = head_dir(tiny_dir, tmp_path, cls, task, labels)
+    d = head_dir(tmp_path / task, cls, task, labels)
+    model = cls.from_pretrained(d).eval()
     out = tmp_path / f"{task}.onnx"
     r = run_cli("export", "--model", d, "--output", out, "--int8")
     assert r.returncode == 0, r.stderr

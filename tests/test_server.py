@@ -4,12 +4,10 @@ requests (each a 4xx with a message, the server still up), and batching across c
 from __future__ import annotations
 
 import json
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-import torch
 
 import bertkit
 from bertkit.heads import BertForSequenceClassification, BertForTokenClassification
@@ -28,29 +26,16 @@ SENTENCES = [
 ]
 
 
-def model_dir(tiny_dir, tmp_path, cls, task, labels):
-    d = tmp_path / task
-    config = bertkit.BertConfig.from_pretrained(tiny_dir)
-    config.set_labels(labels)
-    config.extra["bertkit"] = {"task": task}
-    torch.manual_seed(1)
-    cls(config).save_pretrained(d)
-    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(tiny_dir / name, d / name)
-    return d
+@pytest.fixture(scope="module")
+def clf_dir(head_dir, tmp_path_factory):
+    d = tmp_path_factory.mktemp("srv") / "classify"
+    return head_dir(d, BertForSequenceClassification, "classify", ["neg", "pos"])
 
 
 @pytest.fixture(scope="module")
-def clf_dir(tiny_dir, tmp_path_factory):
-    return model_dir(
-        tiny_dir, tmp_path_factory.mktemp("srv"), BertForSequenceClassification, "classify", ["neg", "pos"]
-    )
-
-
-@pytest.fixture(scope="module")
-def ner_dir(tiny_dir, tmp_path_factory):
+def ner_dir(head_dir, tmp_path_factory):
     labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"]
-    return model_dir(tiny_dir, tmp_path_factory.mktemp("srv"), BertForTokenClassification, "ner", labels)
+    return head_dir(tmp_path_factory.mktemp("srv") / "ner", BertForTokenClassification, "ner", labels)
 
 
 def test_classify_and_embed_equal_offline(clf_dir):
