@@ -77,7 +77,10 @@ class EmbeddingPipeline:
         normalize: bool | None = None,
         max_length: int | None = None,
         options: InferenceOptions | None = None,
+        encoder: BertModel | None = None,
     ):
+        """`encoder`: an already prepared encoder of `model_dir` to share (the server's task
+        model), instead of loading the weights a second time."""
         d = Path(model_dir)
         st = sentence_transformers_settings(d) if d.is_dir() else {}
         self.pooling = pooling or st.get("pooling", "mean")
@@ -85,11 +88,13 @@ class EmbeddingPipeline:
             raise BertkitError(f"pooling must be one of {', '.join(POOLINGS)}, not {self.pooling!r}")
         self.normalize = st.get("normalize", False) if normalize is None else normalize
         self.tokenizer = Tokenizer.from_pretrained(d)
-        model = BertModel.from_pretrained(d, add_pooling_layer=False)
-        if device is not None:
-            model.to(device)
         self.options = options or InferenceOptions.from_env()
-        self.model = prepare(model, self.options)
+        if encoder is None:
+            encoder = BertModel.from_pretrained(d, add_pooling_layer=False)
+            if device is not None:
+                encoder.to(device)
+            encoder = prepare(encoder, self.options)
+        self.model = model = encoder
         self.max_length = min(
             max_length or st.get("max_length") or 10**9, model.config.max_position_embeddings
         )

@@ -34,7 +34,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from bertkit.errors import BertkitError
-from bertkit.inference import InferenceOptions
+from bertkit.inference import InferenceOptions, encoders
 
 
 @dataclass
@@ -148,7 +148,8 @@ class ServedModel:
                 pipe.task = replace(pipe.task, windows=True)  # long texts: windows, never a silent cut
             self.pipe = pipe
             self.fns[self.task] = self._task_fn
-        self.embedder = EmbeddingPipeline(model_dir, options=options)
+        shared = encoders(self.pipe.model)[0] if self.fns else None  # one copy of the weights
+        self.embedder = EmbeddingPipeline(model_dir, options=options, encoder=shared)
         self.fns["embed"] = self._embed_fn
         if _has_mlm_weights(model_dir):
             self.filler = FillMaskPipeline(model_dir, options=options)
