@@ -84,3 +84,94 @@ def test_export_bad_model_dir(tmp_path):
     r = run_cli("export", "--model", tmp_path / "missing", "--output", tmp_path / "x.onnx")
     assert r.returncode == 2 and "missing" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "x.onnx").exists()
+
+
+def _tagger_dir(tiny_dir, dest, head: str):
+    """A NER directory with a random `head` (crf / bilstm-crf) over the tiny BERT."""
+    import shutil
+
+    from bertkit.tasks.ner import NerTagger
+
+    config = bertkit.BertConfig.from_pretrained(tiny_dir)
+    config.set_labels(["O", "B-PER", "I-PER", "B-LOC", "I-LOC"])
+    config.extra["bertkit"] = {"task": "ner", "head": head}
+    torch.manual_seed(2)
+    tagger = NerTagger(config, head)
+    tagger.model.bert.load_state_dict(bertkit.BertModel.from_pretrained(tiny_dir).state_dict(), strict=False)
+    tagger.save_pretrained(dest)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_dir / name, dest / name)
+    return dest
+
+
+def test_export_bilstm_crf_emissions(tiny_dir, tmp_path):
+    """The graph of a BiLSTM-CRF tagger holds the BiLSTM (packed by length in ONNX too): its
+    emissions match PyTorch's on a batch of other lengths than the export saw."""
+    from bertkit.tasks.ner import NerTagger
+
+    d = _tagger_dir(tiny_dir, tmp_path / "bilstm", "bilstm-crf")
+    out = tmp_path / "bilstm.onnx"
+    r = run_cli("export", "--model", d, "--output", out)
+    assert r.returncode == 0, r.stderr
+    tagger = NerTagger.from_pretrained(d, head="bilstm-crf").eval()
+    tok = bertkit.Tokenizer.from_pretrained(d)
+    enc = tok(TEXTS, padding=True, return_tensors="pt")
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    keys = ("input_ids", "attention_mask", "token_type_ids")
+    (got,) = sess.run(None, {k: enc[k].numpy() for k in keys})
+    with torch.inference_mode():
+        want = tagger.emissions({k: enc[k] for k in keys}).numpy()
+    real = enc["attention_mask"].bool().numpy()
+    assert np.abs(got - want)[real].max() <= 1e-4
+
+
+def test_backend_onnx_matches_torch(head_dir, tiny_dir, tmp_path):
+    """`--backend onnx` predictions equal the PyTorch fp32 ones: a classifier (with a text
+    longer than the model's windows) and a CRF tagger (Viterbi in PyTorch on ONNX emissions)."""
+    long = " ".join(TEXTS * 30)  # > 512 tokens: several windows, logits averaged
+    cases = [
+        (
+            "text-classification",
+            head_dir(tmp_path / "clf", BertForSequenceClassification, "classify", ["a", "b", "c"]),
+        ),
+        ("ner", _tagger_dir(tiny_dir, tmp_path / "crf", "crf")),
+    ]
+    for task, d in cases:
+        r = run_cli("export", "--model", d, "--output", d / "model.onnx")
+        assert r.returncode == 0, r.stderr
+        want = bertkit.pipeline(task, model=d, precision="fp32")([*TEXTS, long])
+        got = bertkit.pipeline(task, model=d, backend="onnx")([*TEXTS, long])
+        if task == "ner":
+            assert [[(e["start"], e["end"], e["label"]) for e in x] for x in got] == [
+                [(e["start"], e["end"], e["label"]) for e in x] for x in want
+            ]
+            assert any(want), "the random tagger should find some entities"
+        else:
+            assert [p["label"] for p in got] == [p["label"] for p in want]
+            for g, w in zip(got, want, strict=True):
+                assert g["scores"] == pytest.approx(w["scores"], abs=1e-5)
+
+
+def test_backend_onnx_bad_input(head_dir, tmp_path):
+    d = head_dir(tmp_path / "clf", BertForSequenceClassification, "classify", ["neg", "pos"])
+    src = tmp_path / "in.txt"
+    src.write_text("a fine film\n")
+    r = run_cli(
+        "predict", "--model", d, "--input", src, "--output", tmp_path / "p.jsonl", "--backend", "onnx"
+    )
+    assert r.returncode == 2 and "bertkit export --model" in r.stderr and "Traceback" not in r.stderr
+    # a graph from another directory (three labels, not two): refused, naming both
+    other = head_dir(tmp_path / "other", BertForSequenceClassification, "classify", ["a", "b", "c"])
+    assert run_cli("export", "--model", other, "--output", tmp_path / "other.onnx").returncode == 0
+    r = run_cli(
+        "predict", "--model", d, "--input", src, "--output", tmp_path / "p.jsonl",
+        "--backend", "onnx", "--onnx-file", tmp_path / "other.onnx",
+    )  # fmt: skip
+    assert r.returncode == 2 and "3 scores" in r.stderr and "2 labels" in r.stderr, r.stderr
+    assert not (tmp_path / "p.jsonl").exists()
+    (tmp_path / "junk.onnx").write_bytes(b"not a graph")
+    r = run_cli(
+        "predict", "--model", d, "--input", src, "--output", tmp_path / "p.jsonl",
+        "--backend", "onnx", "--onnx-file", tmp_path / "junk.onnx",
+    )  # fmt: skip
+    assert r.returncode == 2 and "junk.onnx" in r.stderr and "Traceback" not in r.stderr, r.stderr

@@ -85,11 +85,23 @@ def _engine(args: argparse.Namespace):
         compile=args.compile or None,
         threads=args.threads,
         max_tokens=args.max_tokens,
+        backend=getattr(args, "backend", None),
+        onnx_file=getattr(args, "onnx_file", None),
     )
 
 
-def _add_engine_flags(p: argparse.ArgumentParser) -> None:
+def _add_engine_flags(p: argparse.ArgumentParser, backend: bool = False) -> None:
     g = p.add_argument_group("inference engine")
+    if backend:
+        g.add_argument(
+            "--backend",
+            choices=["torch", "onnx"],
+            default=None,
+            help="torch (default), or onnx: the task head run by ONNX Runtime from a `bertkit export` file",
+        )
+        g.add_argument(
+            "--onnx-file", default=None, help="graph for --backend onnx (default MODEL/model.onnx)"
+        )
     g.add_argument(
         "--precision",
         choices=["auto", "bf16", "fp32"],
@@ -435,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--output", required=True, help="report directory to write")
     ev.add_argument("--unknown-label", default=None, help="map labels the model does not know to this one")
     _add_data_flags(ev)
-    _add_engine_flags(ev)
+    _add_engine_flags(ev, backend=True)
     ev.set_defaults(func=_evaluate)
 
     pr = sub.add_parser(
@@ -450,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--input", default="-", help="input file, or - for standard input (default)")
     pr.add_argument("--output", default="-", help="output file, or - for standard output (default)")
     _add_data_flags(pr)
-    _add_engine_flags(pr)
+    _add_engine_flags(pr, backend=True)
     pr.set_defaults(func=_predict)
 
     se = sub.add_parser(
@@ -573,7 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
     lim.add_argument(
         "--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests (default 5)"
     )
-    _add_engine_flags(sv)
+    _add_engine_flags(sv, backend=True)
     sv.set_defaults(func=_serve)
 
     ex = sub.add_parser(

@@ -28,6 +28,7 @@ from bertkit.model import BertModel
 from bertkit.tasks.batching import pad_batch, sorted_order
 
 PRECISIONS = ("auto", "bf16", "fp32")
+BACKENDS = ("torch", "onnx")
 
 
 @dataclass
@@ -39,19 +40,26 @@ class InferenceOptions:
     compile: bool = False  # torch.compile the encoder (first batches of each shape are slow)
     prepack: bool = True  # bf16 CPU weights reordered once for oneDNN (PrepackedLinear)
     threads: int | None = None  # torch intra-op threads (default: torch's choice, one per core)
+    backend: str = "torch"  # "onnx": a task head's forward pass by ONNX Runtime (onnx_backend.py)
+    onnx_file: str | None = None  # the exported graph for backend "onnx" (default DIR/model.onnx)
 
     @classmethod
     def from_env(cls, **overrides) -> InferenceOptions:
-        """Defaults, then `BERTKIT_PRECISION` / `BERTKIT_THREADS` from the environment, then
+        """Defaults, then `BERTKIT_PRECISION` / `BERTKIT_BACKEND` / `BERTKIT_THREADS` from the
+        environment, then
         `overrides` that are not None (command-line flags)."""
         opts = cls()
         if os.environ.get("BERTKIT_PRECISION"):
             opts.precision = os.environ["BERTKIT_PRECISION"]
+        if os.environ.get("BERTKIT_BACKEND"):
+            opts.backend = os.environ["BERTKIT_BACKEND"]
         if os.environ.get("BERTKIT_THREADS"):
             opts.threads = int(os.environ["BERTKIT_THREADS"])
         for k, v in overrides.items():
             if v is not None:
                 setattr(opts, k, v)
+        if opts.backend not in BACKENDS:
+            raise BertkitError(f"backend must be one of {', '.join(BACKENDS)}, not {opts.backend!r}")
         return opts
 
 
@@ -105,6 +113,13 @@ def prepack_linears(module: nn.Module, batch_hint: int) -> None:
             setattr(module, name, PrepackedLinear(child, batch_hint))
         else:
             prepack_linears(child, batch_hint)
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """Where a model's inputs go: its parameters' device; the CPU for one without parameters
+    (an ONNX Runtime session, `bertkit.onnx_backend`)."""
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
 
 
 def encoders(model: nn.Module) -> list[BertModel]:

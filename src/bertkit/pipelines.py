@@ -76,7 +76,13 @@ class Pipeline:
         if device is not None:
             model.to(device)
         self.options = options or InferenceOptions.from_env()
-        self.model = prepare(model, self.options)
+        if self.options.backend == "onnx":
+            from bertkit.onnx_backend import onnx_model
+
+            o = self.options
+            self.model = onnx_model(Path(model_dir), self.task, model, o.onnx_file, o.threads)
+        else:
+            self.model = prepare(model, self.options)
 
     def run(self, examples: list) -> list[dict]:
         if not examples:
@@ -168,15 +174,26 @@ def pipeline(
     compile: bool | None = None,
     threads: int | None = None,
     max_tokens: int | None = None,
+    backend: str | None = None,
+    onnx_file: str | Path | None = None,
     **kwargs,
 ):
     """A pipeline for a model directory; `task` must match what the model was trained for
     ("fill-mask" takes a pretrained masked-LM directory, "feature-extraction" any BERT
     directory and takes `pooling`, `normalize`, `max_length`). The keyword arguments after
-    `device` set the inference engine (see `bertkit.inference.InferenceOptions`)."""
+    `device` set the inference engine (see `bertkit.inference.InferenceOptions`); `backend="onnx"`
+    runs a task model's file from `bertkit export` (`onnx_file`, default MODEL/model.onnx)."""
     opts = InferenceOptions.from_env(
-        precision=precision, int8=int8, compile=compile, threads=threads, max_tokens=max_tokens
+        precision=precision,
+        int8=int8,
+        compile=compile,
+        threads=threads,
+        max_tokens=max_tokens,
+        backend=backend,
+        onnx_file=onnx_file,
     )
+    if opts.backend == "onnx" and ALIASES.get(task) is None:
+        raise BertkitError(f"backend 'onnx' runs classification, NER and QA models, not {task!r}")
     if task in ("feature-extraction", "sentence-embedding"):
         from bertkit.embeddings import EmbeddingPipeline
 

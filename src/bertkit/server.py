@@ -148,7 +148,8 @@ class ServedModel:
                 pipe.task = replace(pipe.task, windows=True)  # long texts: windows, never a silent cut
             self.pipe = pipe
             self.fns[self.task] = self._task_fn
-        shared = encoders(self.pipe.model)[0] if self.fns else None  # one copy of the weights
+        # One copy of the weights (an ONNX-backed pipeline has no PyTorch encoder to share).
+        shared = next(iter(encoders(self.pipe.model)), None) if self.fns else None
         self.embedder = EmbeddingPipeline(model_dir, options=options, encoder=shared)
         self.fns["embed"] = self._embed_fn
         if _has_mlm_weights(model_dir):

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from bertkit.config import BertConfig
 from bertkit.errors import BertkitError
 from bertkit.heads import BertForSequenceClassification
-from bertkit.inference import batches
+from bertkit.inference import batches, device_of
 from bertkit.metrics import classification_metrics, regression_metrics
 from bertkit.tokenizer import Tokenizer
 
@@ -116,7 +116,7 @@ class ClassifyTask:
         self, model, feats: list[dict], n_examples: int, pad_id: int, max_tokens: int = 8192
     ) -> torch.Tensor:
         """(N, C) logits per example: length-sorted batches, window logits averaged per example."""
-        device = next(model.parameters()).device
+        device = device_of(model)
         out = torch.zeros(n_examples, 1 if self.regression else len(self.labels))
         count = torch.zeros(n_examples)
         for idx, batch in batches(feats, pad_id, max_tokens, device):

@@ -22,7 +22,7 @@ from bertkit.config import BertConfig
 from bertkit.errors import BertkitError
 from bertkit.fileio import save_safetensors
 from bertkit.heads import BertForTokenClassification
-from bertkit.inference import batches
+from bertkit.inference import batches, device_of
 from bertkit.metrics import entity_metrics, get_entities
 from bertkit.tasks.batching import IGNORE
 from bertkit.tasks.crf import CRF, BiLSTM
@@ -202,7 +202,7 @@ class NerTask:
     def predict(
         self, tagger: NerTagger, feats: list[dict], examples: Sequence, pad_id: int, max_tokens: int = 8192
     ) -> list[dict]:
-        device = next(tagger.parameters()).device
+        device = device_of(tagger)
         # best[(example, word)] = (context, tag id, probability)
         best: dict[tuple[int, int], tuple[int, int, float]] = {}
         for idx, batch in batches(feats, pad_id, max_tokens, device, ["words"]):

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from bertkit.config import BertConfig
 from bertkit.heads import BertForQuestionAnswering
-from bertkit.inference import batches
+from bertkit.inference import batches, device_of
 from bertkit.metrics import squad_em_f1
 from bertkit.tokenizer import Tokenizer
 
@@ -104,7 +104,7 @@ class QATask:
 
     @torch.inference_mode()
     def predict(self, model, feats: list[dict], examples: Sequence, pad_id: int, max_tokens: int = 16384):
-        device = next(model.parameters()).device
+        device = device_of(model)
         best: dict[int, dict] = {}
         for idx, batch in batches(feats, pad_id, max_tokens, device):
             out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
