@@ -25,6 +25,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -91,9 +92,20 @@ def ort_runner(hf, model_dir: Path, tok, batch: int, max_len: int, workdir: Path
     x = tok(["a short example sentence"], return_tensors="pt")
     names = ["input_ids", "attention_mask", "token_type_ids"]
     axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"hidden": {0: "batch", 1: "sequence"}}
-    with torch.no_grad():
+
+    class Graph(torch.nn.Module):  # keyword arguments: transformers' forward takes many more
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            kw = {"attention_mask": attention_mask, "token_type_ids": token_type_ids}
+            return self.m(input_ids=input_ids, **kw).last_hidden_state
+
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         torch.onnx.export(
-            model,
+            Graph(model).eval(),
             tuple(x[n] for n in names),
             str(path),
             input_names=names,
@@ -199,6 +211,12 @@ def main() -> None:
     p.add_argument(
         "--rounds", type=int, default=1, help="timed passes per configuration, best kept (default 1)"
     )
+    p.add_argument(
+        "--texts",
+        type=int,
+        default=None,
+        help="sentences per corpus, IMDB reviews a sixteenth (default 4096; --quick 1024)",
+    )
     p.add_argument("--int8-classifier", help="fine-tuned SST-2 classifier directory: int8 accuracy change")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
@@ -209,11 +227,8 @@ def main() -> None:
     import bertkit
     from bertkit.hardware import cpu_has_bf16
 
-    limit = (
-        {"SST-2": 1024, "CoNLL-2003": 1024, "IMDB": 64}
-        if args.quick
-        else {"SST-2": 8192, "CoNLL-2003": 3453, "IMDB": 512}
-    )
+    n = args.texts or (1024 if args.quick else 4096)
+    limit = {"SST-2": n, "CoNLL-2003": n, "IMDB": max(n // 16, 8)}
     texts = corpora(limit)
     workdir = Path(tempfile.mkdtemp(prefix="bench-inference-"))
     models = {}

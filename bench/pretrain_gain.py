@@ -2,6 +2,7 @@
 same architecture from random initialisation with the same budget, and compare.
 
     python bench/pretrain_gain.py --lang en --minutes 60      # Gutenberg → SST-2, CoNLL-2003
+    python bench/pretrain_gain.py --lang en --cased            # the same with a cased vocabulary
     python bench/pretrain_gain.py --lang zh --minutes 60      # zh/pretrain → ChnSentiCorp, MSRA NER
 
 Every step is a `bertkit` command (printed before it runs), so the run can be repeated by hand:
@@ -84,17 +85,22 @@ def main() -> None:
     p.add_argument(
         "--finetune-lr", type=float, default=2e-4, help="fine-tuning lr for both models (default 2e-4)"
     )
+    p.add_argument(
+        "--cased",
+        action="store_true",
+        help="English: a cased vocabulary (capitals are NER's strongest cue); works in WORK/en-cased",
+    )
     p.add_argument("--seed", type=int, default=42, help="seed (default 42)")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
 
     d = data_dir()
-    work = Path(args.work) / args.lang
+    work = Path(args.work) / (args.lang + ("-cased" if args.cased else ""))
     tok, shards, pre, rnd = work / "tokenizer", work / "shards", work / "pretrained", work / "random"
     corpus = d / ("en/gutenberg/books" if args.lang == "en" else "zh/pretrain")
     if not (tok / "vocab.txt").is_file():
         size = (
-            ["--vocab-size", "30522"]
+            ["--vocab-size", "30522", *(["--cased"] if args.cased else [])]
             if args.lang == "en"
             else ["--vocab-size", "10000", "--limit-alphabet", "6000"]
         )

@@ -127,3 +127,18 @@ def test_page_is_served(ner_dir):
         for needle in ('id="text"', "/v1/model", "/v1/ner", "/v1/classify", "/v1/embed", "<mark"):
             assert needle in r.text
         assert c.get("/docs").status_code == 200  # OpenAPI page
+
+
+def test_onnx_backend_serves_the_same_answers(clf_dir, tmp_path):
+    pytest.importorskip("onnxruntime", reason="onnxruntime (dev extra) is not installed")
+    from bertkit.export import export_onnx
+    from bertkit.inference import InferenceOptions
+
+    export_onnx(clf_dir, tmp_path / "clf.onnx")
+    opts = InferenceOptions(backend="onnx", onnx_file=str(tmp_path / "clf.onnx"))
+    with TestClient(create_app(clf_dir, opts)) as c:
+        got = c.post("/v1/classify", json={"texts": SENTENCES}).json()["predictions"]
+        assert c.post("/v1/embed", json={"texts": SENTENCES[:1]}).status_code == 200  # PyTorch
+    want = bertkit.pipeline("text-classification", model=clf_dir, precision="fp32")(SENTENCES)
+    assert [g["label"] for g in got] == [w["label"] for w in want]
+    assert np.allclose([g["score"] for g in got], [w["score"] for w in want], atol=1e-5)
