@@ -6,9 +6,11 @@
 
 Each server runs in its own process (uvicorn on 127.0.0.1). --clients concurrent clients send
 --requests requests of real sentences (SST-2 dev and CoNLL-2003 test, file order), a mix of single
-texts and batches of 2-16; every answer is compared with offline `bertkit predict` on the same
-texts (labels equal). Reports requests/s, texts/s, p50/p99 latency and errors for both servers,
-then sends the abuse cases (a 10 MB body, 10,000 texts, invalid JSON, wrong types, non-UTF-8
+texts and batches of 2-16; every answer is compared with offline `bertkit predict` at the same
+precision on the same texts (labels equal; the largest score difference is reported). bertkit's
+server runs once per --precisions entry (fp32, like the reference pipeline; then its default).
+Reports requests/s, texts/s, p50/p99 latency and errors for every server, then sends the abuse
+cases (a 10 MB body, 10,000 texts, invalid JSON, wrong types, non-UTF-8
 bytes, an empty list, a 1-million-character text) to bertkit's server and reports each status and
 the server's peak RSS before and after. Markdown out; --json writes everything.
 """
@@ -107,7 +109,7 @@ async def load(port: int, plan: list[list[str]], clients: int) -> dict:
                 if r.status_code != 200:
                     errors += 1
                 else:
-                    answers[i] = [p["label"] for p in r.json()["predictions"]]
+                    answers[i] = [{"label": p["label"], "score": p["score"]} for p in r.json()["predictions"]]
             except httpx.HTTPError:
                 errors += 1
             latencies.append(time.perf_counter() - t0)
@@ -155,6 +157,12 @@ def main() -> None:
     p.add_argument("--model", required=True, help="fine-tuned classifier directory")
     p.add_argument("--requests", type=int, default=5000, help="requests per server (default 5000)")
     p.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
+    p.add_argument(
+        "--precisions",
+        default="fp32,auto",
+        help="bertkit servers to run, one after the other (default fp32,auto: fp32 like the reference, "
+        "then bertkit's default)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the request mix")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
@@ -168,69 +176,86 @@ def main() -> None:
         n = 1 if rng.random() < 0.6 else rng.randint(2, 16)
         plan.append([pool[(at + k) % len(pool)] for k in range(n)])
         at += n
-    offline = bertkit.pipeline("text-classification", model=args.model)
     flat = [t for req in plan for t in req]
-    want_flat = [q["label"] for q in offline(flat)]
-    want, s = [], 0
-    for req in plan:
-        want.append(want_flat[s : s + len(req)])
-        s += len(req)
-
-    result = {"requests": args.requests, "clients": args.clients, "texts": len(flat)}
-    ours_port, ref_port = free_port(), free_port()
-    ours = start(
-        [sys.executable, "-m", "bertkit", "serve", "--model", args.model, "--port", str(ours_port)], ours_port
-    )
-    try:
-        rss_start = peak_rss_mb(ours.pid)
-        run = asyncio.run(load(ours_port, plan, args.clients))
-        wrong = sum(a != w for a, w in zip(run.pop("answers"), want, strict=True))
-        result["bertkit"] = {**run, "wrong_answers": wrong}
-        rss_before_abuse = peak_rss_mb(ours.pid)
-        result["abuse"] = abuse(ours_port)
-        alive = subprocess.run(["curl", "-s", f"http://127.0.0.1:{ours_port}/health"], capture_output=True)
-        result["rss_mb"] = {
-            "start": rss_start,
-            "after_load": rss_before_abuse,
-            "after_abuse": peak_rss_mb(ours.pid),
-        }
-        result["alive_after_abuse"] = b"ok" in alive.stdout
-    finally:
-        ours.terminate()
-        ours.wait(60)
+    result = {"requests": args.requests, "clients": args.clients, "texts": len(flat), "servers": {}}
+    first = True
+    for precision in args.precisions.split(","):
+        # Offline `predict` with the same precision: the answers every response must equal.
+        offline = bertkit.pipeline("text-classification", model=args.model, precision=precision)
+        want = offline(flat)
+        del offline
+        port = free_port()
+        cmd = [sys.executable, "-m", "bertkit", "serve", "--model", args.model, "--port", str(port)]
+        ours = start([*cmd, "--precision", precision], port)
+        try:
+            rss_start = peak_rss_mb(ours.pid)
+            run = asyncio.run(load(port, plan, args.clients))
+            got = [a for ans in run.pop("answers") for a in (ans or [])]
+            run |= compare(got, want) if len(got) == len(flat) else {"wrong_answers": "incomplete"}
+            rss = {"start": rss_start, "after_load": peak_rss_mb(ours.pid)}
+            if first:
+                result["abuse"] = abuse(port)
+                alive = subprocess.run(["curl", "-s", f"http://127.0.0.1:{port}/health"], capture_output=True)
+                rss["after_abuse"] = peak_rss_mb(ours.pid)
+                result["alive_after_abuse"] = b"ok" in alive.stdout
+            result["servers"][f"bertkit {precision}"] = {**run, "peak_rss_mb": rss}
+        finally:
+            ours.terminate()
+            ours.wait(60)
+        first = False
+    ref_port = free_port()
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(REFERENCE)
     ref = start([sys.executable, f.name, args.model, str(ref_port)], ref_port)
     try:
         run = asyncio.run(load(ref_port, plan, args.clients))
         run.pop("answers")
-        result["transformers_pipeline"] = run
+        result["servers"]["transformers pipeline"] = run
     finally:
         ref.terminate()
         ref.wait(60)
-    ratio = result["bertkit"]["requests_per_s"] / result["transformers_pipeline"]["requests_per_s"]
-    result["throughput_ratio"] = ratio
+    base = result["servers"]["transformers pipeline"]["requests_per_s"]
+    for r in result["servers"].values():
+        r["vs_reference"] = r["requests_per_s"] / base
 
     print(f"\n{args.requests} requests ({len(flat)} texts), {args.clients} concurrent clients, loopback\n")
-    print("| server | requests/s | texts/s | p50 ms | p99 ms | errors | wrong answers |")
-    print("|---|---|---|---|---|---|---|")
-    for name in ("bertkit", "transformers_pipeline"):
-        r = result[name]
+    cols = "server | requests/s | texts/s | p50 ms | p99 ms | errors | answers ≠ offline | max score diff"
+    print(f"| {cols} | vs reference |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, r in result["servers"].items():
+        diff = f"{r['max_score_diff']:.1e}" if "max_score_diff" in r else "-"
         print(
             f"| {name} | {r['requests_per_s']:,.1f} | {r['texts_per_s']:,.1f} | {r['p50_ms']:,.0f} | "
-            f"{r['p99_ms']:,.0f} | {r['errors']} | {r.get('wrong_answers', '-')} |"
+            f"{r['p99_ms']:,.0f} | {r['errors']} | {r.get('wrong_answers', '-')} | {diff} | "
+            f"{r['vs_reference']:.2f}x |"
         )
-    print(f"\nbertkit / transformers pipeline server: {ratio:.2f}x requests/s\n")
-    print("| abuse case | status | message |\n|---|---|---|")
+    for name, r in result["servers"].items():
+        for w in r.get("disagreements", []):
+            print(f"\n{name}: {w}")
+    print("\n| abuse case | status | message |\n|---|---|---|")
     for a in result["abuse"]:
         print(f"| {a['case']} | {a['status']} | {a['error']} |")
-    rss = result["rss_mb"]
-    print(
-        f"\npeak RSS: {rss['start']:.0f} MB at start, {rss['after_load']:.0f} MB after the load, "
-        f"{rss['after_abuse']:.0f} MB after the abuse; alive afterwards: {result['alive_after_abuse']}"
-    )
+    for name, r in result["servers"].items():
+        rss = r.get("peak_rss_mb")
+        if rss:
+            print(f"\n{name} peak RSS (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in rss.items()))
+    print(f"alive after the abuse: {result['alive_after_abuse']}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
+def compare(got: list[dict], want: list[dict]) -> dict:
+    """Labels must be equal; scores are compared too. A disagreement is listed with both scores."""
+    wrong = [i for i, (g, w) in enumerate(zip(got, want, strict=True)) if g["label"] != w["label"]]
+    diff = max(
+        abs(g["score"] - w["score"]) for g, w in zip(got, want, strict=True) if g["label"] == w["label"]
+    )
+    notes = [
+        f"text {i}: server {got[i]['label']} ({got[i]['score']:.4f}), offline {want[i]['label']} "
+        f"({want[i]['score']:.4f})"
+        for i in wrong[:10]
+    ]
+    return {"wrong_answers": len(wrong), "max_score_diff": diff, "disagreements": notes}
 
 
 if __name__ == "__main__":

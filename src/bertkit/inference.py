@@ -76,9 +76,11 @@ def resolve_dtype(precision: str, device: torch.device, int8: bool = False) -> t
 
 
 class PrepackedLinear(nn.Module):
-    """An inference-only nn.Linear whose bf16 weight is reordered once into oneDNN's blocked
-    layout (what torch.compile's weight freezing does on CPUs): the plain bf16 F.linear pays that
-    reorder on every call; skipping it measured 1.2-1.4x on BERT-sized products here."""
+    """An inference-only nn.Linear whose weight is reordered once into oneDNN's blocked layout
+    (what torch.compile's weight freezing does on CPUs): the plain bf16 F.linear pays that reorder
+    on every call; skipping it measured 1.2-1.4x on BERT-sized products here. In fp32 F.linear
+    goes to MKL, whose kernels on this AMD CPU ran BERT-sized products at 59-78 GFLOP/s a core
+    against oneDNN's 82-92 (`bench/inference_vs_hf.py` measures the whole effect)."""
 
     def __init__(self, linear: nn.Linear, batch_hint: int):
         super().__init__()
@@ -101,7 +103,7 @@ class PrepackedLinear(nn.Module):
 def _can_prepack(device: torch.device, dtype: torch.dtype) -> bool:
     return (
         device.type == "cpu"
-        and dtype == torch.bfloat16
+        and dtype in (torch.bfloat16, torch.float32)
         and torch.backends.mkldnn.is_available()
         and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
     )
@@ -109,7 +111,7 @@ def _can_prepack(device: torch.device, dtype: torch.dtype) -> bool:
 
 def prepack_linears(module: nn.Module, batch_hint: int) -> None:
     for name, child in list(module.named_children()):
-        if type(child) is nn.Linear and child.weight.dtype == torch.bfloat16:
+        if type(child) is nn.Linear and child.weight.dtype in (torch.bfloat16, torch.float32):
             setattr(module, name, PrepackedLinear(child, batch_hint))
         else:
             prepack_linears(child, batch_hint)
@@ -147,7 +149,7 @@ def prepare(model: nn.Module, options: InferenceOptions | None = None) -> nn.Mod
             # fp32 hidden states.
             enc.to(dtype)
             enc.output_dtype = torch.float32
-        if o.prepack and not o.compile and _can_prepack(device, next(enc.parameters()).dtype):
+        if o.prepack and not (o.compile or o.int8) and _can_prepack(device, next(enc.parameters()).dtype):
             prepack_linears(enc, o.max_tokens)
         if o.int8:
             import warnings
