@@ -63,7 +63,10 @@ def test_pretrain_end_to_end_loads_in_transformers(corpus, tmp_path, hf, capsys)
               + ["--nsp", "--whole-word-mask", "--lr", "1e-3", "--heldout", "0.2"])  # fmt: skip
     assert rc == 0, capsys.readouterr().err
     log = _log(out)
-    assert log[24]["loss"] < log[1]["loss"] - 0.3  # it learns
+    # It learns: the mean loss of the last 4 steps is below that of the first 4 (single
+    # batches of 8 are noisy; one step against one step failed once by 0.01 at margin 0.3).
+    first, last = (sum(log[i]["loss"] for i in steps) / 4 for steps in (range(1, 5), range(21, 25)))
+    assert last < first - 0.2, (first, last)
     assert {"dev_mlm_loss", "dev_mlm_accuracy", "dev_nsp_accuracy"} <= set(log[24])
     assert [p.name for p in checkpoints(out)] == ["step-00000016", "step-00000024"]  # keeps 2
     for name in (
