@@ -249,9 +249,8 @@ def main() -> None:
 def compare(got: list[dict], want: list[dict]) -> dict:
     """Labels must be equal; scores are compared too. A disagreement is listed with both scores."""
     wrong = [i for i, (g, w) in enumerate(zip(got, want, strict=True)) if g["label"] != w["label"]]
-    diff = max(
-        abs(g["score"] - w["score"]) for g, w in zip(got, want, strict=True) if g["label"] == w["label"]
-    )
+    same = [(g, w) for g, w in zip(got, want, strict=True) if g["label"] == w["label"]]
+    diff = max((abs(g["score"] - w["score"]) for g, w in same), default=0.0)
     notes = [
         f"text {i}: server {got[i]['label']} ({got[i]['score']:.4f}), offline {want[i]['label']} "
         f"({want[i]['score']:.4f})"

@@ -58,9 +58,12 @@ class InferenceOptions:
         for k, v in overrides.items():
             if v is not None:
                 setattr(opts, k, v)
-        if opts.backend not in BACKENDS:
-            raise BertkitError(f"backend must be one of {', '.join(BACKENDS)}, not {opts.backend!r}")
+        opts.__post_init__()  # overrides are set after construction: check them too
         return opts
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise BertkitError(f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
 
 
 def resolve_dtype(precision: str, device: torch.device, int8: bool = False) -> torch.dtype:

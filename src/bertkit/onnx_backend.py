@@ -71,7 +71,7 @@ class OnnxTagger(nn.Module):
         return self.runner(*(batch[k] for k in INPUTS)).logits
 
 
-def onnx_model(model_dir: Path, task, torch_model: nn.Module, path: str | Path | None, threads=None):
+def onnx_model(model_dir: Path, task, torch_model: nn.Module | None, path: str | Path | None, threads=None):
     """The object `task.predict` calls, backed by the ONNX file `path` (default DIR/model.onnx)."""
     path = Path(path) if path else Path(model_dir) / "model.onnx"
     if not path.is_file():

@@ -72,17 +72,19 @@ class Pipeline:
     ):
         self.task = load_task(model_dir)
         self.tokenizer = Tokenizer.from_pretrained(model_dir)
+        o = self.options = options or InferenceOptions.from_env()
+        if o.backend == "onnx":
+            from bertkit.onnx_backend import onnx_model
+
+            # The graph holds the whole forward pass; only a CRF's transitions come from PyTorch.
+            crf = getattr(self.task, "head", "softmax") != "softmax"
+            model = self.task.model_class.from_pretrained(model_dir) if crf else None
+            self.model = onnx_model(Path(model_dir), self.task, model, o.onnx_file, o.threads)
+            return
         model = self.task.model_class.from_pretrained(model_dir)
         if device is not None:
             model.to(device)
-        self.options = options or InferenceOptions.from_env()
-        if self.options.backend == "onnx":
-            from bertkit.onnx_backend import onnx_model
-
-            o = self.options
-            self.model = onnx_model(Path(model_dir), self.task, model, o.onnx_file, o.threads)
-        else:
-            self.model = prepare(model, self.options)
+        self.model = prepare(model, o)
 
     def run(self, examples: list) -> list[dict]:
         if not examples:
