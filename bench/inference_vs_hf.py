@@ -12,7 +12,8 @@ eager and SDPA attention x fp32 / bf16 autocast / bf16 weights x input order as 
 by length (batches of --batch-size); ONNX Runtime runs a fp32 export of the same weights on sorted
 batches. Outputs are checked against transformers fp32: fp32 paths max |diff| <= 1e-4, bf16 paths
 cosine >= 0.999 and the same class from a fixed random 2-class head on the sentence vectors
-(examples whose fp32 logits are within 1e-3 of a tie excepted). Also measured in the same run: the
+(examples within a tie of the reference excepted: 1e-3 in fp32; in bf16 4.5 % of the
+root-mean-square margin, the relative error cosine 0.999 allows). Also measured in the same run: the
 bf16 and fp32 matrix-product peak, and model FLOP/s at a fixed shape (base, B=32, T=128) as a
 fraction of it. Prints Markdown tables; --json writes everything.
 """
@@ -158,7 +159,12 @@ def agreement(ref: np.ndarray, got: np.ndarray, fp32: bool, head: np.ndarray) ->
     diff = float(np.abs(ref - got).max())
     cos = float(((ref * got).sum(-1) / np.linalg.norm(ref, axis=-1) / np.linalg.norm(got, axis=-1)).min())
     lr, lg = ref @ head, got @ head
-    clear = np.abs(lr[:, 0] - lr[:, 1]) > 1e-3
+    margin = lr[:, 0] - lr[:, 1]
+    # A "tie" is a margin smaller than the vectors' own tolerance can move: 1e-3 in fp32; in bf16,
+    # cosine >= 0.999 allows a relative error of sqrt(2 * 0.001) = 4.5 % of the vector, i.e. of
+    # the typical (root-mean-square) margin of the random head.
+    tie = 1e-3 if fp32 else 0.045 * float(np.sqrt((margin**2).mean()))
+    clear = np.abs(margin) > tie
     same = bool((lr.argmax(-1) == lg.argmax(-1))[clear].all())
     ok = diff <= 1e-4 if fp32 else (cos >= 0.999 and same)
     return {"max_abs_diff": diff, "min_cosine": cos, "same_argmax": same, "ok": ok}
