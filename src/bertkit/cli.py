@@ -200,9 +200,11 @@ def _data_opts(args: argparse.Namespace) -> dict:
 def _finetune(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from bertkit.finetune import build_task, finetune
+    from bertkit.finetune import Resumable, build_task, finetune
     from bertkit.report import write_report
 
+    if args.save_every is not None and args.save_every < 1:
+        raise BertkitError(f"--save-every must be a positive number of steps, not {args.save_every}")
     task, train, dev, test = build_task(args.task, args, _data_opts(args))
     targs = _train_args(args)
     metrics = finetune(
@@ -215,6 +217,7 @@ def _finetune(args: argparse.Namespace) -> None:
         targs,
         overwrite=args.overwrite,
         write_report=write_report,
+        resumable=Resumable.beside(Path(args.output), args.save_every, args.resume),
     )
     for split in ("dev", "test"):
         if split in metrics:
@@ -439,6 +442,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_flags(ft)
     _add_task_flags(ft)
     _add_training_flags(ft)
+    ck = ft.add_argument_group("checkpoints")
+    ck.add_argument(
+        "--save-every",
+        type=int,
+        default=None,
+        help="write a checkpoint every N optimizer steps (and on SIGTERM/Ctrl-C) to OUTPUT-checkpoints/, "
+        "removed once the run completes",
+    )
+    ck.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest checkpoint in OUTPUT-checkpoints/ (same settings; checked)",
+    )
     ft.set_defaults(func=_finetune)
 
     ev = sub.add_parser("evaluate", help="evaluate a fine-tuned model on a labelled file and write a report")

@@ -20,18 +20,75 @@ from bertkit.errors import BertkitError
 from bertkit.fileio import staged_output, write_json
 from bertkit.tasks.batching import length_grouped_order, pad_batch
 from bertkit.tokenizer import Tokenizer
-from bertkit.train import TrainArgs, TrainResult, fit, set_seed
+from bertkit.train import Checkpointing, TrainArgs, TrainResult, fit, set_seed
 
 
 def training_batches(task, feats: list[dict], batch_size: int, pad_id: int, seed: int):
+    """`batches(epoch, skip)`: the epoch's batches (its order a function of seed and epoch alone),
+    less the first `skip`, which a resumed run has already trained on."""
     lengths = [len(f["input_ids"]) for f in feats]
     keys = [k for k in ("labels", "start_positions", "end_positions") if k in feats[0]]
 
-    def batches(epoch: int):
-        for idx in length_grouped_order(lengths, batch_size, seed + epoch):
+    def batches(epoch: int, skip: int = 0):
+        for idx in length_grouped_order(lengths, batch_size, seed + epoch)[skip:]:
             yield pad_batch([feats[i] for i in idx], pad_id, keys)
 
     return batches, -(-len(feats) // batch_size)
+
+
+@dataclass
+class Resumable:
+    """Checkpoints of a fine-tuning run in `root` (OUTPUT-checkpoints): `root/step-N` every
+    `every` optimizer steps and on SIGTERM/SIGINT; `resume` continues from the newest."""
+
+    root: Path
+    every: int | None = None
+    resume: bool = False
+    keep: int = 1
+
+    @classmethod
+    def beside(cls, output: Path, every: int | None, resume: bool) -> Resumable | None:
+        if every is None and not resume:
+            return None
+        return cls(output.parent / f"{output.name}-checkpoints", every, resume)
+
+
+# settings a resumed run must share with the run it resumes (patience may change)
+SAME_RUN = ("epochs", "max_steps", "batch_size", "grad_accum", "lr", "weight_decay", "warmup",
+            "max_grad_norm", "bf16", "eval_every", "seed")  # fmt: skip
+
+
+def _resume_from(ck: Resumable, args: TrainArgs, n_train: int) -> tuple[Path | None, dict | None]:
+    """The newest complete checkpoint and its trainer state, checked against this run."""
+    from bertkit.resume import checkpoints, read_trainer_state, remove_partial
+
+    remove_partial(ck.root)  # what a killed run left of a checkpoint it was writing
+    found = checkpoints(ck.root)
+    if found and not ck.resume:
+        raise BertkitError(
+            "checkpoints of an earlier run: pass --resume to continue it, or remove them", ck.root
+        )
+    if not found:
+        if ck.resume:
+            print(f"no checkpoint in {ck.root}: starting from the beginning")
+        return None, None
+    state = read_trainer_state(found[-1])
+    run = state.get("run", {})
+    for k in SAME_RUN:
+        if k in run.get("args", {}) and run["args"][k] != getattr(args, k):
+            raise BertkitError(
+                f"--resume with {k.replace('_', '-')} {getattr(args, k)!r}, "
+                f"but the run used {run['args'][k]!r}",
+                found[-1],
+            )
+    if run.get("train_features") not in (None, n_train):
+        raise BertkitError(
+            f"--resume with {n_train} training features, but the run had {run['train_features']}: "
+            "the training file or the task settings changed",
+            found[-1],
+        )
+    print(f"resuming from {found[-1]} (step {state['step']})")
+    return found[-1], state
 
 
 @dataclass
@@ -50,27 +107,60 @@ def train_model(
     dev_examples: list,
     args: TrainArgs,
     log_dir: Path | None = None,
+    resumable: Resumable | None = None,
 ) -> Trained:
-    """Build `task`'s model from `model_dir` and train it, keeping the best weights on the dev set."""
+    """Build `task`'s model from `model_dir` and train it, keeping the best weights on the dev set.
+    With `resumable`, checkpoints are written as it trains and a resumed run continues exactly."""
     set_seed(args.seed)
     tokenizer = Tokenizer.from_pretrained(model_dir)
     config = BertConfig.from_pretrained(model_dir)
     task.configure(config)
-    model = task.model_class.from_pretrained(model_dir, config=config, ignore_mismatched_sizes=True)
     train_feats = task.features(tokenizer, train_examples)
     # a QA window without an answer position (unanswerable example) cannot be trained on
     train_feats = [f for f in train_feats if "labels" in f or "start_positions" in f]
     if not train_feats:
         raise BertkitError("no training examples with labels")
+    last, state = _resume_from(resumable, args, len(train_feats)) if resumable else (None, None)
+    model = task.model_class.from_pretrained(last or model_dir, config=config, ignore_mismatched_sizes=True)
     task.prepare(train_feats, args.batch_size)
     dev_feats = task.features(tokenizer, dev_examples)
     pad = tokenizer.pad_token_id
-    batches, steps = training_batches(task, train_feats, args.batch_size, pad, args.seed)
+    epoch_batches, steps = training_batches(task, train_feats, args.batch_size, pad, args.seed)
+    first = state
+
+    def batches(epoch: int):
+        nonlocal first
+        skip = 0
+        if first is not None and epoch == first["epoch"]:  # batches the checkpointed run trained on
+            skip, first = first["epoch_step"] * args.grad_accum, None
+        return epoch_batches(epoch, skip)
 
     def evaluate(m) -> dict:
         return task.metrics(dev_examples, task.predict(m, dev_feats, dev_examples, pad))
 
-    result = fit(model, batches, steps, task.loss, evaluate, task.main_metric, args, log_dir=log_dir)
+    checkpointing = None
+    if resumable is not None:
+        from bertkit.resume import write_checkpoint
+
+        run = {"args": {k: getattr(args, k) for k in SAME_RUN}, "train_features": len(train_feats)}
+        every = resumable.every or (state or {}).get("every")
+
+        def save(trainer_state: dict) -> None:
+            trainer_state = {**trainer_state, "run": run, "every": every}
+            write_checkpoint(resumable.root, trainer_state, model.save_pretrained, resumable.keep)
+
+        checkpointing = Checkpointing(save=save, every=every, resume=state)
+        if state is not None and log_dir is not None:  # the record so far, in the new run's log
+            log_dir.mkdir(parents=True, exist_ok=True)
+            with open(log_dir / "log.jsonl", "w", encoding="utf-8") as f:
+                f.writelines(line + "\n" for line in map(json.dumps, json.loads(state["loop"]["history"])))
+    result = fit(
+        model, batches, steps, task.loss, evaluate, task.main_metric, args, log_dir=log_dir,
+        checkpointing=checkpointing,
+    )  # fmt: skip
+    if result.stopped_by in ("SIGTERM", "SIGINT"):
+        print(f"stopped by {result.stopped_by} at step {result.steps}; continue with --resume")
+        raise KeyboardInterrupt
     return Trained(model, tokenizer, config, result, dev_feats)
 
 
@@ -85,10 +175,14 @@ def finetune(
     overwrite: bool = False,
     task_info: dict[str, Any] | None = None,
     write_report=None,
+    resumable: Resumable | None = None,
 ) -> dict[str, Any]:
-    """Train `task`'s model from `model_dir`; returns the metrics written to metrics.json."""
+    """Train `task`'s model from `model_dir`; returns the metrics written to metrics.json.
+    The checkpoints of a `resumable` run are removed once the output is in place."""
     with staged_output(output, overwrite) as stage:
-        t = train_model(task, model_dir, train_examples, dev_examples, args, log_dir=stage)
+        t = train_model(
+            task, model_dir, train_examples, dev_examples, args, log_dir=stage, resumable=resumable
+        )
         pad = t.tokenizer.pad_token_id
         metrics: dict[str, Any] = {}
         reports = {}
@@ -116,6 +210,10 @@ def finetune(
             for split, (examples, preds) in reports.items():
                 history = t.result.history
                 write_report(stage / "report" / split, task, examples, preds, metrics[split], history)
+    if resumable is not None and resumable.root.is_dir():
+        import shutil
+
+        shutil.rmtree(resumable.root, ignore_errors=True)
     return metrics
 
 

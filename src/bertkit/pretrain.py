@@ -19,12 +19,9 @@ Layout of the output directory:
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
-import re
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bertkit import resume
 from bertkit.config import PRESETS, BertConfig
 from bertkit.data.mlm import (
     InstanceMaker,
@@ -51,8 +49,6 @@ from bertkit.heads import BertForPreTraining
 from bertkit.tasks.batching import IGNORE
 from bertkit.tokenizer import Tokenizer
 from bertkit.train import Checkpointing, TrainArgs, fit
-
-CHECKPOINT = re.compile(r"^step-(\d{8})$")
 
 
 @dataclass
@@ -181,76 +177,34 @@ def prepare(args: PretrainArgs, dist: Dist) -> tuple[Tokenizer, Path]:
 
 
 def checkpoints(output: Path) -> list[Path]:
-    """Complete checkpoints, oldest first (a partial one is a hidden directory, never listed)."""
-    d = output / "checkpoints"
-    found = [p for p in d.iterdir() if CHECKPOINT.match(p.name)] if d.is_dir() else []
-    return sorted(found, key=lambda p: p.name)
-
-
-def _discard(path: Path) -> None:
-    """Remove a checkpoint atomically: hide it by a rename first, so that a kill during the
-    deletion never leaves a visible checkpoint with files missing."""
-    trash = path.parent / f".{path.name}.deleting-{os.getpid()}"
-    os.replace(path, trash)
-    shutil.rmtree(trash, ignore_errors=True)
+    """Complete checkpoints of the run in `output`, oldest first."""
+    return resume.checkpoints(output / "checkpoints")
 
 
 def remove_partial_checkpoints(output: Path) -> list[Path]:
-    """Delete what a killed run left of a checkpoint it was writing or deleting (hidden folders,
-    never a complete checkpoint)."""
-    d = output / "checkpoints"
-    partial = [p for p in d.glob(".step-*")] if d.is_dir() else []
-    for p in partial:
-        shutil.rmtree(p, ignore_errors=True)
-    return partial
+    return resume.remove_partial(output / "checkpoints")
 
 
 def write_checkpoint(output: Path, model_state: dict, config: BertConfig, trainer: dict, keep: int) -> Path:
-    """Write checkpoints/step-N atomically: everything goes into a hidden directory that is
-    renamed into place once complete, so a kill at any moment leaves the last one intact."""
+    """checkpoints/step-N, written whole or not at all (see `resume`)."""
     from bertkit.checkpoint import bertkit_to_hf
 
-    root = output / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{trainer['step']:08d}"
-    stage = root / f".{final.name}.partial-{os.getpid()}"
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir()
-    try:
+    def write_model(stage: Path) -> None:
         save_safetensors(bertkit_to_hf(model_state, "bert."), stage / "model.safetensors")
         config.architectures = ["BertForPreTraining"]
         config.save_pretrained(stage)
-        buffer = io.BytesIO()  # torch.save reports a full disk as a bare RuntimeError; a plain
-        torch.save(trainer, buffer)  # write raises OSError(ENOSPC) naming the file
-        with open(stage / "trainer_state.pt", "wb") as f:
-            f.write(buffer.getbuffer())
-        for f in stage.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        if final.exists():  # the same step saved twice (a signal right after a periodic save)
-            _discard(final)
-        os.replace(stage, final)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    for old in checkpoints(output)[:-keep] if keep > 0 else []:
-        _discard(old)
-    return final
+
+    return resume.write_checkpoint(output / "checkpoints", trainer, write_model, keep)
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(bertkit-named model state, trainer state). The trainer state is read with
-    `weights_only=True`: tensors and plain containers only, never arbitrary objects."""
+    """(bertkit-named model state, trainer state)."""
     from bertkit.checkpoint import ENCODER_PARTS, hf_to_bertkit, read_weights
 
     state, _ = read_weights(path)
     mapped, _ = hf_to_bertkit(state)
     model_state = {("bert." if k.startswith(ENCODER_PARTS) else "") + k: v for k, v in mapped.items()}
-    try:
-        trainer = torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=True)
-    except Exception as e:  # a corrupt or foreign file: say which
-        raise BertkitError(f"cannot read the trainer state: {e}", path / "trainer_state.pt") from None
-    return model_state, trainer
+    return model_state, resume.read_trainer_state(path)
 
 
 # ---- the run ----------------------------------------------------------------------------------

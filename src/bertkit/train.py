@@ -151,6 +151,12 @@ def fit(
     ck = checkpointing
     if ck is not None and ck.resume is not None:
         step, epoch = _restore(ck.resume, model, optimizer, scheduler)
+        loop = ck.resume.get("loop")
+        if loop is not None:  # what the loop knew: the best evaluation so far, the record
+            best_score, best_step = loop["best_score"], loop["best_step"]
+            best_metrics, history[:] = json.loads(loop["best_metrics"]), json.loads(loop["history"])
+            evals_without_gain, best_state = loop["evals_without_gain"], loop["best_state"]
+            running_loss, running_n = loop["running"]
         if bar:
             bar.update(step)
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -166,7 +172,16 @@ def fit(
 
     def save() -> None:
         assert ck is not None
-        ck.save(_trainer_state(model, optimizer, scheduler, step, updates_per_epoch))
+        loop = {
+            "best_score": None if best_score is None else float(best_score),
+            "best_step": best_step,
+            "best_metrics": json.dumps(best_metrics, default=_plain),
+            "evals_without_gain": evals_without_gain,
+            "history": json.dumps(history, default=_plain),
+            "best_state": best_state,  # the best weights so far (fine-tuning keeps them in memory)
+            "running": [running_loss, running_n],
+        }
+        ck.save({**_trainer_state(model, optimizer, scheduler, step, updates_per_epoch), "loop": loop})
 
     last_loss, last_dev = float("nan"), ""
     try:
@@ -304,6 +319,11 @@ def _trainer_state(model, optimizer, scheduler, step: int, updates_per_epoch: in
         "rng_cuda": _per_rank(torch.cuda.get_rng_state()) if torch.cuda.is_available() else None,
         "rng_python": random.getstate(),
     }
+
+
+def _plain(obj: Any) -> Any:
+    """JSON for numpy values in metrics."""
+    return obj.tolist() if hasattr(obj, "tolist") else str(obj)
 
 
 def _per_rank(state: torch.Tensor) -> torch.Tensor:

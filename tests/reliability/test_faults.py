@@ -8,6 +8,8 @@ The full and read-only disks are small tmpfs mounts, which need root; elsewhere 
 from __future__ import annotations
 
 import contextlib
+import json
+import random
 import resource
 import shutil
 import signal
@@ -114,6 +116,91 @@ def test_finetune_killed_leaves_nothing_complete_and_the_next_run_cleans_up(tiny
     assert not out.exists() and list(tmp_path.glob(".out.partial-*"))  # killed mid-run: no output
     assert main(finetune_args(tiny_dir, tiny_data, out)) == 0
     assert (out / "metrics.json").is_file() and not list(tmp_path.glob(".out.partial-*"))
+
+
+def test_finetune_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(
+    tiny_dir, tiny_data, tmp_path
+):
+    """`finetune --save-every`: three SIGKILLs at random moments (some inside a checkpoint write,
+    one every 2 steps), each followed by --resume: every checkpoint on disk is whole, no output
+    appears before the end, and in fp32 the dev metrics, the chosen step, the evaluation record
+    and the final weights equal an uninterrupted run's; the checkpoints go once it completes."""
+    from safetensors.torch import load_file
+
+    from bertkit.resume import checkpoints as step_dirs
+    from bertkit.resume import read_trainer_state
+
+    def args(out: Path) -> list[str]:
+        a = finetune_args(tiny_dir, tiny_data, out)
+        a[a.index("--max-steps") + 1] = "16"
+        a[a.index("--batch-size") + 1] = "8"  # 64 examples: 8 steps an epoch, so 2 epochs
+        return [*a, "--eval-every", "2", "--save-every", "2", "--no-bf16", "--seed", "3"]
+
+    def run(out: Path, log: Path, *extra: str) -> subprocess.Popen:
+        with open(log, "a") as f:
+            cmd = [sys.executable, "-m", "bertkit", *args(out), *extra]
+            return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
+
+    ref = tmp_path / "ref"
+    assert run(ref, tmp_path / "ref.log").wait(timeout=600) == 0
+    out, root = tmp_path / "out", tmp_path / "out-checkpoints"
+    rng = random.Random(0)
+    resumed_from = []
+    for target in sorted(rng.sample(range(2, 15), 3)):
+        proc = run(out, tmp_path / "out.log", "--resume")
+        deadline = time.time() + 300
+        while proc.poll() is None and time.time() < deadline:
+            found = step_dirs(root)
+            if found and int(found[-1].name.split("-")[1]) >= target:
+                break
+            time.sleep(0.01)
+        time.sleep(rng.random() * 0.3)  # anywhere in a step, an evaluation or a checkpoint write
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert not out.exists()
+        for ck in step_dirs(root):  # every checkpoint on disk is whole
+            assert read_trainer_state(ck)["step"] == int(ck.name.split("-")[1])
+            assert all(torch.isfinite(v).all() for v in load_file(ck / "model.safetensors").values())
+        resumed_from.append(step_dirs(root)[-1] if step_dirs(root) else None)
+    assert run(out, tmp_path / "out.log", "--resume").wait(timeout=600) == 0
+    text = (tmp_path / "out.log").read_text()
+    assert "Traceback" not in text
+    assert sum(ck is not None for ck in resumed_from) >= 2  # the kills landed mid-run
+    assert all(f"resuming from {ck}" in text for ck in filter(None, resumed_from))
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (ref, out))
+    assert a["dev"] == b["dev"] and a["train"]["best_step"] == b["train"]["best_step"]
+    evals = [[r for r in map(json.loads, (d / "log.jsonl").read_text().splitlines()) if "dev_accuracy" in r]
+             for d in (ref, out)]  # fmt: skip
+    assert evals[0] == evals[1] and [r["step"] for r in evals[0]] == list(range(2, 17, 2))
+    wa, wb = load_file(ref / "model.safetensors"), load_file(out / "model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)  # bit for bit
+    assert not root.exists()
+
+
+def test_finetune_resume_refuses_other_settings_and_stray_checkpoints(tiny_dir, tiny_data, tmp_path, capsys):
+    done = tmp_path / "done"
+    assert main([*finetune_args(tiny_dir, tiny_data, done), "--save-every", "1"]) == 0
+    assert (done / "metrics.json").is_file() and not (tmp_path / "done-checkpoints").exists()
+
+    out, root = tmp_path / "out", tmp_path / "out-checkpoints"
+    a = [*finetune_args(tiny_dir, tiny_data, out), "--save-every", "1", "--no-bf16"]
+    a[a.index("--max-steps") + 1] = "100000"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bertkit", *a], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 300
+    while not list(root.glob("step-*")) and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    capsys.readouterr()
+    assert main(a) == 2  # checkpoints of a killed run: continue it or remove them, never clobber
+    err = capsys.readouterr().err
+    assert "pass --resume" in err and "out-checkpoints" in err and "Traceback" not in err
+    assert main([*a, "--resume", "--lr", "1e-3"]) == 2
+    err = capsys.readouterr().err
+    assert "--resume with lr 0.001, but the run used 5e-05" in err and "Traceback" not in err
+    assert list(root.glob("step-*")) and not out.exists()  # refused runs change nothing
 
 
 # ---- pretraining ----------------------------------------------------------------------------
