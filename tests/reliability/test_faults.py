@@ -134,7 +134,7 @@ def test_finetune_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_
         a = finetune_args(tiny_dir, tiny_data, out)
         a[a.index("--max-steps") + 1] = "16"
         a[a.index("--batch-size") + 1] = "8"  # 64 examples: 8 steps an epoch, so 2 epochs
-        return [*a, "--eval-every", "2", "--save-every", "2", "--no-bf16", "--seed", "3"]
+        return [*a, "--eval-every", "2", "--save-every", "2", "--no-bf16", "--seed", "3", "--lr", "1e-3"]
 
     def run(out: Path, log: Path, *extra: str) -> subprocess.Popen:
         with open(log, "a") as f:
@@ -169,9 +169,10 @@ def test_finetune_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_
     assert all(f"resuming from {ck}" in text for ck in filter(None, resumed_from))
     a, b = (json.loads((d / "metrics.json").read_text()) for d in (ref, out))
     assert a["dev"] == b["dev"] and a["train"]["best_step"] == b["train"]["best_step"]
-    evals = [[r for r in map(json.loads, (d / "log.jsonl").read_text().splitlines()) if "dev_accuracy" in r]
-             for d in (ref, out)]  # fmt: skip
-    assert evals[0] == evals[1] and [r["step"] for r in evals[0]] == list(range(2, 17, 2))
+    logs = [list(map(json.loads, (d / "log.jsonl").read_text().splitlines())) for d in (ref, out)]
+    assert logs[0] == logs[1]  # every evaluation, and the mean training loss over all 16 steps
+    assert [r["step"] for r in logs[0] if "dev_accuracy" in r] == list(range(2, 17, 2))
+    assert [r["step"] for r in logs[0] if "loss" in r] == [16]
     wa, wb = load_file(ref / "model.safetensors"), load_file(out / "model.safetensors")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)  # bit for bit
     assert not root.exists()
