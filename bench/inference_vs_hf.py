@@ -223,6 +223,9 @@ def main() -> None:
         default=None,
         help="sentences per corpus, IMDB reviews a sixteenth (default 4096; --quick 1024)",
     )
+    p.add_argument(
+        "--corpora", default="sst2,conll,imdb", help="comma list of sst2, conll, imdb (default all three)"
+    )
     p.add_argument("--int8-classifier", help="fine-tuned SST-2 classifier directory: int8 accuracy change")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
@@ -236,6 +239,11 @@ def main() -> None:
     n = args.texts or (1024 if args.quick else 4096)
     limit = {"SST-2": n, "CoNLL-2003": n, "IMDB": max(n // 16, 8)}
     texts = corpora(limit)
+    keep = {"sst2": "SST-2", "conll": "CoNLL-2003", "imdb": "IMDB"}
+    wanted = [keep[c.strip()] for c in args.corpora.split(",") if c.strip() in keep]
+    if not wanted:
+        p.error(f"--corpora: none of {args.corpora!r} is sst2, conll or imdb")
+    texts = {k: v for k, v in texts.items() if k in wanted}
     workdir = Path(tempfile.mkdtemp(prefix="bench-inference-"))
     models = {}
     if "minilm" in args.models:
