@@ -31,6 +31,13 @@ def _publishable(tmp: str) -> None:
     os.chmod(tmp, 0o666 & ~_umask())
 
 
+def _naming(e: BaseException, path: Path) -> BaseException:
+    """An OSError from a write (a full disk...) often names no file: name the one being written."""
+    if isinstance(e, OSError) and e.filename is None and e.errno is not None:
+        return OSError(e.errno, e.strerror, os.fspath(path))
+    return e
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """Open a temporary file beside `path`; on success fsync and rename it to `path`."""
@@ -44,10 +51,13 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
             os.fsync(f.fileno())
         _publishable(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        raise
+        named = _naming(e, path)
+        if named is e:
+            raise
+        raise named from None
 
 
 @contextlib.contextmanager
@@ -64,10 +74,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.fsync(f.fileno())
         _publishable(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        raise
+        named = _naming(e, path)
+        if named is e:
+            raise
+        raise named from None
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

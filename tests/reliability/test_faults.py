@@ -79,6 +79,23 @@ def test_finetune_on_a_full_disk(tiny_dir, tiny_data, tmp_path, capsys):
         assert shutil.disk_usage(fs).used < 1_000_000
 
 
+def test_finetune_disk_fills_while_writing_the_report(tiny_dir, tiny_data, tmp_path, capsys):
+    """The model fits, the report (written last: tables, PNGs, errors) does not."""
+
+    def used(d: Path) -> int:  # bytes the files take on a filesystem (whole 4 kB pages)
+        return sum(-(-f.stat().st_size // 4096) * 4096 for f in d.rglob("*") if f.is_file())
+
+    assert main(finetune_args(tiny_dir, tiny_data, tmp_path / "ref")) == 0
+    total, report = used(tmp_path / "ref"), used(tmp_path / "ref" / "report")
+    with small_fs(tmp_path / "fs", f"{(total - report // 2) // 1024}k") as fs:
+        capsys.readouterr()
+        assert main(finetune_args(tiny_dir, tiny_data, fs / "out")) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "No space left on device" in err and "Traceback" not in err
+        assert "report" in err  # the file it could not write
+        assert_nothing_left(fs, "out")
+
+
 def test_finetune_into_a_read_only_filesystem(tiny_dir, tiny_data, tmp_path, capsys):
     with small_fs(tmp_path / "ro", "4m", read_only=True) as fs:
         assert main(finetune_args(tiny_dir, tiny_data, fs / "out")) == 2
