@@ -319,3 +319,22 @@ def test_resume_from_the_final_checkpoint_trains_no_further(prepared, tmp_path):
     assert max(_log(out)) == 4
     after = load_file(out / "model.safetensors")
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_dropout_applies_to_the_run_only(prepared, tmp_path, capsys):
+    """--dropout 0 changes the training (fp32 losses differ from the default 0.1 run with the same
+    seed and batches) but not the saved config, which fine-tuning reads."""
+    tok, data = prepared
+    base = ["pretrain", "--corpus", str(data), "--tokenizer", str(tok), *SMALL, "--no-bf16"]
+    base += ["--max-steps", "3", "--eval-every", "1000", "--log-every", "1", "--seed", "5"]
+    assert main([*base, "--output", str(tmp_path / "default")]) == 0
+    assert main([*base, "--output", str(tmp_path / "nodrop"), "--dropout", "0"]) == 0
+    a, b = _log(tmp_path / "default"), _log(tmp_path / "nodrop")
+    assert all(a[s]["loss"] != b[s]["loss"] for s in (1, 2, 3))
+    config = json.loads((tmp_path / "nodrop" / "config.json").read_text())
+    assert config["hidden_dropout_prob"] == config["attention_probs_dropout_prob"] == 0.1
+    capsys.readouterr()
+    assert main([*base, "--output", str(tmp_path / "bad"), "--dropout", "1.5"]) == 2
+    err = capsys.readouterr().err
+    assert "--dropout must be in [0, 1), not 1.5" in err and "Traceback" not in err
+    assert not (tmp_path / "bad").exists()  # refused before anything is written

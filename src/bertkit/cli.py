@@ -536,6 +536,13 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (default 5e-4)")
     pt.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default 0.01)")
     pt.add_argument("--warmup", type=float, default=0.05, help="warm-up: share of steps if < 1, else steps")
+    pt.add_argument(
+        "--dropout",
+        type=float,
+        default=None,
+        help="hidden and attention dropout while pretraining (default: the config's, 0.1); e.g. 0 for "
+        "short runs. The saved config keeps its own values for fine-tuning",
+    )
     pt.add_argument("--epochs", type=float, default=1.0, help="passes over the corpus (default 1)")
     pt.add_argument("--max-steps", type=int, help="optimizer steps (overrides --epochs; sets the schedule)")
     pt.add_argument("--max-minutes", type=float, help="stop (and checkpoint) after this training time")

@@ -19,6 +19,7 @@ Layout of the output directory:
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -66,6 +67,7 @@ class PretrainArgs:
     lr: float = 5e-4
     weight_decay: float = 0.01
     warmup: float = 0.05
+    dropout: float | None = None  # hidden and attention dropout while pretraining; None: the config's
     epochs: float = 1.0
     max_steps: int | None = None
     max_minutes: float | None = None
@@ -225,6 +227,8 @@ def _check_resume(args: PretrainArgs, out: Path) -> None:
 
 def pretrain(args: PretrainArgs) -> dict[str, Any]:
     """Run (or resume) a pretraining job; returns the final held-out metrics."""
+    if args.dropout is not None and not 0.0 <= args.dropout < 1.0:
+        raise BertkitError(f"--dropout must be in [0, 1), not {args.dropout}")
     from bertkit.data.shards import ShardedCorpus
 
     dist = init_distributed()
@@ -274,7 +278,13 @@ def pretrain(args: PretrainArgs) -> dict[str, Any]:
         )
 
     torch.manual_seed(args.seed)
-    model = BertForPreTraining(config)
+    # A different dropout applies to this run only: the saved config keeps the model's own values,
+    # which are what fine-tuning should use.
+    train_config = config
+    if args.dropout is not None:
+        train_config = copy.deepcopy(config)
+        train_config.hidden_dropout_prob = train_config.attention_probs_dropout_prob = args.dropout
+    model = BertForPreTraining(train_config)
     resume_state = None
     if args.resume and checkpoints(out):
         last = checkpoints(out)[-1]
@@ -283,7 +293,7 @@ def pretrain(args: PretrainArgs) -> dict[str, Any]:
         if dist.main:
             print(f"resuming from {last} (step {resume_state['step']})")
     elif args.init_from:
-        model = BertForPreTraining.from_pretrained(args.init_from)
+        model = BertForPreTraining.from_pretrained(args.init_from, config=train_config)
     if not args.nsp:  # no next-sentence task: the pooler and NSP head get no gradient (DDP needs this said)
         for p in [*model.nsp.parameters(), *model.bert.pooler.parameters()]:
             p.requires_grad_(False)
