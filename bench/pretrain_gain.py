@@ -94,7 +94,7 @@ def main() -> None:
         "--pretrain-dropout",
         type=float,
         default=None,
-        help="dropout while pretraining (default: the config's 0.1; 0 suits an hour's budget)",
+        help="dropout while pretraining (default: the config's 0.1; try 0 for a short budget)",
     )
     p.add_argument(
         "--run",
