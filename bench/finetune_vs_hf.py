@@ -61,6 +61,7 @@ def run_bertkit(task: str, model_dir: Path, args) -> dict:
         progress=False,
         tensorboard=False,
         eval_every=10**9,
+        group_by_length=not args.no_group_by_length,
     )  # one evaluation, at the end, as the Trainer run
     with tempfile.TemporaryDirectory() as tmp:
         metrics = finetune(t, model_dir, train, dev, test, Path(tmp) / "out", targs)
@@ -187,6 +188,11 @@ def main() -> None:
     p.add_argument("--max-length", type=int, default=128, help="tokens per example (default 128)")
     p.add_argument("--seed", type=int, default=42, help="seed for both (default 42)")
     p.add_argument("--only", choices=["bertkit", "hf"], help="run one side only")
+    p.add_argument(
+        "--no-group-by-length",
+        action="store_true",
+        help="bertkit side: plain shuffled batches, as the Trainer's default (slower)",
+    )
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
     args.epochs = args.epochs or (1.0 if args.task == "sst2" else 3.0)

@@ -91,6 +91,13 @@ def test_batching_orders():
     batches = length_grouped_order(lengths, 8, seed=1)
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     assert batches != length_grouped_order(lengths, 8, seed=2)
+    plain = length_grouped_order(lengths, 8, seed=1, group=False)
+    assert sorted(i for b in plain for i in b) == list(range(len(lengths)))
+
+    def padding(bs):
+        return sum(len(b) * max(lengths[i] for i in b) - sum(lengths[i] for i in b) for b in bs)
+
+    assert padding(batches) < padding(plain) / 2  # grouping is what saves the padding
     inf = list(sorted_order(lengths, max_tokens=200))
     assert sorted(i for b in inf for i in b) == list(range(len(lengths)))
     assert all(len(b) * max(lengths[i] for i in b) <= 200 or len(b) == 1 for b in inf)

@@ -352,6 +352,11 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     o.add_argument("--patience", type=int, default=None, help="early stopping: evaluations without gain")
     o.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     o.add_argument(
+        "--no-group-by-length",
+        action="store_true",
+        help="plain shuffled batches instead of batches of similar lengths (more padding, slower)",
+    )
+    o.add_argument(
         "--on-nonfinite",
         choices=["skip", "stop"],
         default="skip",
@@ -377,6 +382,7 @@ def _train_args(args: argparse.Namespace, **overrides):
         seed=args.seed,
         progress=not args.quiet,
         nonfinite=args.on_nonfinite,
+        group_by_length=not args.no_group_by_length,
     )
     return TrainArgs(**{**kw, **overrides})
 

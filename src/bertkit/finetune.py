@@ -23,14 +23,14 @@ from bertkit.tokenizer import Tokenizer
 from bertkit.train import Checkpointing, TrainArgs, TrainResult, fit, set_seed
 
 
-def training_batches(task, feats: list[dict], batch_size: int, pad_id: int, seed: int):
+def training_batches(task, feats: list[dict], batch_size: int, pad_id: int, seed: int, group: bool = True):
     """`batches(epoch, skip)`: the epoch's batches (its order a function of seed and epoch alone),
     less the first `skip`, which a resumed run has already trained on."""
     lengths = [len(f["input_ids"]) for f in feats]
     keys = [k for k in ("labels", "start_positions", "end_positions") if k in feats[0]]
 
     def batches(epoch: int, skip: int = 0):
-        for idx in length_grouped_order(lengths, batch_size, seed + epoch)[skip:]:
+        for idx in length_grouped_order(lengths, batch_size, seed + epoch, group)[skip:]:
             yield pad_batch([feats[i] for i in idx], pad_id, keys)
 
     return batches, -(-len(feats) // batch_size)
@@ -55,7 +55,7 @@ class Resumable:
 
 # settings a resumed run must share with the run it resumes (patience may change)
 SAME_RUN = ("epochs", "max_steps", "batch_size", "grad_accum", "lr", "weight_decay", "warmup",
-            "max_grad_norm", "bf16", "eval_every", "seed")  # fmt: skip
+            "max_grad_norm", "bf16", "eval_every", "seed", "group_by_length")  # fmt: skip
 
 
 def _resume_from(ck: Resumable, args: TrainArgs, n_train: int) -> tuple[Path | None, dict | None]:
@@ -125,7 +125,9 @@ def train_model(
     task.prepare(train_feats, args.batch_size)
     dev_feats = task.features(tokenizer, dev_examples)
     pad = tokenizer.pad_token_id
-    epoch_batches, steps = training_batches(task, train_feats, args.batch_size, pad, args.seed)
+    epoch_batches, steps = training_batches(
+        task, train_feats, args.batch_size, pad, args.seed, args.group_by_length
+    )
     first = state
 
     def batches(epoch: int):

@@ -53,6 +53,7 @@ class TrainArgs:
     tensorboard: bool = True
     nonfinite: str = "skip"  # a NaN/inf loss: "skip" the step or "stop" the run
     keep_best: bool = True  # end with the best weights seen by evaluation (else the last)
+    group_by_length: bool = True  # fine-tuning batches of similar lengths (else plain shuffled)
 
 
 @dataclass

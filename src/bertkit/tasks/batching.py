@@ -37,16 +37,21 @@ def pad_batch(features: Sequence[dict], pad_id: int, keys: Sequence[str] = ()) -
     return batch
 
 
-def length_grouped_order(lengths: Sequence[int], batch_size: int, seed: int) -> list[list[int]]:
+def length_grouped_order(
+    lengths: Sequence[int], batch_size: int, seed: int, group: bool = True
+) -> list[list[int]]:
     """Shuffled training batches of similar lengths: shuffle, cut into mega-batches of 8 batches,
     sort each by length, split, shuffle the batches. Padding drops to ~10 % while every epoch still
     sees a fresh random order (the `group_by_length` sampler of transformers, which sorts 50
     batches at a time). Small mega-batches because length correlates with content: in CoNLL-2003
     sorting 50 batches gathers headlines and score tables into their own batches, whose few
-    tokens then weigh more in the loss."""
+    tokens then weigh more in the loss. `group=False`: plain shuffled batches (the Trainer's
+    default), for comparison."""
     rng = random.Random(seed)
     idx = list(range(len(lengths)))
     rng.shuffle(idx)
+    if not group:
+        return [idx[j : j + batch_size] for j in range(0, len(idx), batch_size)]
     mega = batch_size * 8
     batches = []
     for s in range(0, len(idx), mega):
