@@ -65,6 +65,18 @@ def finetune_args(model: Path, data: tuple[Path, Path], out: Path) -> list[str]:
             "--output", str(out), "--max-steps", "2", "--batch-size", "16", "--quiet"]  # fmt: skip
 
 
+def kill_when(args: list[str], ready) -> None:
+    """Run `bertkit ARGS` and SIGKILL it as soon as `ready()` holds (or after 300 s)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bertkit", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 300
+    while not ready() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 def assert_nothing_left(parent: Path, name: str) -> None:
     assert not (parent / name).exists()
     assert not list(parent.glob(f".{name}.*")), list(parent.iterdir())
@@ -122,14 +134,7 @@ def test_finetune_killed_leaves_nothing_complete_and_the_next_run_cleans_up(tiny
     out = tmp_path / "out"
     args = finetune_args(tiny_dir, tiny_data, out)
     args[args.index("--max-steps") + 1] = "100000"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bertkit", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.time() + 300
-    while not list(tmp_path.glob(".out.partial-*/log.jsonl")) and time.time() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(args, lambda: list(tmp_path.glob(".out.partial-*/log.jsonl")))
     assert not out.exists() and list(tmp_path.glob(".out.partial-*"))  # killed mid-run: no output
     assert main(finetune_args(tiny_dir, tiny_data, out)) == 0
     assert (out / "metrics.json").is_file() and not list(tmp_path.glob(".out.partial-*"))
@@ -203,14 +208,7 @@ def test_finetune_resume_refuses_other_settings_and_stray_checkpoints(tiny_dir, 
     out, root = tmp_path / "out", tmp_path / "out-checkpoints"
     a = [*finetune_args(tiny_dir, tiny_data, out), "--save-every", "1", "--no-bf16"]
     a[a.index("--max-steps") + 1] = "100000"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bertkit", *a], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.time() + 300
-    while not list(root.glob("step-*")) and time.time() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(a, lambda: list(root.glob("step-*")))
     capsys.readouterr()
     assert main(a) == 2  # checkpoints of a killed run: continue it or remove them, never clobber
     err = capsys.readouterr().err
