@@ -102,19 +102,28 @@ def main() -> None:
         help="name of the pretrained model's folder in WORK (default pretrained): another recipe on "
         "the same tokenizer, shards and random baseline",
     )
+    p.add_argument(
+        "--vocab-size",
+        type=int,
+        help="WordPiece vocabulary size (default 30522 for en, 10000 for zh); another size works in "
+        "WORK/<lang>[-cased]-vN with its own tokenizer, shards and random baseline",
+    )
     p.add_argument("--seed", type=int, default=42, help="seed (default 42)")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
 
     d = data_dir()
-    work = Path(args.work) / (args.lang + ("-cased" if args.cased else ""))
+    default_vocab = 30522 if args.lang == "en" else 10000
+    vocab = args.vocab_size or default_vocab
+    suffix = ("-cased" if args.cased else "") + ("" if vocab == default_vocab else f"-v{vocab}")
+    work = Path(args.work) / (args.lang + suffix)
     tok, shards, pre, rnd = work / "tokenizer", work / "shards", work / args.run, work / "random"
     corpus = d / ("en/gutenberg/books" if args.lang == "en" else "zh/pretrain")
     if not (tok / "vocab.txt").is_file():
         size = (
-            ["--vocab-size", "30522", *(["--cased"] if args.cased else [])]
+            ["--vocab-size", str(vocab), *(["--cased"] if args.cased else [])]
             if args.lang == "en"
-            else ["--vocab-size", "10000", "--limit-alphabet", "6000"]
+            else ["--vocab-size", str(vocab), "--limit-alphabet", "6000"]
         )
         bertkit("tokenizer", "train", corpus, *size, "--output", tok)
     bertkit("shards", "--corpus", corpus, "--tokenizer", tok, "--output", shards)
