@@ -17,10 +17,12 @@ import argparse
 import json
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 from pathlib import Path
 
+FINETUNE_LR = 2e-4  # results of another lr go to folders named -lrX
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -83,7 +85,7 @@ def main() -> None:
         "--pretrain-warmup", type=float, default=0.1, help="warm-up fraction of --steps (default 0.1)"
     )
     p.add_argument(
-        "--finetune-lr", type=float, default=2e-4, help="fine-tuning lr for both models (default 2e-4)"
+        "--finetune-lr", type=float, default=FINETUNE_LR, help="fine-tuning lr for both models (default 2e-4)"
     )
     p.add_argument(
         "--cased",
@@ -109,6 +111,19 @@ def main() -> None:
         "WORK/<lang>[-cased]-vN with its own tokenizer, shards and random baseline",
     )
     p.add_argument("--seed", type=int, default=42, help="seed (default 42)")
+    p.add_argument(
+        "--tasks",
+        nargs="+",
+        choices=["SST-2", "CoNLL-2003", "ChnSentiCorp", "MSRA NER"],
+        help="fine-tune on these tasks only (default: both of the language's tasks)",
+    )
+    p.add_argument(
+        "--finetune-seeds",
+        type=int,
+        nargs="+",
+        metavar="S",
+        help="fine-tune each model once per seed and compare the means (default: --seed only)",
+    )
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
 
@@ -137,35 +152,43 @@ def main() -> None:
         bertkit("init", "--config", args.config, "--tokenizer", tok, "--output", rnd, "--seed", args.seed)
 
     results = {"pretraining": json.loads((pre / "pretrain_metrics.json").read_text()), "tasks": {}}
+    seeds = args.finetune_seeds or [args.seed]
+    lr_tag = "" if args.finetune_lr == FINETUNE_LR else f"-lr{args.finetune_lr:g}"
     for task in tasks(args.lang, d):
-        row = {}
+        if args.tasks and task["name"] not in args.tasks:
+            continue
+        row: dict = {}
         for start, model in (("pretrained", pre), ("random", rnd)):
-            out = work / f"ft-{task['name'].replace(' ', '_')}-{args.run if start == 'pretrained' else start}"
-            if not (out / "metrics.json").is_file():
-                opts = [
-                    "--lr",
-                    args.finetune_lr,
-                    "--seed",
-                    args.seed,
-                    "--output",
-                    out,
-                    "--overwrite",
-                    "--quiet",
-                ]
-                bertkit("finetune", "--model", model, *task["args"], *opts)
-            split, key = task["metric"]
-            metrics = json.loads((out / "metrics.json").read_text())
-            row[start] = {"score": metrics[split][key], "seconds": metrics["train"]["seconds"]}
+            runs = []
+            for seed in seeds:
+                name = f"ft-{task['name'].replace(' ', '_')}-{args.run if start == 'pretrained' else start}"
+                out = work / (name + lr_tag + ("" if seed == args.seed else f"-s{seed}"))
+                if not (out / "metrics.json").is_file():
+                    opts = ["--lr", args.finetune_lr, "--seed", seed, "--output", out, "--overwrite"]
+                    bertkit("finetune", "--model", model, *task["args"], *opts, "--quiet")
+                split, key = task["metric"]
+                metrics = json.loads((out / "metrics.json").read_text())
+                score, seconds = metrics[split][key], metrics["train"]["seconds"]
+                runs.append({"seed": seed, "score": score, "seconds": seconds})
+            scores = [r["score"] for r in runs]
+            row[start] = {"score": statistics.mean(scores), "runs": runs}
+            if len(scores) > 1:
+                row[start]["stdev"] = statistics.stdev(scores)
         results["tasks"][task["name"]] = {"metric": f"{split} {key}", **row}
 
     pt = results["pretraining"]
     acc = pt.get("mlm_accuracy", float("nan"))
     print(f"\npretraining ({args.lang}, {args.config}): {pt['steps']} steps in {pt['train_seconds']} s, ")
     print(f"{pt['tokens_per_second']:,} tokens/s; held-out masked-LM accuracy {acc:.4f}\n")
-    print("| task | metric | pretrained | random init | gain |\n|---|---|---|---|---|")
+    mean = "mean of seeds " + ", ".join(map(str, seeds)) if len(seeds) > 1 else f"seed {seeds[0]}"
+    print(f"fine-tuning: {mean}\n")
+    print("| task | metric | pretrained | random init | gain | per seed (pretrained / random) |")
+    print("|---|---|---|---|---|---|")
     for name, r in results["tasks"].items():
         a, b = r["pretrained"]["score"], r["random"]["score"]
-        print(f"| {name} | {r['metric']} | {a:.4f} | {b:.4f} | {a - b:+.4f} |")
+        pairs = zip(r["pretrained"]["runs"], r["random"]["runs"], strict=True)
+        each = "; ".join(f"{x['seed']}: {x['score']:.4f} / {y['score']:.4f}" for x, y in pairs)
+        print(f"| {name} | {r['metric']} | {a:.4f} | {b:.4f} | {a - b:+.4f} | {each} |")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str) + "\n")
 
