@@ -3,6 +3,8 @@ same architecture from random initialisation with the same budget, and compare.
 
     python bench/pretrain_gain.py --lang en --minutes 60      # Gutenberg → SST-2, CoNLL-2003
     python bench/pretrain_gain.py --lang en --cased            # the same with a cased vocabulary
+    python bench/pretrain_gain.py --lang en --cased --vocab-size 8192 --steps 3750 \
+        --pretrain-dropout 0 --run pretrained-nodrop --finetune-seeds 42 1   # the hour's best recipe
     python bench/pretrain_gain.py --lang zh --minutes 60      # zh/pretrain → ChnSentiCorp, MSRA NER
 
 Every step is a `bertkit` command (printed before it runs), so the run can be repeated by hand:
