@@ -156,14 +156,15 @@ def main() -> None:
     results = {"pretraining": json.loads((pre / "pretrain_metrics.json").read_text()), "tasks": {}}
     seeds = args.finetune_seeds or [args.seed]
     lr_tag = "" if args.finetune_lr == FINETUNE_LR else f"-lr{args.finetune_lr:g}"
-    for task in tasks(args.lang, d):
-        if args.tasks and task["name"] not in args.tasks:
-            continue
+    chosen = [t for t in tasks(args.lang, d) if not args.tasks or t["name"] in args.tasks]
+    if not chosen:
+        p.error(f"--tasks: none of {args.tasks} is a task of --lang {args.lang}")
+    for task in chosen:
         row: dict = {}
         for start, model in (("pretrained", pre), ("random", rnd)):
             runs = []
+            name = f"ft-{task['name'].replace(' ', '_')}-{args.run if start == 'pretrained' else start}"
             for seed in seeds:
-                name = f"ft-{task['name'].replace(' ', '_')}-{args.run if start == 'pretrained' else start}"
                 out = work / (name + lr_tag + ("" if seed == args.seed else f"-s{seed}"))
                 if not (out / "metrics.json").is_file():
                     opts = ["--lr", args.finetune_lr, "--seed", seed, "--output", out, "--overwrite"]
