@@ -130,6 +130,9 @@ def main() -> None:
     args = p.parse_args()
 
     d = data_dir()
+    chosen = [t for t in tasks(args.lang, d) if not args.tasks or t["name"] in args.tasks]
+    if not chosen:
+        p.error(f"--tasks: none of {args.tasks} is a task of --lang {args.lang}")
     default_vocab = 30522 if args.lang == "en" else 10000
     vocab = args.vocab_size or default_vocab
     suffix = ("-cased" if args.cased else "") + ("" if vocab == default_vocab else f"-v{vocab}")
@@ -156,9 +159,6 @@ def main() -> None:
     results = {"pretraining": json.loads((pre / "pretrain_metrics.json").read_text()), "tasks": {}}
     seeds = args.finetune_seeds or [args.seed]
     lr_tag = "" if args.finetune_lr == FINETUNE_LR else f"-lr{args.finetune_lr:g}"
-    chosen = [t for t in tasks(args.lang, d) if not args.tasks or t["name"] in args.tasks]
-    if not chosen:
-        p.error(f"--tasks: none of {args.tasks} is a task of --lang {args.lang}")
     for task in chosen:
         row: dict = {}
         for start, model in (("pretrained", pre), ("random", rnd)):
