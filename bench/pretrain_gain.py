@@ -101,6 +101,16 @@ def main() -> None:
         help="dropout while pretraining (default: the config's 0.1; try 0 for a short budget)",
     )
     p.add_argument(
+        "--whole-word-mask",
+        action="store_true",
+        help="pretrain with whole-word masking (give the run its own --run name)",
+    )
+    p.add_argument(
+        "--nsp",
+        action="store_true",
+        help="pretrain with next-sentence prediction too (give the run its own --run name)",
+    )
+    p.add_argument(
         "--run",
         default="pretrained",
         help="name of the pretrained model's folder in WORK (default pretrained): another recipe on "
@@ -152,7 +162,9 @@ def main() -> None:
                 "--batch-size", args.batch_size, "--max-steps", args.steps, "--max-minutes", args.minutes,
                 "--lr", args.pretrain_lr, "--warmup", args.pretrain_warmup, "--save-every", 250,
                 "--eval-every", 250, "--seed", args.seed, "--resume",
-                *([] if args.pretrain_dropout is None else ["--dropout", args.pretrain_dropout]))  # fmt: skip
+                *([] if args.pretrain_dropout is None else ["--dropout", args.pretrain_dropout]),
+                *(["--whole-word-mask"] if args.whole_word_mask else []),
+                *(["--nsp"] if args.nsp else []))  # fmt: skip
     if not (rnd / "model.safetensors").is_file():
         bertkit("init", "--config", args.config, "--tokenizer", tok, "--output", rnd, "--seed", args.seed)
 
