@@ -103,18 +103,17 @@ def main() -> None:
     p.add_argument(
         "--whole-word-mask",
         action="store_true",
-        help="pretrain with whole-word masking (give the run its own --run name)",
+        help="pretrain with whole-word masking (default run name gets -wwm)",
     )
     p.add_argument(
         "--nsp",
         action="store_true",
-        help="pretrain with next-sentence prediction too (give the run its own --run name)",
+        help="pretrain with next-sentence prediction too (default run name gets -nsp)",
     )
     p.add_argument(
         "--run",
-        default="pretrained",
-        help="name of the pretrained model's folder in WORK (default pretrained): another recipe on "
-        "the same tokenizer, shards and random baseline",
+        help="name of the pretrained model's folder in WORK (default pretrained, plus -wwm / -nsp "
+        "for those options): another recipe on the same tokenizer, shards and random baseline",
     )
     p.add_argument(
         "--vocab-size",
@@ -147,7 +146,9 @@ def main() -> None:
     vocab = args.vocab_size or default_vocab
     suffix = ("-cased" if args.cased else "") + ("" if vocab == default_vocab else f"-v{vocab}")
     work = Path(args.work) / (args.lang + suffix)
-    tok, shards, pre, rnd = work / "tokenizer", work / "shards", work / args.run, work / "random"
+    # a recipe option must never reuse (or --resume) another recipe's model folder
+    run = args.run or "pretrained" + ("-wwm" if args.whole_word_mask else "") + ("-nsp" if args.nsp else "")
+    tok, shards, pre, rnd = work / "tokenizer", work / "shards", work / run, work / "random"
     corpus = d / ("en/gutenberg/books" if args.lang == "en" else "zh/pretrain")
     if not (tok / "vocab.txt").is_file():
         size = (
@@ -175,7 +176,7 @@ def main() -> None:
         row: dict = {}
         for start, model in (("pretrained", pre), ("random", rnd)):
             runs = []
-            name = f"ft-{task['name'].replace(' ', '_')}-{args.run if start == 'pretrained' else start}"
+            name = f"ft-{task['name'].replace(' ', '_')}-{run if start == 'pretrained' else start}"
             for seed in seeds:
                 out = work / (name + lr_tag + ("" if seed == args.seed else f"-s{seed}"))
                 if not (out / "metrics.json").is_file():
