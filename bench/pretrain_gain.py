@@ -101,6 +101,12 @@ def main() -> None:
         help="dropout while pretraining (default: the config's 0.1; try 0 for a short budget)",
     )
     p.add_argument(
+        "--pretrain-init-range",
+        type=float,
+        help="std of the pretrained model's initial weights (default: the config's 0.02); the "
+        "random baseline keeps the config's",
+    )
+    p.add_argument(
         "--whole-word-mask",
         action="store_true",
         help="pretrain with whole-word masking (default run name gets -wwm)",
@@ -164,6 +170,7 @@ def main() -> None:
                 "--lr", args.pretrain_lr, "--warmup", args.pretrain_warmup, "--save-every", 250,
                 "--eval-every", 250, "--seed", args.seed, "--resume",
                 *([] if args.pretrain_dropout is None else ["--dropout", args.pretrain_dropout]),
+                *([] if args.pretrain_init_range is None else ["--init-range", args.pretrain_init_range]),
                 *(["--whole-word-mask"] if args.whole_word_mask else []),
                 *(["--nsp"] if args.nsp else []))  # fmt: skip
     if not (rnd / "model.safetensors").is_file():

@@ -338,3 +338,23 @@ def test_dropout_applies_to_the_run_only(prepared, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--dropout must be in [0, 1), not 1.5" in err and "Traceback" not in err
     assert not (tmp_path / "bad").exists()  # refused before anything is written
+
+
+def test_init_range_applies_to_the_run_only(prepared, tmp_path, capsys):
+    """--init-range changes the initial weights (the first fp32 loss differs from the default run
+    with the same seed and batches) but not the saved config's initializer_range, which sets the
+    std of the heads fine-tuning adds."""
+    tok, data = prepared
+    base = ["pretrain", "--corpus", str(data), "--tokenizer", str(tok), *SMALL, "--no-bf16"]
+    base += ["--max-steps", "2", "--eval-every", "1000", "--log-every", "1", "--seed", "5"]
+    assert main([*base, "--output", str(tmp_path / "default")]) == 0
+    assert main([*base, "--output", str(tmp_path / "wide"), "--init-range", "0.05"]) == 0
+    a, b = _log(tmp_path / "default"), _log(tmp_path / "wide")
+    assert a[1]["loss"] != b[1]["loss"]
+    config = json.loads((tmp_path / "wide" / "config.json").read_text())
+    assert config["initializer_range"] == 0.02
+    capsys.readouterr()
+    assert main([*base, "--output", str(tmp_path / "bad"), "--init-range", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--init-range must be in (0, 1), not 0.0" in err and "Traceback" not in err
+    assert not (tmp_path / "bad").exists()

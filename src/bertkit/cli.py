@@ -549,6 +549,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="hidden and attention dropout while pretraining (default: the config's, 0.1); e.g. 0 for "
         "short runs. The saved config keeps its own values for fine-tuning",
     )
+    pt.add_argument(
+        "--init-range",
+        type=float,
+        default=None,
+        help="std of the random initial weights (default: the config's initializer_range, 0.02). "
+        "Small models leave the masked-LM plateau sooner with a larger one (e.g. 0.05 for H256); "
+        "the saved config keeps its own value",
+    )
     pt.add_argument("--epochs", type=float, default=1.0, help="passes over the corpus (default 1)")
     pt.add_argument("--max-steps", type=int, help="optimizer steps (overrides --epochs; sets the schedule)")
     pt.add_argument("--max-minutes", type=float, help="stop (and checkpoint) after this training time")

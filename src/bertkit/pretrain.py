@@ -68,6 +68,7 @@ class PretrainArgs:
     weight_decay: float = 0.01
     warmup: float = 0.05
     dropout: float | None = None  # hidden and attention dropout while pretraining; None: the config's
+    init_range: float | None = None  # std of the initial weights of this run; None: the config's
     epochs: float = 1.0
     max_steps: int | None = None
     max_minutes: float | None = None
@@ -229,6 +230,8 @@ def pretrain(args: PretrainArgs) -> dict[str, Any]:
     """Run (or resume) a pretraining job; returns the final held-out metrics."""
     if args.dropout is not None and not 0.0 <= args.dropout < 1.0:
         raise BertkitError(f"--dropout must be in [0, 1), not {args.dropout}")
+    if args.init_range is not None and not 0.0 < args.init_range < 1.0:
+        raise BertkitError(f"--init-range must be in (0, 1), not {args.init_range}")
     from bertkit.data.shards import ShardedCorpus
 
     dist = init_distributed()
@@ -278,12 +281,13 @@ def pretrain(args: PretrainArgs) -> dict[str, Any]:
         )
 
     torch.manual_seed(args.seed)
-    # A different dropout applies to this run only: the saved config keeps the model's own values,
-    # which are what fine-tuning should use.
-    train_config = config
+    # A different dropout or initial scale applies to this run only: the saved config keeps the
+    # model's own values, which are what fine-tuning should use (dropout, and the std of new heads).
+    train_config = copy.deepcopy(config)
     if args.dropout is not None:
-        train_config = copy.deepcopy(config)
         train_config.hidden_dropout_prob = train_config.attention_probs_dropout_prob = args.dropout
+    if args.init_range is not None:
+        train_config.initializer_range = args.init_range
     model = BertForPreTraining(train_config)
     resume_state = None
     if args.resume and checkpoints(out):
