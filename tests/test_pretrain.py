@@ -321,40 +321,30 @@ def test_resume_from_the_final_checkpoint_trains_no_further(prepared, tmp_path):
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_dropout_applies_to_the_run_only(prepared, tmp_path, capsys):
-    """--dropout 0 changes the training (fp32 losses differ from the default 0.1 run with the same
-    seed and batches) but not the saved config, which fine-tuning reads."""
+@pytest.mark.parametrize(
+    "flag, value, bad, keys, default, interval",
+    [
+        ("--dropout", "0", "1.5", ("hidden_dropout_prob", "attention_probs_dropout_prob"), 0.1, "[0, 1)"),
+        ("--init-range", "0.05", "0", ("initializer_range",), 0.02, "(0, 1)"),
+    ],
+)
+def test_run_only_options_leave_the_saved_config(
+    prepared, tmp_path, capsys, flag, value, bad, keys, default, interval
+):
+    """--dropout 0 and --init-range 0.05 change the training (fp32 losses differ from the default
+    run with the same seed and batches) but not the saved config, which fine-tuning reads (dropout,
+    and the std of the heads it adds)."""
     tok, data = prepared
     base = ["pretrain", "--corpus", str(data), "--tokenizer", str(tok), *SMALL, "--no-bf16"]
     base += ["--max-steps", "3", "--eval-every", "1000", "--log-every", "1", "--seed", "5"]
     assert main([*base, "--output", str(tmp_path / "default")]) == 0
-    assert main([*base, "--output", str(tmp_path / "nodrop"), "--dropout", "0"]) == 0
-    a, b = _log(tmp_path / "default"), _log(tmp_path / "nodrop")
+    assert main([*base, "--output", str(tmp_path / "changed"), flag, value]) == 0
+    a, b = _log(tmp_path / "default"), _log(tmp_path / "changed")
     assert all(a[s]["loss"] != b[s]["loss"] for s in (1, 2, 3))
-    config = json.loads((tmp_path / "nodrop" / "config.json").read_text())
-    assert config["hidden_dropout_prob"] == config["attention_probs_dropout_prob"] == 0.1
+    config = json.loads((tmp_path / "changed" / "config.json").read_text())
+    assert all(config[k] == default for k in keys)
     capsys.readouterr()
-    assert main([*base, "--output", str(tmp_path / "bad"), "--dropout", "1.5"]) == 2
+    assert main([*base, "--output", str(tmp_path / "bad"), flag, bad]) == 2
     err = capsys.readouterr().err
-    assert "--dropout must be in [0, 1), not 1.5" in err and "Traceback" not in err
+    assert f"{flag} must be in {interval}, not {float(bad)}" in err and "Traceback" not in err
     assert not (tmp_path / "bad").exists()  # refused before anything is written
-
-
-def test_init_range_applies_to_the_run_only(prepared, tmp_path, capsys):
-    """--init-range changes the initial weights (the first fp32 loss differs from the default run
-    with the same seed and batches) but not the saved config's initializer_range, which sets the
-    std of the heads fine-tuning adds."""
-    tok, data = prepared
-    base = ["pretrain", "--corpus", str(data), "--tokenizer", str(tok), *SMALL, "--no-bf16"]
-    base += ["--max-steps", "2", "--eval-every", "1000", "--log-every", "1", "--seed", "5"]
-    assert main([*base, "--output", str(tmp_path / "default")]) == 0
-    assert main([*base, "--output", str(tmp_path / "wide"), "--init-range", "0.05"]) == 0
-    a, b = _log(tmp_path / "default"), _log(tmp_path / "wide")
-    assert a[1]["loss"] != b[1]["loss"]
-    config = json.loads((tmp_path / "wide" / "config.json").read_text())
-    assert config["initializer_range"] == 0.02
-    capsys.readouterr()
-    assert main([*base, "--output", str(tmp_path / "bad"), "--init-range", "0"]) == 2
-    err = capsys.readouterr().err
-    assert "--init-range must be in (0, 1), not 0.0" in err and "Traceback" not in err
-    assert not (tmp_path / "bad").exists()
