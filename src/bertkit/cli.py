@@ -553,9 +553,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--init-range",
         type=float,
         default=None,
-        help="std of the random initial weights (default: the config's initializer_range, 0.02). "
-        "Small models leave the masked-LM plateau sooner with a larger one (e.g. 0.05 for H256); "
-        "the saved config keeps its own value",
+        help="std of the random initial weights of this run (default: the config's initializer_range, "
+        "0.02); the saved config keeps its own value, the std of heads fine-tuning adds",
     )
     pt.add_argument("--epochs", type=float, default=1.0, help="passes over the corpus (default 1)")
     pt.add_argument("--max-steps", type=int, help="optimizer steps (overrides --epochs; sets the schedule)")
