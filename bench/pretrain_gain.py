@@ -118,8 +118,9 @@ def main() -> None:
     )
     p.add_argument(
         "--run",
-        help="name of the pretrained model's folder in WORK (default pretrained, plus -wwm / -nsp "
-        "for those options): another recipe on the same tokenizer, shards and random baseline",
+        help="name of the pretrained model's folder in WORK (default pretrained, plus -wwm / -nsp / "
+        "-dropP / -initS for those options): another recipe on the same tokenizer, shards and random "
+        "baseline",
     )
     p.add_argument(
         "--vocab-size",
@@ -153,7 +154,13 @@ def main() -> None:
     suffix = ("-cased" if args.cased else "") + ("" if vocab == default_vocab else f"-v{vocab}")
     work = Path(args.work) / (args.lang + suffix)
     # a recipe option must never reuse (or --resume) another recipe's model folder
-    run = args.run or "pretrained" + ("-wwm" if args.whole_word_mask else "") + ("-nsp" if args.nsp else "")
+    recipe = [
+        "-wwm" if args.whole_word_mask else "",
+        "-nsp" if args.nsp else "",
+        "" if args.pretrain_dropout is None else f"-drop{args.pretrain_dropout:g}",
+        "" if args.pretrain_init_range is None else f"-init{args.pretrain_init_range:g}",
+    ]
+    run = args.run or "pretrained" + "".join(recipe)
     tok, shards, pre, rnd = work / "tokenizer", work / "shards", work / run, work / "random"
     corpus = d / ("en/gutenberg/books" if args.lang == "en" else "zh/pretrain")
     if not (tok / "vocab.txt").is_file():
