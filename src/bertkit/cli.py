@@ -541,7 +541,9 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step (default 1)")
     pt.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (default 5e-4)")
     pt.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default 0.01)")
-    pt.add_argument("--warmup", type=float, default=0.05, help="warm-up: share of steps if < 1, else steps")
+    pt.add_argument(
+        "--warmup", type=float, default=0.05, help="warm-up: share of steps if < 1, else steps (default 0.05)"
+    )
     pt.add_argument(
         "--dropout",
         type=float,
