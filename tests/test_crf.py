@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from bertkit.tasks.crf import CRF, BiLSTM, iob2_allowed
+from bertkit.tasks.crf import CRF, BiLSTM, iob2_allowed, iob2_decoder
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 
@@ -100,6 +100,29 @@ def test_constraint_changes_the_decoded_path():
         torch.nn.init.zeros_(p)
     assert free.decode(emissions) == [[2, 0, 4]]
     assert valid_iob2(constrained.decode(emissions)[0], LABELS)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_iob2_decoder_finds_the_most_probable_valid_sequence(seed):
+    """A softmax head's constrained decoding: of all valid IOB2 paths, the one whose summed
+    per-word log-probabilities is largest (brute force over C^L paths)."""
+    C, T = len(LABELS), 5
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(3, T, C, generator=g, dtype=torch.float64) * 3.0
+    logits[..., 2] += 2.0  # I-PER tempting everywhere, so argmax is often invalid
+    log_probs = logits.log_softmax(-1)
+    mask = torch.arange(T)[None, :] < torch.tensor([T, 3, 1])[:, None]
+    decoded = iob2_decoder(LABELS).double().decode(log_probs, mask)
+    for b, L in enumerate([T, 3, 1]):
+        paths = all_paths(C, L)
+        valid = torch.tensor([valid_iob2(p, LABELS) for p in paths.tolist()])
+        scores = log_probs[b, :L].gather(1, paths.T).sum(0)  # (P,) sum of the words' log-probabilities
+        assert decoded[b] == paths[valid][scores[valid].argmax()].tolist()
+        argmax = log_probs[b, :L].argmax(-1).tolist()
+        if valid_iob2(argmax, LABELS):
+            assert decoded[b] == argmax  # a valid argmax is already the best path
+    assert iob2_decoder(["O", "PER", "LOC"]) is None  # not IOB2: the caller falls back to argmax
+    assert not any(p.requires_grad for p in iob2_decoder(LABELS).parameters())
 
 
 def test_iob2_constraints():

@@ -143,6 +143,55 @@ def test_ner_labels_first_subtoken_and_windows_cover_every_word(tok, shared_data
     assert sum(1 for f in feats if f["example"] == feats[0]["example"]) >= 1
 
 
+def test_ner_softmax_decoding_argmax_and_constrained(tok, tiny_dir):
+    """decode="argmax" is each word's most probable tag; "constrained" (the default) the most
+    probable valid IOB2 sequence, by brute force over the short sentences' paths. A random head
+    on a random encoder predicts invalid IOB2 often, so the two must differ somewhere."""
+    import itertools
+
+    from bertkit.pipelines import words_of
+    from bertkit.tasks.ner import NerTagger
+
+    labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    config = BertConfig.from_pretrained(tiny_dir)
+    config.set_labels(labels)
+    torch.manual_seed(3)
+    tagger = NerTagger(config).eval()
+    with torch.no_grad():
+        tagger.model.classifier.weight.mul_(50.0)  # confident, varied per-word choices
+    sentences = ["Angela Merkel met Emmanuel Macron in Paris", "Rain in Spain", "Bonn", "Ich bin ein Bonner"]
+    examples = [words_of(s) for s in sentences]
+    argmax_task = NerTask(labels, decode="argmax")
+    task = NerTask(labels)
+    assert task.decode == "constrained" and NerTask.from_info(task.info(), config).decode == "constrained"
+    feats = task.features(tok, examples, with_labels=False)
+    by_argmax = argmax_task.predict(tagger, feats, examples, tok.pad_token_id)
+    by_viterbi = task.predict(tagger, feats, examples, tok.pad_token_id)
+    changed = 0
+    for e, f, a, v in zip(examples, feats, by_argmax, by_viterbi, strict=True):
+        batch = {k: torch.tensor([f[k]]) for k in ("input_ids", "token_type_ids")}
+        batch["attention_mask"] = torch.ones_like(batch["input_ids"])
+        with torch.no_grad():
+            lp = tagger.emissions(batch)[0].log_softmax(-1)  # (T, C)
+        lp = lp[[t for t, w in enumerate(f["words"]) if w >= 0]]  # (W, C) at each word's first token
+        assert a["tags"] == [labels[k] for k in lp.argmax(-1).tolist()]
+        paths = torch.tensor(list(itertools.product(range(len(labels)), repeat=len(e.tokens))))  # (P, W)
+        opens = [labels[t].startswith("I-") for t in range(len(labels))]  # I-X needs B-X or I-X before
+        same = [[labels[p][2:] == labels[t][2:] for t in range(len(labels))] for p in range(len(labels))]
+        valid = torch.tensor(  # labels[0] is O: what comes before the first word
+            [
+                not any(opens[t] and not same[p][t] for p, t in zip([0, *q[:-1]], q, strict=True))
+                for q in paths.tolist()
+            ]
+        )
+        scores = lp.gather(1, paths.T).sum(0)  # (P,) summed word log-probabilities of each path
+        assert v["tags"] == [labels[k] for k in paths[valid][scores[valid].argmax()].tolist()]
+        changed += v["tags"] != a["tags"]
+    assert changed > 0
+    with pytest.raises(bertkit.BertkitError, match="NER decoding"):
+        NerTask(labels, decode="beam")
+
+
 def _squad_from_text(sentences: list[str]) -> list[QAExample]:
     """SQuAD-format examples built from real text: the answer is a known word span of the context."""
     out = []

@@ -94,7 +94,7 @@ def test_bf16_agrees_with_fp32(minilm_dir):
 def test_prepacked_linears_change_nothing(minilm_dir):
     """bf16 weights reordered once for oneDNN give the same numbers as plain bf16 F.linear."""
     if not _can_prepack(torch.device("cpu"), torch.bfloat16):
-        pytest.skip("no oneDNN weight prepacking in this torch build")
+        pytest.skip("no oneDNN bf16 weight prepacking here (this torch build, or a CPU without AVX512)")
     texts = sentences(32)
     ids, mask, types = encode(Tokenizer.from_pretrained(minilm_dir), texts)
     plain = prepare(bertkit.BertModel.from_pretrained(minilm_dir), InferenceOptions("bf16", prepack=False))

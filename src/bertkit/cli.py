@@ -328,6 +328,13 @@ def _add_task_flags(p: argparse.ArgumentParser) -> None:
     t.add_argument(
         "--head", choices=["softmax", "crf", "bilstm-crf"], default="softmax", help="ner: tag decoder"
     )
+    t.add_argument(
+        "--decode",
+        choices=["constrained", "argmax"],
+        default="constrained",
+        help="ner, softmax head: each sentence's most probable valid IOB2 tags (Viterbi, default) or "
+        "each word's most probable tag on its own (transformers' argmax); saved with the model",
+    )
     t.add_argument("--max-length", type=int, default=None, help="tokens per window (default 128; qa 384)")
     t.add_argument(
         "--unknown-label",

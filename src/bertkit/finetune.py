@@ -246,7 +246,13 @@ def build_task(name: str, args, opts: dict):
         return task, train, dev, test
     labels = None if opts.get("regression") else label_vocab(train)
     if name == "ner":
-        task = NerTask(labels, head=args.head, max_length=max_len or 128, stride=args.stride or 32)
+        task = NerTask(
+            labels,
+            head=args.head,
+            max_length=max_len or 128,
+            stride=args.stride or 32,
+            decode=getattr(args, "decode", "constrained"),
+        )
     else:
         if labels is not None and any(e.label is None for e in train):
             raise BertkitError("the training file has no labels (pass --label-column)", args.train)

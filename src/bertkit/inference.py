@@ -109,7 +109,18 @@ def _can_prepack(device: torch.device, dtype: torch.dtype) -> bool:
         and dtype in (torch.bfloat16, torch.float32)
         and torch.backends.mkldnn.is_available()
         and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+        and (dtype != torch.bfloat16 or _onednn_has_bf16())
     )
+
+
+def _onednn_has_bf16() -> bool:
+    """oneDNN's bf16 linear needs AVX512 (BW/VL/DQ) or AVX-NE-CONVERT; on an AVX2-only CPU its
+    weight reorder raises, and bf16 falls back to plain (emulated, slow) F.linear."""
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(check()) if check is not None else False
+    except RuntimeError:
+        return False
 
 
 def prepack_linears(module: nn.Module, batch_hint: int) -> None:

@@ -176,6 +176,21 @@ class CRF(nn.Module):
         return [row[:n] for row, n in zip(path.tolist(), lengths, strict=True)]
 
 
+def iob2_decoder(labels: list[str]) -> CRF | None:
+    """Viterbi under the IOB2 constraints alone, for a softmax head: a constrained CRF whose
+    learned scores are all 0. Decoding per-word log-probabilities with it returns the most probable
+    sequence of independent per-word choices that is valid IOB2 (argmax can say `O I-PER` or
+    `B-ORG I-LOC`, which seqeval then reads as entities of their own). None when `labels` are not
+    IOB2 (the head then decodes by argmax)."""
+    try:
+        crf = CRF.from_labels(labels)
+    except ValueError:
+        return None
+    for p in crf.parameters():
+        nn.init.zeros_(p)
+    return crf.requires_grad_(False)
+
+
 class BiLSTM(nn.Module):
     """Bidirectional LSTM over (B, T, H) states: the optional layer between BERT and a softmax/CRF head.
 

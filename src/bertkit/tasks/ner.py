@@ -5,10 +5,16 @@ Sentences longer than `max_length` become overlapping windows; a word's predicti
 the window in which it has the most context on both sides. Heads: `softmax` (a linear layer,
 exactly `transformers`' BertForTokenClassification), `crf` (the same emissions decoded by a
 linear-chain CRF over words), `bilstm-crf` (a BiLSTM between the encoder and the emissions).
+
+The softmax head decodes each sentence by default as the most probable valid IOB2 sequence
+(`decode="constrained"`: Viterbi over the words' log-probabilities, with `O -> I-X` and
+`B-X -> I-Y` forbidden), after the windows are merged; `decode="argmax"` takes each word's most
+probable tag on its own, as `transformers`' token-classification examples do.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +31,11 @@ from bertkit.heads import BertForTokenClassification
 from bertkit.inference import batches, device_of
 from bertkit.metrics import entity_metrics, get_entities
 from bertkit.tasks.batching import IGNORE
-from bertkit.tasks.crf import CRF, BiLSTM
+from bertkit.tasks.crf import CRF, BiLSTM, iob2_decoder
 from bertkit.tokenizer import Tokenizer
 
 HEADS = ("softmax", "crf", "bilstm-crf")
+DECODES = ("constrained", "argmax")  # how the softmax head turns word probabilities into tags
 EXTRA_WEIGHTS = "ner_head.safetensors"  # the CRF/BiLSTM parameters transformers has no place for
 
 
@@ -78,6 +85,23 @@ class NerTagger(nn.Module):
             save_safetensors(extra, Path(directory) / EXTRA_WEIGHTS)
 
 
+def _decode_sentences(decoder: CRF, sentences: list[list[torch.Tensor]], chunk: int = 256) -> list[list[int]]:
+    """Viterbi over each sentence's word log-probabilities (W, C), in length-sorted chunks."""
+    out: list[list[int]] = [[] for _ in sentences]
+    order = sorted((i for i, s in enumerate(sentences) if s), key=lambda i: len(sentences[i]))
+    for s in range(0, len(order), chunk):
+        part = order[s : s + chunk]
+        W = len(sentences[part[-1]])
+        lp = torch.zeros(len(part), W, decoder.num_tags)  # (B, W, C); padding is masked out
+        mask = torch.zeros(len(part), W, dtype=torch.bool)
+        for b, i in enumerate(part):
+            lp[b, : len(sentences[i])] = torch.stack(sentences[i]).clamp(min=-1e4)  # -inf -> finite
+            mask[b, : len(sentences[i])] = True
+        for i, path in zip(part, decoder.decode(lp, mask), strict=True):
+            out[i] = path
+    return out
+
+
 def _word_positions(labels_or_words: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices of each row's word-start tokens, left-aligned: (B, W) positions and (B, W) mask."""
     starts = labels_or_words >= 0  # (B, T)
@@ -93,6 +117,7 @@ class NerTask:
     head: str = "softmax"
     max_length: int = 128
     stride: int = 32
+    decode: str = "constrained"  # softmax head: "constrained" (valid IOB2, Viterbi) or "argmax"
 
     name = "ner"
     main_metric = "f1"
@@ -100,6 +125,10 @@ class NerTask:
     # very different numbers of words, so the softmax loss is a sum divided by this constant:
     # every word weighs the same, as with randomly mixed batches, instead of each batch.
     words_per_batch: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.decode not in DECODES:
+            raise BertkitError(f"unknown NER decoding {self.decode!r}; expected one of {', '.join(DECODES)}")
 
     def prepare(self, train_feats: list[dict], batch_size: int) -> None:
         words = sum(sum(1 for x in f["labels"] if x != IGNORE) for f in train_feats)
@@ -120,7 +149,13 @@ class NerTask:
         config.set_labels(self.labels)
 
     def info(self) -> dict:
-        return {"task": self.name, "head": self.head, "max_length": self.max_length, "stride": self.stride}
+        return {
+            "task": self.name,
+            "head": self.head,
+            "max_length": self.max_length,
+            "stride": self.stride,
+            "decode": self.decode,
+        }
 
     @classmethod
     def from_info(cls, info: dict, config: BertConfig) -> NerTask:
@@ -129,6 +164,7 @@ class NerTask:
             info.get("head", "softmax"),
             info.get("max_length", 128),
             info.get("stride", 32),
+            info.get("decode", "constrained"),
         )
 
     def features(self, tokenizer: Tokenizer, examples: Sequence, with_labels: bool = True) -> list[dict]:
@@ -203,15 +239,17 @@ class NerTask:
         self, tagger: NerTagger, feats: list[dict], examples: Sequence, pad_id: int, max_tokens: int = 8192
     ) -> list[dict]:
         device = device_of(tagger)
-        # best[(example, word)] = (context, tag id, probability)
-        best: dict[tuple[int, int], tuple[int, int, float]] = {}
+        # A softmax head keeps each word's log-probabilities (C,) from the window in which the word
+        # has the most context, then decodes whole sentences; a CRF decodes each window and keeps
+        # each word's tag from that same window. best[(example, word)] = (context, log-probs, tag)
+        best: dict[tuple[int, int], tuple[int, torch.Tensor, int]] = {}
         for idx, batch in batches(feats, pad_id, max_tokens, device, ["words"]):
             emissions = tagger.emissions(batch).float()
             pos, mask = _word_positions(batch["words"])
             word_em = torch.gather(emissions, 1, pos[..., None].expand(-1, -1, emissions.shape[-1]))
-            probs = word_em.softmax(-1)
+            log_probs = word_em.log_softmax(-1).cpu()  # (B, W, C)
             if tagger.crf is None:
-                paths = probs.argmax(-1).tolist()
+                paths = log_probs.argmax(-1).tolist()
             else:
                 paths = [[] for _ in idx]
                 keep = mask.any(1).nonzero().flatten().tolist()  # rows with at least one word start
@@ -223,19 +261,24 @@ class NerTask:
                 n = len(f["input_ids"])
                 for j in range(int(mask[b].sum())):
                     t = int(pos[b, j])
-                    word = f["words"][t]
+                    key = (f["example"], f["words"][t])
                     context = min(t, n - 1 - t)
-                    key = (f["example"], word)
-                    tag = paths[b][j]
                     if key not in best or context > best[key][0]:
-                        best[key] = (context, tag, float(probs[b, j, tag]))
+                        best[key] = (context, log_probs[b, j], paths[b][j])
+        C = len(self.labels)
+        unseen = torch.full((C,), -math.inf)  # a word no window reached (none should): O, probability 0
+        unseen[self.labels.index("O") if "O" in self.labels else 0] = 0.0
+        words = [[best.get((e_i, w), (0, unseen, int(unseen.argmax())))[1:] for w in range(len(e.tokens))]
+                 for e_i, e in enumerate(examples)]  # fmt: skip
+        decoder = iob2_decoder(self.labels) if tagger.crf is None and self.decode == "constrained" else None
+        if decoder is None:
+            tag_ids = [[tag for _, tag in ws] for ws in words]
+        else:
+            tag_ids = _decode_sentences(decoder, [[lp for lp, _ in ws] for ws in words])
         out = []
-        for e_i, e in enumerate(examples):
-            tags, scores = [], []
-            for w in range(len(e.tokens)):
-                _, tag, p = best.get((e_i, w), (0, self.labels.index("O") if "O" in self.labels else 0, 0.0))
-                tags.append(self.labels[tag])
-                scores.append(p)
+        for e, ws, ids in zip(examples, words, tag_ids, strict=True):
+            tags = [self.labels[k] for k in ids]
+            scores = [float(lp[k].exp()) for (lp, _), k in zip(ws, ids, strict=True)]
             out.append({"tags": tags, "entities": self.entities(e, tags, scores)})
         return out
 
