@@ -266,7 +266,7 @@ class NerTask:
                     if key not in best or context > best[key][0]:
                         best[key] = (context, log_probs[b, j], paths[b][j])
         C = len(self.labels)
-        unseen = torch.full((C,), -math.inf)  # a word no window reached (none should): O, probability 0
+        unseen = torch.full((C,), -math.inf)  # a word no window reached (none should): O
         unseen[self.labels.index("O") if "O" in self.labels else 0] = 0.0
         words = [[best.get((e_i, w), (0, unseen, int(unseen.argmax())))[1:] for w in range(len(e.tokens))]
                  for e_i, e in enumerate(examples)]  # fmt: skip
