@@ -68,8 +68,9 @@ def run_bertkit(task: str, model_dir: Path, args) -> dict:
     )  # one evaluation, at the end, as the Trainer run
     with tempfile.TemporaryDirectory() as tmp:
         metrics = finetune(t, model_dir, train, dev, test, Path(tmp) / "out", targs)
-        scores = {t.decode: metrics[key][metric]} if task == "conll" else {}
+        scores = {}
         if task == "conll":  # the same model decoded by argmax too
+            scores[t.decode] = metrics[key][metric]
             from bertkit.tasks.ner import NerTagger
             from bertkit.tokenizer import Tokenizer
 

@@ -251,7 +251,7 @@ def build_task(name: str, args, opts: dict):
             head=args.head,
             max_length=max_len or 128,
             stride=args.stride or 32,
-            decode=getattr(args, "decode", "constrained"),
+            decode=args.decode,
         )
     else:
         if labels is not None and any(e.label is None for e in train):

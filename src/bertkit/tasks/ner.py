@@ -14,7 +14,6 @@ probable tag on its own, as `transformers`' token-classification examples do.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,7 +94,7 @@ def _decode_sentences(decoder: CRF, sentences: list[list[torch.Tensor]], chunk: 
         lp = torch.zeros(len(part), W, decoder.num_tags)  # (B, W, C); padding is masked out
         mask = torch.zeros(len(part), W, dtype=torch.bool)
         for b, i in enumerate(part):
-            lp[b, : len(sentences[i])] = torch.stack(sentences[i]).clamp(min=-1e4)  # -inf -> finite
+            lp[b, : len(sentences[i])] = torch.stack(sentences[i])
             mask[b, : len(sentences[i])] = True
         for i, path in zip(part, decoder.decode(lp, mask), strict=True):
             out[i] = path
@@ -265,10 +264,10 @@ class NerTask:
                     context = min(t, n - 1 - t)
                     if key not in best or context > best[key][0]:
                         best[key] = (context, log_probs[b, j], paths[b][j])
-        C = len(self.labels)
-        unseen = torch.full((C,), -math.inf)  # a word no window reached (none should): O
-        unseen[self.labels.index("O") if "O" in self.labels else 0] = 0.0
-        words = [[best.get((e_i, w), (0, unseen, int(unseen.argmax())))[1:] for w in range(len(e.tokens))]
+        o_id = self.labels.index("O") if "O" in self.labels else 0
+        unseen = torch.full((len(self.labels),), -1e4)  # a word no window reached (none should): O
+        unseen[o_id] = 0.0
+        words = [[best.get((e_i, w), (0, unseen, o_id))[1:] for w in range(len(e.tokens))]
                  for e_i, e in enumerate(examples)]  # fmt: skip
         decoder = iob2_decoder(self.labels) if tagger.crf is None and self.decode == "constrained" else None
         if decoder is None:
