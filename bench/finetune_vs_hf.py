@@ -33,7 +33,8 @@ def data_dir() -> Path:
 
 
 def run_bertkit(task: str, model_dir: Path, args) -> dict:
-    from bertkit.data import check_labels, label_vocab, load_examples
+    from bertkit.data import check_labels, label_vocab
+    from bertkit.tasks.registry import load_examples
     from bertkit.finetune import finetune
     from bertkit.tasks.classify import ClassifyTask
     from bertkit.tasks.ner import NerTask
@@ -91,7 +92,8 @@ def run_hf(task: str, model_dir: Path, args) -> dict:
     import transformers as hf
     from seqeval.metrics import f1_score
 
-    from bertkit.data import label_vocab, load_examples
+    from bertkit.data import label_vocab
+    from bertkit.tasks.registry import load_examples
 
     d = data_dir()
     tok = hf.AutoTokenizer.from_pretrained(str(model_dir))

@@ -41,7 +41,7 @@ def data_dir() -> Path:
 
 # ---- corpora -------------------------------------------------------------------------------
 def corpora(limit: dict[str, int]) -> dict[str, list[str]]:
-    from bertkit.data import load_examples
+    from bertkit.tasks.registry import load_examples
 
     d = data_dir()
     sst = (d / "en/glue/SST-2/train.tsv").read_text(encoding="utf-8").splitlines()[1:]
@@ -234,7 +234,7 @@ def main() -> None:
     import transformers as hf
 
     import bertkit
-    from bertkit.hardware import cpu_has_bf16
+    from bertkit.runtime import cpu_has_bf16
 
     n = args.texts or (1024 if args.quick else 4096)
     limit = {"SST-2": n, "CoNLL-2003": n, "IMDB": max(n // 16, 8)}
@@ -349,7 +349,7 @@ def main() -> None:
 def int8_accuracy(model_dir: Path) -> dict:
     """SST-2 dev accuracy and speed of a fine-tuned classifier: fp32, bf16 (auto), int8."""
     import bertkit
-    from bertkit.data import load_examples
+    from bertkit.tasks.registry import load_examples
 
     dev = load_examples("classify", data_dir() / "en/glue/SST-2/dev.tsv")
     texts, gold = [e.text for e in dev], [e.label for e in dev]

@@ -56,7 +56,7 @@ def data_dir() -> Path:
 
 
 def sentences() -> list[str]:
-    from bertkit.data import load_examples
+    from bertkit.tasks.registry import load_examples
 
     d = data_dir()
     sst = [e.text for e in load_examples("classify", d / "en/glue/SST-2/dev.tsv")]

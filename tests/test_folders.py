@@ -7,7 +7,8 @@ import tarfile
 
 import pytest
 
-from bertkit.data import load_examples, read_folder_classification
+from bertkit.data import read_folder_classification
+from bertkit.tasks.registry import load_examples
 from bertkit.errors import BertkitError
 
 

@@ -19,6 +19,7 @@ from bertkit.embeddings import pool
 from bertkit.errors import BertkitError
 from bertkit.heads import BertForSequenceClassification
 from bertkit.inference import InferenceOptions, PrepackedLinear, _can_prepack, prepare
+from bertkit.runtime import Runtime
 from bertkit.tokenizer import Tokenizer
 
 DATA = Path(os.environ.get("BERTKIT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -34,6 +35,9 @@ FALLBACK = [
     "中文字符也应当按字切分。",
     "it 's slow -- very , very slow .",
 ]
+
+CPU_FP32 = Runtime(torch.device("cpu"), "fp32")
+CPU_BF16 = Runtime(torch.device("cpu"), "bf16")
 
 
 def sentences(n: int = 96) -> list[str]:
@@ -54,7 +58,7 @@ def test_packed_fp32_matches_transformers(minilm_dir, hf):
     texts = sentences()
     ids, mask, types = encode(Tokenizer.from_pretrained(minilm_dir), texts)
     ref = hf.BertModel.from_pretrained(str(minilm_dir), attn_implementation="eager").eval()
-    ours = prepare(bertkit.BertModel.from_pretrained(minilm_dir), InferenceOptions(precision="fp32"))
+    ours = prepare(bertkit.BertModel.from_pretrained(minilm_dir), InferenceOptions(), CPU_FP32)
     assert ours.packed
     with torch.inference_mode():
         a = ref(ids, attention_mask=mask, token_type_ids=types)
@@ -75,8 +79,8 @@ def test_bf16_agrees_with_fp32(minilm_dir):
     fp32 = BertForSequenceClassification.from_pretrained(minilm_dir, config=config)
     bf16 = BertForSequenceClassification.from_pretrained(minilm_dir, config=config)
     bf16.load_state_dict(fp32.state_dict())
-    prepare(fp32, InferenceOptions(precision="fp32"))
-    prepare(bf16, InferenceOptions(precision="bf16"))
+    prepare(fp32, InferenceOptions(), CPU_FP32)
+    prepare(bf16, InferenceOptions(), CPU_BF16)
     assert bf16.bert.embeddings.word.weight.dtype == torch.bfloat16
     assert bf16.classifier.weight.dtype == torch.float32  # heads stay fp32
     with torch.inference_mode():
@@ -97,8 +101,8 @@ def test_prepacked_linears_change_nothing(minilm_dir):
         pytest.skip("no oneDNN bf16 weight prepacking here (this torch build, or a CPU without AVX512)")
     texts = sentences(32)
     ids, mask, types = encode(Tokenizer.from_pretrained(minilm_dir), texts)
-    plain = prepare(bertkit.BertModel.from_pretrained(minilm_dir), InferenceOptions("bf16", prepack=False))
-    packed = prepare(bertkit.BertModel.from_pretrained(minilm_dir), InferenceOptions("bf16"))
+    plain = prepare(bertkit.BertModel.from_pretrained(minilm_dir), InferenceOptions(prepack=False), CPU_BF16)
+    packed = prepare(bertkit.BertModel.from_pretrained(minilm_dir), InferenceOptions(), CPU_BF16)
     assert isinstance(packed.layers[0].ffn.up, PrepackedLinear)
     assert isinstance(plain.layers[0].ffn.up, torch.nn.Linear)
     with torch.inference_mode():

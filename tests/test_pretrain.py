@@ -125,7 +125,7 @@ def test_sigkill_at_random_steps_then_resume_equals_an_uninterrupted_run(prepare
     steps), each followed by --resume: every checkpoint on disk is complete, each resume starts
     at the last one, and in fp32 the losses and final weights equal an uninterrupted run's."""
     tok, data = prepared
-    common = ["pretrain", "--corpus", str(data), "--tokenizer", str(tok), *SMALL, "--no-bf16"]
+    common = ["pretrain", "--corpus", str(data), "--tokenizer", str(tok), *SMALL, "--precision", "fp32"]
     common += [
         "--max-steps",
         "30",
@@ -186,7 +186,7 @@ def test_two_processes_under_torchrun_equal_one(prepared, tmp_path):
                                "intermediate_size": 128, "hidden_dropout_prob": 0.0,
                                "attention_probs_dropout_prob": 0.0, "vocab_size": 1000}))  # fmt: skip
     common = ["pretrain", "--corpus", str(data), "--tokenizer", str(tok), "--config", str(cfg), "--nsp"]
-    common += ["--max-seq-length", "64", "--batch-size", "8", "--max-steps", "6", "--no-bf16", "--quiet"]
+    common += ["--max-seq-length", "64", "--batch-size", "8", "--max-steps", "6", "--precision", "fp32", "--quiet"]
     common += ["--save-every", "3", "--eval-every", "3", "--seed", "5"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run([sys.executable, "-m", "bertkit", *common, "--output", str(tmp_path / "one")],
@@ -335,7 +335,7 @@ def test_run_only_options_leave_the_saved_config(
     run with the same seed and batches) but not the saved config, which fine-tuning reads (dropout,
     and the std of the heads it adds)."""
     tok, data = prepared
-    base = ["pretrain", "--corpus", str(data), "--tokenizer", str(tok), *SMALL, "--no-bf16"]
+    base = ["pretrain", "--corpus", str(data), "--tokenizer", str(tok), *SMALL, "--precision", "fp32"]
     base += ["--max-steps", "3", "--eval-every", "1000", "--log-every", "1", "--seed", "5"]
     assert main([*base, "--output", str(tmp_path / "default")]) == 0
     assert main([*base, "--output", str(tmp_path / "changed"), flag, value]) == 0

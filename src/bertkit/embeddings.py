@@ -22,6 +22,7 @@ import torch
 from bertkit.errors import BertkitError
 from bertkit.inference import InferenceOptions, batches, prepare
 from bertkit.model import BertModel
+from bertkit.runtime import Runtime
 from bertkit.tokenizer import Tokenizer
 
 POOLINGS = ("mean", "cls")
@@ -72,7 +73,7 @@ class EmbeddingPipeline:
     def __init__(
         self,
         model_dir: str | Path,
-        device: str | torch.device | None = None,
+        runtime: Runtime | None = None,
         pooling: str | None = None,
         normalize: bool | None = None,
         max_length: int | None = None,
@@ -90,10 +91,7 @@ class EmbeddingPipeline:
         self.tokenizer = Tokenizer.from_pretrained(d)
         self.options = options or InferenceOptions.from_env()
         if encoder is None:
-            encoder = BertModel.from_pretrained(d, add_pooling_layer=False)
-            if device is not None:
-                encoder.to(device)
-            encoder = prepare(encoder, self.options)
+            encoder = prepare(BertModel.from_pretrained(d, add_pooling_layer=False), self.options, runtime)
         self.model = model = encoder
         self.max_length = min(
             max_length or st.get("max_length") or 10**9, model.config.max_position_embeddings

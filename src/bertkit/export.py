@@ -55,21 +55,13 @@ class _Graph(nn.Module):
 
 
 def load_for_export(model_dir: Path) -> tuple[nn.Module, tuple[str, ...]]:
-    from bertkit.config import BertConfig
-    from bertkit.heads import BertForQuestionAnswering, BertForSequenceClassification
+    """The directory's model and the outputs its graph gives: its task's head, or the encoder."""
     from bertkit.model import BertModel
+    from bertkit.tasks import registry
 
-    config = BertConfig.from_pretrained(model_dir)
-    task = (config.extra.get("bertkit") or {}).get("task")
-    if task == "classify":
-        return BertForSequenceClassification.from_pretrained(model_dir), ("logits",)
-    if task == "ner":
-        from bertkit.tasks.ner import NerTagger
-
-        head = (config.extra.get("bertkit") or {}).get("head", "softmax")
-        return NerTagger.from_pretrained(model_dir, config=config, head=head), ("logits",)
-    if task == "qa":
-        return BertForQuestionAnswering.from_pretrained(model_dir), ("start_logits", "end_logits")
+    if registry.is_task_dir(model_dir):
+        task = registry.from_dir(model_dir)
+        return task.load_model(model_dir), task.onnx_outputs
     return BertModel.from_pretrained(model_dir), ("last_hidden_state", "pooler_output")
 
 

@@ -94,12 +94,17 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         f.write(text)
 
 
-def staging_dir(output: Path, overwrite: bool) -> Path:
-    """A fresh hidden directory beside `output` for the run to write into."""
+def check_new_output(output: Path, overwrite: bool) -> None:
+    """Refuse an existing, non-empty output directory unless it may be replaced."""
     if output.exists() and any(output.iterdir()) and not overwrite:
         raise BertkitError(
             "output directory exists and is not empty (pass --overwrite to replace it)", output
         )
+
+
+def staging_dir(output: Path, overwrite: bool) -> Path:
+    """A fresh hidden directory beside `output` for the run to write into."""
+    check_new_output(output, overwrite)
     output.parent.mkdir(parents=True, exist_ok=True)
     for old in output.parent.glob(f".{output.name}.partial-*"):  # left by a killed run
         pid = old.name.rsplit("-", 1)[-1]

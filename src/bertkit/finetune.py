@@ -3,12 +3,19 @@
 The run is staged in a hidden sibling directory and renamed into place only when everything
 (model, tokenizer, metrics, report) is written, so an interrupted run never leaves an output
 directory that looks complete.
+
+Under torchrun (DDP) every rank builds the same features and the same shuffled batches; each
+takes its slice of every batch (`--batch-size` is the global batch), and each slice's summed loss
+is divided by the whole batch's count (`Task.loss_count`), so 1 and N processes take the same
+steps. Rank 0 alone evaluates, keeps the best weights and writes the output and checkpoints.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -17,23 +24,35 @@ import torch
 
 from bertkit.config import BertConfig
 from bertkit.errors import BertkitError
-from bertkit.fileio import staged_output, write_json
+from bertkit.fileio import check_new_output, staged_output, write_json
+from bertkit.runtime import Runtime, local_runtime
+from bertkit.tasks.base import Task
 from bertkit.tasks.batching import length_grouped_order, pad_batch
 from bertkit.tokenizer import Tokenizer
-from bertkit.train import Checkpointing, TrainArgs, TrainResult, fit, set_seed
+from bertkit.train import Checkpointing, Evaluation, TrainArgs, TrainResult, fit, set_seed
+
+LABEL_KEYS = ("labels", "start_positions", "end_positions")
 
 
-def training_batches(task, feats: list[dict], batch_size: int, pad_id: int, seed: int, group: bool = True):
-    """`batches(epoch, skip)`: the epoch's batches (its order a function of seed and epoch alone),
-    less the first `skip`, which a resumed run has already trained on."""
+def training_batches(
+    task: Task, feats: list[dict], args: TrainArgs, pad_id: int, rt: Runtime
+) -> tuple[Callable[..., Iterator[dict]], int]:
+    """`batches(epoch, skip)`: this rank's slices of the epoch's batches (the order a function of
+    seed and epoch alone), less the first `skip`, which a resumed run has already trained on."""
     lengths = [len(f["input_ids"]) for f in feats]
-    keys = [k for k in ("labels", "start_positions", "end_positions") if k in feats[0]]
+    keys = [k for k in LABEL_KEYS if k in feats[0]]
 
-    def batches(epoch: int, skip: int = 0):
-        for idx in length_grouped_order(lengths, batch_size, seed + epoch, group)[skip:]:
-            yield pad_batch([feats[i] for i in idx], pad_id, keys)
+    def batches(epoch: int, skip: int = 0) -> Iterator[dict]:
+        order = length_grouped_order(lengths, args.batch_size, args.seed + epoch, args.group_by_length)
+        for idx in order[skip:]:
+            share = -(-len(idx) // rt.world)
+            mine = idx[rt.rank * share : (rt.rank + 1) * share]
+            batch = pad_batch([feats[i] for i in (mine or idx[:1])], pad_id, keys)
+            # a rank left without examples (a last batch smaller than the world) adds nothing
+            norm = task.loss_count([feats[i] for i in idx]) / rt.world if mine else float("inf")
+            yield {**batch, "loss_norm": max(norm, 1e-12)}
 
-    return batches, -(-len(feats) // batch_size)
+    return batches, -(-len(feats) // args.batch_size)
 
 
 @dataclass
@@ -50,124 +69,154 @@ class Resumable:
     def beside(cls, output: Path, every: int | None, resume: bool) -> Resumable | None:
         if every is None and not resume:
             return None
+        if every is not None and every < 1:
+            raise BertkitError(f"--save-every must be a positive number of steps, not {every}")
         return cls(output.parent / f"{output.name}-checkpoints", every, resume)
 
 
 # settings a resumed run must share with the run it resumes (patience may change)
 SAME_RUN = ("epochs", "max_steps", "batch_size", "grad_accum", "lr", "weight_decay", "warmup",
-            "max_grad_norm", "bf16", "eval_every", "seed", "group_by_length")  # fmt: skip
+            "max_grad_norm", "eval_every", "seed", "group_by_length")  # fmt: skip
 
 
-def _resume_from(ck: Resumable, args: TrainArgs, n_train: int) -> tuple[Path | None, dict | None]:
+def run_settings(args: TrainArgs, rt: Runtime) -> dict[str, Any]:
+    return {**{k: getattr(args, k) for k in SAME_RUN}, "precision": "bf16" if rt.bf16 else "fp32"}
+
+
+def _resume_from(ck: Resumable, run: dict, n_train: int, rt: Runtime) -> tuple[Path | None, dict | None]:
     """The newest complete checkpoint and its trainer state, checked against this run."""
     from bertkit.resume import checkpoints, read_trainer_state, remove_partial
 
-    remove_partial(ck.root)  # what a killed run left of a checkpoint it was writing
+    if rt.main:
+        remove_partial(ck.root)  # what a killed run left of a checkpoint it was writing
+    rt.barrier()
     found = checkpoints(ck.root)
     if found and not ck.resume:
         raise BertkitError(
             "checkpoints of an earlier run: pass --resume to continue it, or remove them", ck.root
         )
     if not found:
-        if ck.resume:
+        if ck.resume and rt.main:
             print(f"no checkpoint in {ck.root}: starting from the beginning")
         return None, None
     state = read_trainer_state(found[-1])
-    run = state.get("run", {})
-    for k in SAME_RUN:
-        if k in run.get("args", {}) and run["args"][k] != getattr(args, k):
+    saved = state.get("run", {})
+    for k, v in run.items():
+        if k in saved.get("args", {}) and saved["args"][k] != v:
+            flag = k.replace("_", "-")
             raise BertkitError(
-                f"--resume with {k.replace('_', '-')} {getattr(args, k)!r}, "
-                f"but the run used {run['args'][k]!r}",
-                found[-1],
+                f"--resume with {flag} {v!r}, but the run used {saved['args'][k]!r}", found[-1]
             )
-    if run.get("train_features") not in (None, n_train):
+    if saved.get("train_features") not in (None, n_train):
         raise BertkitError(
-            f"--resume with {n_train} training features, but the run had {run['train_features']}: "
+            f"--resume with {n_train} training features, but the run had {saved['train_features']}: "
             "the training file or the task settings changed",
             found[-1],
         )
-    print(f"resuming from {found[-1]} (step {state['step']})")
+    if rt.main:
+        print(f"resuming from {found[-1]} (step {state['step']})")
     return found[-1], state
 
 
 @dataclass
 class Trained:
-    model: torch.nn.Module
+    model: torch.nn.Module  # the bare model (not a DDP wrapper), holding the best weights
     tokenizer: Tokenizer
     config: BertConfig
     result: TrainResult
     dev_feats: list[dict]
+    examples: int  # training examples
+
+
+def _checkpointing(
+    resumable: Resumable,
+    state: dict | None,
+    run: dict,
+    model: torch.nn.Module,
+    rt: Runtime,
+    log_dir: Path | None,
+) -> Checkpointing:
+    from bertkit.resume import write_checkpoint
+
+    every = resumable.every or (state or {}).get("every")
+
+    def save(trainer_state: dict) -> None:  # called on every rank; rank 0 writes
+        if rt.main:
+            trainer_state = {**trainer_state, "run": run, "every": every}
+            write_checkpoint(resumable.root, trainer_state, model.save_pretrained, resumable.keep)
+        rt.barrier()
+
+    if state is not None and log_dir is not None:  # the record so far, in the new run's log
+        log_dir.mkdir(parents=True, exist_ok=True)
+        with open(log_dir / "log.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(line + "\n" for line in map(json.dumps, json.loads(state["loop"]["history"])))
+    return Checkpointing(save=save, every=every, resume=state)
+
+
+def _wrap(model: torch.nn.Module, rt: Runtime) -> torch.nn.Module:
+    if not rt.distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [rt.device.index] if rt.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
 
 
 def train_model(
-    task,
+    task: Task,
     model_dir: Path,
     train_examples: list,
     dev_examples: list,
     args: TrainArgs,
+    rt: Runtime | None = None,
     log_dir: Path | None = None,
     resumable: Resumable | None = None,
 ) -> Trained:
     """Build `task`'s model from `model_dir` and train it, keeping the best weights on the dev set.
     With `resumable`, checkpoints are written as it trains and a resumed run continues exactly."""
+    rt = rt or local_runtime()
+    per_rank, rem = divmod(args.batch_size, rt.world)
+    if rem or per_rank == 0:
+        raise BertkitError(f"--batch-size {args.batch_size} must be a multiple of the {rt.world} processes")
     set_seed(args.seed)
     tokenizer = Tokenizer.from_pretrained(model_dir)
     config = BertConfig.from_pretrained(model_dir)
     task.configure(config)
-    train_feats = task.features(tokenizer, train_examples)
-    # a QA window without an answer position (unanswerable example) cannot be trained on
-    train_feats = [f for f in train_feats if "labels" in f or "start_positions" in f]
+    train_feats = [f for f in task.features(tokenizer, train_examples) if task.trainable(f)]
     if not train_feats:
         raise BertkitError("no training examples with labels")
-    last, state = _resume_from(resumable, args, len(train_feats)) if resumable else (None, None)
-    model = task.model_class.from_pretrained(last or model_dir, config=config, ignore_mismatched_sizes=True)
+    run = run_settings(args, rt)
+    last, state = _resume_from(resumable, run, len(train_feats), rt) if resumable else (None, None)
+    model = task.load_model(last or model_dir, config=config, ignore_mismatched_sizes=True).to(rt.device)
     task.prepare(train_feats, args.batch_size)
     dev_feats = task.features(tokenizer, dev_examples)
     pad = tokenizer.pad_token_id
-    epoch_batches, steps = training_batches(
-        task, train_feats, args.batch_size, pad, args.seed, args.group_by_length
-    )
+    epoch_batches, steps = training_batches(task, train_feats, args, pad, rt)
     first = state
 
-    def batches(epoch: int):
+    def batches(epoch: int) -> Iterator[dict]:
         nonlocal first
         skip = 0
         if first is not None and epoch == first["epoch"]:  # batches the checkpointed run trained on
             skip, first = first["epoch_step"] * args.grad_accum, None
         return epoch_batches(epoch, skip)
 
-    def evaluate(m) -> dict:
+    def evaluate(m: torch.nn.Module) -> dict:
         return task.metrics(dev_examples, task.predict(m, dev_feats, dev_examples, pad))
 
-    checkpointing = None
-    if resumable is not None:
-        from bertkit.resume import write_checkpoint
-
-        run = {"args": {k: getattr(args, k) for k in SAME_RUN}, "train_features": len(train_feats)}
-        every = resumable.every or (state or {}).get("every")
-
-        def save(trainer_state: dict) -> None:
-            trainer_state = {**trainer_state, "run": run, "every": every}
-            write_checkpoint(resumable.root, trainer_state, model.save_pretrained, resumable.keep)
-
-        checkpointing = Checkpointing(save=save, every=every, resume=state)
-        if state is not None and log_dir is not None:  # the record so far, in the new run's log
-            log_dir.mkdir(parents=True, exist_ok=True)
-            with open(log_dir / "log.jsonl", "w", encoding="utf-8") as f:
-                f.writelines(line + "\n" for line in map(json.dumps, json.loads(state["loop"]["history"])))
-    result = fit(
-        model, batches, steps, task.loss, evaluate, task.main_metric, args, log_dir=log_dir,
-        checkpointing=checkpointing,
-    )  # fmt: skip
+    evaluation = Evaluation(evaluate, task.main_metric, task.greater_is_better)
+    record = {"args": run, "train_features": len(train_feats)}
+    ck = _checkpointing(resumable, state, record, model, rt, log_dir) if resumable else None
+    result = fit(_wrap(model, rt), batches, steps, task.loss, args, rt, evaluation, log_dir, ck)
     if result.stopped_by in ("SIGTERM", "SIGINT"):
-        print(f"stopped by {result.stopped_by} at step {result.steps}; continue with --resume")
+        if rt.main:
+            print(f"stopped by {result.stopped_by} at step {result.steps}; continue with --resume")
         raise KeyboardInterrupt
-    return Trained(model, tokenizer, config, result, dev_feats)
+    return Trained(model, tokenizer, config, result, dev_feats, len(train_examples))
 
 
 def finetune(
-    task,
+    task: Task,
     model_dir: Path,
     train_examples: list,
     dev_examples: list,
@@ -175,188 +224,53 @@ def finetune(
     output: Path,
     args: TrainArgs,
     overwrite: bool = False,
-    task_info: dict[str, Any] | None = None,
-    write_report=None,
+    write_report: Callable[..., None] | None = None,
     resumable: Resumable | None = None,
+    rt: Runtime | None = None,
 ) -> dict[str, Any]:
-    """Train `task`'s model from `model_dir`; returns the metrics written to metrics.json.
-    The checkpoints of a `resumable` run are removed once the output is in place."""
-    with staged_output(output, overwrite) as stage:
-        t = train_model(
-            task, model_dir, train_examples, dev_examples, args, log_dir=stage, resumable=resumable
-        )
-        pad = t.tokenizer.pad_token_id
+    """Train `task`'s model from `model_dir`; returns the metrics written to metrics.json (on
+    every rank). The checkpoints of a `resumable` run are removed once the output is in place."""
+    rt = rt or local_runtime()
+    check_new_output(output, overwrite)  # on every rank: a refusal must stop them all
+    stage_ctx = staged_output(output, overwrite) if rt.main else contextlib.nullcontext(None)
+    with stage_ctx as stage:
+        t = train_model(task, model_dir, train_examples, dev_examples, args, rt, stage, resumable)
         metrics: dict[str, Any] = {}
-        reports = {}
-        for split, examples, feats in (("dev", dev_examples, t.dev_feats), ("test", test_examples, None)):
-            if not examples:
-                continue
-            feats = feats if feats is not None else task.features(t.tokenizer, examples)
-            with torch.inference_mode():
-                preds = task.predict(t.model, feats, examples, pad)
-            metrics[split] = task.metrics(examples, preds)
-            reports[split] = (examples, preds)
-        metrics["train"] = {
-            "seconds": round(t.result.seconds, 1),
-            "eval_seconds": round(t.result.eval_seconds, 1),
-            "steps": t.result.steps,
-            "best_step": t.result.best_step,
-            "examples": len(train_examples),
-        }
-        t.config.extra["bertkit"] = {**(task_info or {}), **task.info()}
-        t.model.save_pretrained(stage)
-        t.tokenizer.save_pretrained(stage)
-        write_json(stage / "metrics.json", metrics)
-        write_json(stage / "train_args.json", asdict(args))
-        if write_report is not None:
-            for split, (examples, preds) in reports.items():
-                history = t.result.history
-                write_report(stage / "report" / split, task, examples, preds, metrics[split], history)
-    if resumable is not None and resumable.root.is_dir():
-        import shutil
-
+        if rt.main:
+            metrics = _write_output(stage, task, t, dev_examples, test_examples, args, write_report)
+    rt.barrier()
+    if rt.main and resumable is not None and resumable.root.is_dir():
         shutil.rmtree(resumable.root, ignore_errors=True)
-    return metrics
+    return rt.broadcast(metrics)
 
 
-def load_task_info(model_dir: Path) -> dict[str, Any]:
-    config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
-    info = config.get("bertkit")
-    if not isinstance(info, dict) or "task" not in info:
-        raise BertkitError(
-            "config.json has no 'bertkit' task section: not a bertkit fine-tuned model", model_dir
-        )
-    return info
-
-
-def build_task(name: str, args, opts: dict):
-    """The task object and its train/dev/test examples, from CLI-style arguments."""
-    from bertkit.data import check_labels, label_vocab, load_examples
-    from bertkit.tasks.classify import ClassifyTask
-    from bertkit.tasks.ner import NerTask
-    from bertkit.tasks.qa import QATask
-
-    read = lambda path: load_examples(name, path, args.format, **opts) if path else None  # noqa: E731
-    train, dev, test = read(args.train), read(args.dev), read(args.test)
-    if not train:
-        raise BertkitError("no training examples", args.train)
-    max_len = args.max_length
-    if name == "qa":
-        task = QATask(max_length=max_len or 384, doc_stride=args.stride or 128)
-        return task, train, dev, test
-    labels = None if opts.get("regression") else label_vocab(train)
-    if name == "ner":
-        task = NerTask(
-            labels,
-            head=args.head,
-            max_length=max_len or 128,
-            stride=args.stride or 32,
-            decode=args.decode,
-        )
-    else:
-        if labels is not None and any(e.label is None for e in train):
-            raise BertkitError("the training file has no labels (pass --label-column)", args.train)
-        if args.positive_label is not None and labels is not None and args.positive_label not in labels:
-            raise BertkitError(
-                f"--positive-label {args.positive_label!r} is not a training label ({', '.join(labels)})"
-            )
-        task = ClassifyTask(
-            labels,
-            max_length=max_len or 128,
-            windows=args.windows,
-            stride=args.stride or 64,
-            positive_label=args.positive_label,
-        )
-    if labels is not None:
-        label2id = {x: i for i, x in enumerate(labels)}
-        if dev:
-            dev = check_labels(dev, label2id, args.dev, args.unknown_label)
-        if test:
-            test = check_labels(test, label2id, args.test, args.unknown_label)
-    return task, train, dev, test
-
-
-def evaluate_dir(
-    model_dir: Path,
-    data: Path,
-    fmt: str | None,
-    opts: dict,
-    output: Path,
-    unknown_label: str | None = None,
-    options=None,
+def _write_output(
+    stage: Path, task: Task, t: Trained, dev: list, test: list | None, args: TrainArgs, report
 ) -> dict:
-    """Evaluate a fine-tuned directory on a labelled file; write the report to `output`."""
-    from bertkit.data import check_labels, load_examples
-    from bertkit.pipelines import Pipeline
-    from bertkit.report import write_report
-
-    pipe = Pipeline(model_dir, options=options)
-    task = pipe.task
-    if task.name == "classify":
-        opts = {**opts, "regression": task.regression}
-    examples = load_examples(task.name, data, fmt, **opts)
-    labels = getattr(task, "labels", None)
-    if labels:
-        examples = check_labels(examples, {x: i for i, x in enumerate(labels)}, data, unknown_label)
-    preds = pipe.run(examples)
-    metrics = task.metrics(examples, preds)
-    with staged_output(output, overwrite=True) as stage:
-        write_report(stage, task, examples, preds, metrics)
+    pad = t.tokenizer.pad_token_id
+    metrics: dict[str, Any] = {}
+    reports = {}
+    for split, examples, feats in (("dev", dev, t.dev_feats), ("test", test, None)):
+        if not examples:
+            continue
+        feats = feats if feats is not None else task.features(t.tokenizer, examples)
+        with torch.inference_mode():
+            preds = task.predict(t.model, feats, examples, pad)
+        metrics[split] = task.metrics(examples, preds)
+        reports[split] = (examples, preds)
+    r = t.result
+    metrics["train"] = {
+        "seconds": round(r.seconds, 1),
+        "eval_seconds": round(r.eval_seconds, 1),
+        "steps": r.steps,
+    }
+    metrics["train"] |= {"best_step": r.best_step, "examples": t.examples}
+    t.config.extra["bertkit"] = task.info()
+    t.model.save_pretrained(stage)
+    t.tokenizer.save_pretrained(stage)
+    write_json(stage / "metrics.json", metrics)
+    write_json(stage / "train_args.json", asdict(args))
+    if report is not None:
+        for split, (examples, preds) in reports.items():
+            report(stage / "report" / split, task, examples, preds, metrics[split], t.result.history)
     return metrics
-
-
-def predict_stream(
-    model_dir: str, source: str, dest: str, fmt: str | None, opts: dict, chunk: int = 2048, options=None
-) -> None:
-    """JSON lines in (or plain text lines, or a file in the task's format), JSON lines out."""
-    import sys
-
-    from bertkit.data import load_examples
-    from bertkit.data.readers import QAExample, TextExample
-    from bertkit.fileio import atomic_open
-    from bertkit.pipelines import Pipeline, words_of
-
-    pipe = Pipeline(model_dir, options=options)
-    task = pipe.task
-    if fmt is not None:
-        examples = load_examples(task.name, source, fmt, **opts)
-    else:
-        try:
-            raw = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise BertkitError(f"cannot read input ({e})", source) from None
-        examples = []
-        for n, line in enumerate(raw.splitlines(), 1):
-            if not line.strip():
-                continue
-            obj = None
-            if line.lstrip().startswith("{"):
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise BertkitError(f"line {n}: invalid JSON ({e.msg})", source) from None
-            if task.name == "qa":
-                if (
-                    not isinstance(obj, dict)
-                    or not isinstance(obj.get("question"), str)
-                    or not isinstance(obj.get("context"), str)
-                ):
-                    raise BertkitError(
-                        f"line {n}: expected a JSON object with 'question' and 'context'", source
-                    )
-                examples.append(QAExample(str(obj.get("id", n)), obj["question"], obj["context"], [], None))
-                continue
-            text = obj.get("text") if isinstance(obj, dict) else line
-            if not isinstance(text, str):
-                raise BertkitError(f"line {n}: expected a 'text' string field", source)
-            if task.name == "ner":
-                examples.append(words_of(text))
-            else:
-                pair = obj.get("text_pair") if isinstance(obj, dict) else None
-                examples.append(TextExample(text, pair, None, n))
-    with atomic_open(dest) if dest != "-" else contextlib.nullcontext(sys.stdout) as f:
-        for s in range(0, len(examples), chunk):
-            part = examples[s : s + chunk]
-            for e, p in zip(part, pipe.run(part), strict=True):
-                row = {"text": e.text, **p} if task.name != "qa" else {"id": e.id, **p}
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -1,5 +1,8 @@
 """The inference engine: how bertkit runs a model over many texts, on a CPU or a GPU.
 
+Where and in what precision is the runtime's (`bertkit.runtime`): `prepare` moves the model to
+`runtime.device` and gives it bf16 weights where `runtime.bf16` says so.
+
 Every predicting path uses it (pipelines, `bertkit predict`/`evaluate`/`embed`, the server):
 
 - inputs are sorted by length and cut into batches by a token budget (B × T ≤ max_tokens),
@@ -8,9 +11,11 @@ Every predicting path uses it (pipelines, `bertkit predict`/`evaluate`/`embed`, 
 - padding-free dense layers (`model.Packing`): the QKV, output and feed-forward projections and
   the LayerNorms run on the N real tokens of a batch, only attention sees (B, T);
 - bf16 weights where the hardware multiplies bf16 natively (AMX / AVX512-BF16 CPUs, CUDA), fp32
-  elsewhere (`precision`); heads that need fp32 (BiLSTM, CRF) get fp32 hidden states;
-- optional int8 dynamic quantization of the Linear layers (fp32 activations), optional
-  `torch.compile`, and the thread count.
+  elsewhere (the runtime's precision); heads that need fp32 (BiLSTM, CRF) get fp32 hidden states;
+- CPU only: bf16/fp32 weights prepacked for oneDNN, optional int8 dynamic quantization of the
+  Linear layers (fp32 activations); on CUDA, SDPA's fused attention kernels and pinned-memory
+  copies that do not block;
+- optional `torch.compile`.
 """
 
 from __future__ import annotations
@@ -23,38 +28,30 @@ import torch
 from torch import nn
 
 from bertkit.errors import BertkitError
-from bertkit.hardware import bf16_is_fast
 from bertkit.model import BertModel
+from bertkit.runtime import Runtime, local_runtime
 from bertkit.tasks.batching import pad_batch, sorted_order
 
-PRECISIONS = ("auto", "bf16", "fp32")
 BACKENDS = ("torch", "onnx")
 
 
 @dataclass
 class InferenceOptions:
-    precision: str = "auto"  # "auto": bf16 where the hardware has bf16 matrix units, else fp32
     max_tokens: int = 8192  # padded tokens per batch (B × T)
     packed: bool = True  # padding-free dense layers
     int8: bool = False  # dynamic int8 quantization of the Linear layers (CPU, fp32 activations)
     compile: bool = False  # torch.compile the encoder (first batches of each shape are slow)
     prepack: bool = True  # bf16 CPU weights reordered once for oneDNN (PrepackedLinear)
-    threads: int | None = None  # torch intra-op threads (default: torch's choice, one per core)
     backend: str = "torch"  # "onnx": a task head's forward pass by ONNX Runtime (onnx_backend.py)
     onnx_file: str | None = None  # the exported graph for backend "onnx" (default DIR/model.onnx)
 
     @classmethod
     def from_env(cls, **overrides) -> InferenceOptions:
-        """Defaults, then `BERTKIT_PRECISION` / `BERTKIT_BACKEND` / `BERTKIT_THREADS` from the
-        environment, then
-        `overrides` that are not None (command-line flags)."""
+        """Defaults, then `BERTKIT_BACKEND` from the environment, then `overrides` that are not
+        None (command-line flags)."""
         opts = cls()
-        if os.environ.get("BERTKIT_PRECISION"):
-            opts.precision = os.environ["BERTKIT_PRECISION"]
         if os.environ.get("BERTKIT_BACKEND"):
             opts.backend = os.environ["BERTKIT_BACKEND"]
-        if os.environ.get("BERTKIT_THREADS"):
-            opts.threads = int(os.environ["BERTKIT_THREADS"])
         for k, v in overrides.items():
             if v is not None:
                 setattr(opts, k, v)
@@ -66,16 +63,15 @@ class InferenceOptions:
             raise BertkitError(f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
 
 
-def resolve_dtype(precision: str, device: torch.device, int8: bool = False) -> torch.dtype:
-    if precision not in PRECISIONS:
-        raise BertkitError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+def engine_dtype(rt: Runtime, int8: bool = False) -> torch.dtype:
+    """The weights' dtype: bf16 where the runtime computes in bf16; fp32 under int8."""
     if int8:
-        if precision == "bf16":
+        if rt.precision == "bf16":
             raise BertkitError("int8 runs with fp32 activations: use precision fp32 or auto with int8")
+        if rt.device.type != "cpu":
+            raise BertkitError("int8 dynamic quantization runs on the CPU only")
         return torch.float32
-    if precision == "auto":
-        return torch.bfloat16 if bf16_is_fast(device) else torch.float32
-    return torch.bfloat16 if precision == "bf16" else torch.float32
+    return torch.bfloat16 if rt.bf16 else torch.float32
 
 
 class PrepackedLinear(nn.Module):
@@ -142,17 +138,17 @@ def encoders(model: nn.Module) -> list[BertModel]:
     return [m for m in model.modules() if isinstance(m, BertModel)]
 
 
-def prepare(model: nn.Module, options: InferenceOptions | None = None) -> nn.Module:
-    """`model` made ready for inference, in place (and returned): eval mode, packing, precision,
-    quantization, compilation. Use a copy if the model is still being trained."""
+def prepare(
+    model: nn.Module, options: InferenceOptions | None = None, runtime: Runtime | None = None
+) -> nn.Module:
+    """`model` made ready for inference, in place (and returned): on the runtime's device, eval
+    mode, packing, precision, quantization, compilation. Use a copy if the model is still being
+    trained. `runtime` defaults to a local one (`BERTKIT_DEVICE`, `BERTKIT_PRECISION`, ...)."""
     o = options or InferenceOptions()
-    if o.threads:
-        torch.set_num_threads(o.threads)
-    model.eval()
-    device = next(model.parameters()).device
-    dtype = resolve_dtype(o.precision, device, o.int8)
-    if o.int8 and device.type != "cpu":
-        raise BertkitError("int8 dynamic quantization runs on the CPU only")
+    rt = runtime or local_runtime()
+    dtype = engine_dtype(rt, o.int8)
+    model.eval().to(rt.device)
+    device = rt.device
     tied = getattr(model, "mlm", None) is not None  # the MLM decoder shares the word embeddings
     if dtype != torch.float32 and tied:
         model.to(dtype)
@@ -184,7 +180,11 @@ def batches(
     features: Sequence[dict], pad_id: int, max_tokens: int, device: torch.device, keys: Sequence[str] = ()
 ) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
     """(indices, padded batch on `device`) in length order within a token budget; the caller
-    puts results back at `indices`."""
+    puts results back at `indices`. On CUDA the batch is pinned and copied without blocking."""
+    cuda = device.type == "cuda"
     for idx in sorted_order([len(f["input_ids"]) for f in features], max_tokens):
         batch = pad_batch([features[i] for i in idx], pad_id, keys)
-        yield idx, {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        yield (
+            idx,
+            {k: (v.pin_memory() if cuda else v).to(device, non_blocking=cuda) for k, v in batch.items()},
+        )

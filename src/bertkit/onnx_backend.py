@@ -19,7 +19,6 @@ from torch import nn
 from bertkit.errors import BertkitError
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-WANT = {"classify": ["logits"], "ner": ["logits"], "qa": ["start_logits", "end_logits"]}
 
 
 class OnnxRunner(nn.Module):
@@ -79,23 +78,19 @@ def onnx_model(model_dir: Path, task, torch_model: nn.Module | None, path: str |
             f"no ONNX file; write it with: bertkit export --model {model_dir} --output {path}", path
         )
     runner = OnnxRunner(path, threads)
-    want = WANT[task.name]
+    want = list(task.onnx_outputs)
     if runner.outputs != want:
         raise BertkitError(
             f"the graph gives {', '.join(runner.outputs)}; a {task.name} model needs "
             f"{', '.join(want)} (export it from this directory)",
             path,
         )
-    labels = getattr(task, "labels", None)
-    n = 1 if getattr(task, "regression", False) else len(labels) if labels else None
-    dim = runner.output_dim("logits") if task.name != "qa" else None
+    n = task.num_scores
+    dim = runner.output_dim("logits") if n is not None else None
     if n is not None and isinstance(dim, int) and dim != n:
         raise BertkitError(
             f"the graph gives {dim} scores per item; {model_dir}/config.json has {n} labels "
             "(export it from this directory)",
             path,
         )
-    if task.name == "ner":
-        crf = getattr(torch_model, "crf", None)
-        return OnnxTagger(runner, crf.eval() if crf is not None else None)
-    return runner
+    return task.onnx_model(runner, torch_model)

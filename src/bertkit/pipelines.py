@@ -9,82 +9,55 @@ qa(question="Who?", context="...")  # {"answer": ..., "start": ..., "end": ..., 
 emb = bertkit.pipeline("feature-extraction", model="path/to/all-MiniLM-L6-v2")
 emb(["a sentence"])  # numpy (1, 384): see embeddings.py
 
-All run on the inference engine (`bertkit.inference`): bf16 weights where the CPU has bf16 matrix
-units, padding-free batches sorted by length; `precision="fp32"`, `int8=True`, `compile=True`,
-`threads=N`, `max_tokens=N` choose otherwise (or `BERTKIT_PRECISION` / `BERTKIT_THREADS`).
+All run on the inference engine (`bertkit.inference`) on the runtime's device (`device="cuda"`,
+default: a GPU when there is one) and precision (bf16 weights where the device multiplies bf16
+natively); `precision="fp32"`, `int8=True`, `compile=True`, `threads=N`, `max_tokens=N` choose
+otherwise (or `BERTKIT_DEVICE` / `BERTKIT_PRECISION` / `BERTKIT_THREADS`).
+
+`evaluate_dir` and `predict_stream` are `bertkit evaluate` and `bertkit predict` on files.
 """
 
 from __future__ import annotations
 
-import re
+import contextlib
+import json
+import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from bertkit.config import BertConfig
-from bertkit.data.readers import QAExample, TextExample, TokenExample
 from bertkit.errors import BertkitError
-from bertkit.finetune import load_task_info
 from bertkit.inference import InferenceOptions, prepare
-from bertkit.tasks.classify import ClassifyTask
-from bertkit.tasks.ner import NerTask
-from bertkit.tasks.qa import QATask
+from bertkit.runtime import Runtime, local_runtime
+from bertkit.tasks import registry
+from bertkit.tasks.ner import words_of
 from bertkit.tokenizer import Tokenizer
 
-TASKS = {"classify": ClassifyTask, "ner": NerTask, "qa": QATask}
-ALIASES = {
-    "text-classification": "classify",
-    "sentiment-analysis": "classify",
-    "ner": "ner",
-    "token-classification": "ner",
-    "question-answering": "qa",
-}
-
-# Words as CoNLL-style data splits them: every CJK character alone; abbreviations ("U.S.");
-# letters and digits joined by inner hyphens, apostrophes, periods or commas ("e-mail", "don't",
-# "1,000.5"); and each other punctuation character alone (so "Paris." is "Paris" and ".").
-_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
-_ALNUM = f"[^\\W_{_CJK}]"
-_WORD = re.compile(f"[{_CJK}]|(?:[^\\W\\d_{_CJK}]\\.){{2,}}|{_ALNUM}+(?:[-'’.,]{_ALNUM}+)*|[^\\w\\s]|_")
-
-
-def words_of(text: str) -> TokenExample:
-    """Split raw text into words with their character offsets, for NER on plain text."""
-    spans = [(m.start(), m.end()) for m in _WORD.finditer(text)]
-    return TokenExample([text[s:e] for s, e in spans], None, text, spans, 0)
-
-
-def load_task(model_dir: str | Path):
-    """The task a fine-tuned directory was trained for, rebuilt from its config.json."""
-    info = load_task_info(Path(model_dir))
-    config = BertConfig.from_pretrained(model_dir)
-    if info["task"] not in TASKS:
-        raise BertkitError(f"config.json names an unknown task {info['task']!r}", model_dir)
-    return TASKS[info["task"]].from_info(info, config)
+__all__ = ["FillMaskPipeline", "Pipeline", "evaluate_dir", "pipeline", "predict_stream", "words_of"]
 
 
 class Pipeline:
+    """A fine-tuned directory's task on the inference engine (or ONNX Runtime)."""
+
     def __init__(
         self,
         model_dir: str | Path,
-        device: str | torch.device | None = None,
+        runtime: Runtime | None = None,
         options: InferenceOptions | None = None,
     ):
-        self.task = load_task(model_dir)
+        self.task = registry.from_dir(model_dir)
         self.tokenizer = Tokenizer.from_pretrained(model_dir)
+        self.runtime = rt = runtime or local_runtime()
         o = self.options = options or InferenceOptions.from_env()
         if o.backend == "onnx":
             from bertkit.onnx_backend import onnx_model
 
             # The graph holds the whole forward pass; only a CRF's transitions come from PyTorch.
-            crf = getattr(self.task, "head", "softmax") != "softmax"
-            model = self.task.model_class.from_pretrained(model_dir) if crf else None
-            self.model = onnx_model(Path(model_dir), self.task, model, o.onnx_file, o.threads)
+            model = self.task.load_model(model_dir) if self.task.onnx_needs_torch else None
+            self.model = onnx_model(Path(model_dir), self.task, model, o.onnx_file, rt.threads)
             return
-        model = self.task.model_class.from_pretrained(model_dir)
-        if device is not None:
-            model.to(device)
-        self.model = prepare(model, o)
+        self.model = prepare(self.task.load_model(model_dir), o, rt)
 
     def run(self, examples: list) -> list[dict]:
         if not examples:
@@ -94,21 +67,8 @@ class Pipeline:
         return self.task.predict(self.model, feats, examples, pad, max_tokens=self.options.max_tokens)
 
     def __call__(self, inputs=None, text_pair=None, *, question=None, context=None):
-        name = self.task.name
-        if name == "qa":
-            single = isinstance(question, str)
-            qs, cs = ([question], [context]) if single else (question, context)
-            out = self.run(
-                [QAExample(str(i), q, c, [], None) for i, (q, c) in enumerate(zip(qs, cs, strict=True))]
-            )
-            return out[0] if single else out
-        single = isinstance(inputs, str)
-        texts = [inputs] if single else list(inputs)
-        if name == "ner":
-            out = [p["entities"] for p in self.run([words_of(t) for t in texts])]
-        else:
-            pairs = [text_pair] if single else (text_pair or [None] * len(texts))
-            out = self.run([TextExample(t, p, None, 0) for t, p in zip(texts, pairs, strict=True)])
+        items, single = self.task.call_items(inputs, text_pair, question, context)
+        out = [self.task.present(p) for p in self.run(self.task.examples_of(items))]
         return out[0] if single else out
 
 
@@ -120,7 +80,7 @@ class FillMaskPipeline:
     def __init__(
         self,
         model_dir: str | Path,
-        device: str | torch.device | None = None,
+        runtime: Runtime | None = None,
         top_k: int = 5,
         options: InferenceOptions | None = None,
     ):
@@ -128,9 +88,7 @@ class FillMaskPipeline:
 
         self.tokenizer = Tokenizer.from_pretrained(model_dir)
         model = BertForMaskedLM.from_pretrained(model_dir)
-        if device is not None:
-            model.to(device)
-        self.model = prepare(model, options or InferenceOptions.from_env())
+        self.model = prepare(model, options or InferenceOptions.from_env(), runtime)
         self.top_k = top_k
         self.mask_id = self.tokenizer.convert_tokens_to_ids("[MASK]")
 
@@ -178,37 +136,110 @@ def pipeline(
     max_tokens: int | None = None,
     backend: str | None = None,
     onnx_file: str | Path | None = None,
-    **kwargs,
+    **kwargs: Any,
 ):
     """A pipeline for a model directory; `task` must match what the model was trained for
     ("fill-mask" takes a pretrained masked-LM directory, "feature-extraction" any BERT
-    directory and takes `pooling`, `normalize`, `max_length`). The keyword arguments after
-    `device` set the inference engine (see `bertkit.inference.InferenceOptions`); `backend="onnx"`
-    runs a task model's file from `bertkit export` (`onnx_file`, default MODEL/model.onnx)."""
-    opts = InferenceOptions.from_env(
-        precision=precision,
-        int8=int8,
-        compile=compile,
-        threads=threads,
-        max_tokens=max_tokens,
-        backend=backend,
-        onnx_file=onnx_file,
+    directory and takes `pooling`, `normalize`, `max_length`). `device` and `precision` set the
+    runtime, the keyword arguments after them the inference engine (see
+    `bertkit.inference.InferenceOptions`); `backend="onnx"` runs a task model's file from
+    `bertkit export` (`onnx_file`, default MODEL/model.onnx)."""
+    from bertkit.runtime import RuntimeArgs, compute_init
+
+    dev = None if device is None else str(device)
+    rt = compute_init(
+        RuntimeArgs.from_env(device=dev, precision=precision, threads=threads), distributed=False
     )
-    if opts.backend == "onnx" and ALIASES.get(task) is None:
+    onnx = None if onnx_file is None else str(onnx_file)
+    opts = InferenceOptions.from_env(
+        int8=int8, compile=compile, max_tokens=max_tokens, backend=backend, onnx_file=onnx
+    )
+    wanted = registry.for_pipeline(task)
+    if opts.backend == "onnx" and wanted is None:
         raise BertkitError(f"backend 'onnx' runs classification, NER and QA models, not {task!r}")
     if task in ("feature-extraction", "sentence-embedding"):
         from bertkit.embeddings import EmbeddingPipeline
 
-        return EmbeddingPipeline(model, device, options=opts, **kwargs)
+        return EmbeddingPipeline(model, rt, options=opts, **kwargs)
     if kwargs:
         raise BertkitError(f"unexpected arguments for a {task!r} pipeline: {', '.join(kwargs)}")
     if task == "fill-mask":
-        return FillMaskPipeline(model, device, options=opts)
-    want = ALIASES.get(task)
-    if want is None:
-        known = ", ".join([*ALIASES, "fill-mask", "feature-extraction"])
+        return FillMaskPipeline(model, rt, options=opts)
+    if wanted is None:
+        known = ", ".join([*registry.pipeline_names(), "fill-mask", "feature-extraction"])
         raise BertkitError(f"unknown pipeline task {task!r}; expected one of {known}")
-    pipe = Pipeline(model, device, opts)
-    if pipe.task.name != want:
-        raise BertkitError(f"the model was fine-tuned for {pipe.task.name!r}, not {want!r}", model)
+    pipe = Pipeline(model, rt, opts)
+    if not isinstance(pipe.task, wanted):
+        raise BertkitError(f"the model was fine-tuned for {pipe.task.name!r}, not {wanted.name!r}", model)
     return pipe
+
+
+def evaluate_dir(
+    model_dir: Path,
+    data: Path,
+    fmt: str | None,
+    opts: dict,
+    output: Path,
+    unknown_label: str | None = None,
+    options: InferenceOptions | None = None,
+    runtime: Runtime | None = None,
+) -> dict:
+    """Evaluate a fine-tuned directory on a labelled file; write the report to `output`."""
+    from bertkit.data.readers import check_labels
+    from bertkit.fileio import staged_output
+    from bertkit.report import write_report
+
+    pipe = Pipeline(model_dir, runtime, options)
+    task = pipe.task
+    examples = registry.load_examples(task.name, data, fmt, **{**opts, **task.reader_options()})
+    labels = task.labels_to_check
+    if labels:
+        examples = check_labels(examples, {x: i for i, x in enumerate(labels)}, data, unknown_label)
+    preds = pipe.run(examples)
+    metrics = task.metrics(examples, preds)
+    with staged_output(output, overwrite=True) as stage:
+        write_report(stage, task, examples, preds, metrics)
+    return metrics
+
+
+def read_inputs(task, source: str) -> list:
+    """`bertkit predict`'s input: JSON lines or plain text lines, one example each."""
+    try:
+        raw = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise BertkitError(f"cannot read input ({e})", source) from None
+    examples = []
+    for n, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        obj = None
+        if line.lstrip().startswith("{"):
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise BertkitError(f"line {n}: invalid JSON ({e.msg})", source) from None
+        examples.append(task.example_from_line(obj, line, n, source))
+    return examples
+
+
+def predict_stream(
+    model_dir: str,
+    source: str,
+    dest: str,
+    fmt: str | None,
+    opts: dict,
+    chunk: int = 2048,
+    options: InferenceOptions | None = None,
+    runtime: Runtime | None = None,
+) -> None:
+    """JSON lines in (or plain text lines, or a file in the task's format), JSON lines out."""
+    from bertkit.fileio import atomic_open
+
+    pipe = Pipeline(model_dir, runtime, options)
+    task = pipe.task
+    examples = registry.load_examples(task.name, source, fmt, **opts) if fmt else read_inputs(task, source)
+    with atomic_open(dest) if dest != "-" else contextlib.nullcontext(sys.stdout) as f:
+        for s in range(0, len(examples), chunk):
+            part = examples[s : s + chunk]
+            for e, p in zip(part, pipe.run(part), strict=True):
+                f.write(json.dumps(task.output_row(e, p), ensure_ascii=False) + "\n")

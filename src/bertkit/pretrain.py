@@ -22,9 +22,8 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,36 +46,34 @@ from bertkit.data.mlm import (
 from bertkit.errors import BertkitError
 from bertkit.fileio import save_safetensors, write_json
 from bertkit.heads import BertForPreTraining
+from bertkit.runtime import Runtime, compute_init
 from bertkit.tasks.batching import IGNORE
 from bertkit.tokenizer import Tokenizer
-from bertkit.train import Checkpointing, TrainArgs, fit
+from bertkit.train import Checkpointing, Evaluation, TrainArgs, fit
+
+
+def pretrain_defaults() -> TrainArgs:
+    """The training settings pretraining starts from (fine-tuning's are `TrainArgs()`)."""
+    return TrainArgs(epochs=1.0, batch_size=128, lr=5e-4, warmup=0.05, eval_every=500, keep_best=False)
 
 
 @dataclass
 class PretrainArgs:
     corpus: list[str]
     output: str
+    train: TrainArgs = field(default_factory=pretrain_defaults)  # batch_size: sequences a step, all ranks
     tokenizer: str | None = None  # a tokenizer directory; None: train one (vocab_size)
     vocab_size: int = 30522
     cased: bool = False
     config: str = "mini"  # a preset name or a config.json path
     init_from: str | None = None  # continue pretraining a model directory
     max_seq_length: int = 128
-    batch_size: int = 128  # sequences per optimizer step, all processes together
-    grad_accum: int = 1
-    lr: float = 5e-4
-    weight_decay: float = 0.01
-    warmup: float = 0.05
     dropout: float | None = None  # hidden and attention dropout while pretraining; None: the config's
     init_range: float | None = None  # std of the initial weights of this run; None: the config's
-    epochs: float = 1.0
-    max_steps: int | None = None
     max_minutes: float | None = None
     save_every: int = 500
     keep_checkpoints: int = 2
-    eval_every: int = 500
     eval_sequences: int = 1024
-    log_every: int = 20
     nsp: bool = False
     whole_word_mask: bool = False
     word_list: str | None = None  # words (one a line) kept whole when masking unspaced text
@@ -84,53 +81,18 @@ class PretrainArgs:
     doc_mode: str = "file"
     heldout: float = 0.01
     workers: int | None = None
-    bf16: bool | None = None
-    nonfinite: str = "skip"  # a NaN/inf loss or gradient: "skip" the step or "stop"
     fsdp: bool = False
-    seed: int = 42
     resume: bool = False
-    progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
-    # settings a resumed run must share with the run it resumes
-    RESUME_KEYS = ("config", "max_seq_length", "batch_size", "grad_accum", "lr", "nsp", "seed",
-                   "whole_word_mask", "word_list", "mlm_probability", "epochs", "max_steps")  # fmt: skip
+    # settings a resumed run must share with the run it resumes (and those of `train`)
+    RESUME_KEYS = ("config", "max_seq_length", "nsp", "whole_word_mask", "word_list", "mlm_probability")
+    RESUME_TRAIN_KEYS = ("batch_size", "grad_accum", "lr", "seed", "epochs", "max_steps")
 
-
-# ---- distributed ------------------------------------------------------------------------------
-
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            torch.distributed.barrier()
-
-
-def init_distributed() -> Dist:
-    """Join the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR...):
-    nccl on GPUs, gloo on CPUs. A plain `python`/`bertkit` run is a world of one."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return Dist(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local)
-        device, backend = torch.device("cuda", local), "nccl"
-    else:
-        device, backend = torch.device("cpu"), "gloo"
-    if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend=backend)
-    return Dist(torch.distributed.get_rank(), world, local, device)
+    def settings(self) -> dict[str, Any]:
+        """The run's settings, flat (pretrain_args.json)."""
+        d = asdict(self)
+        return {**{k: v for k, v in d.items() if k != "train"}, **d["train"]}
 
 
 # ---- preparation ------------------------------------------------------------------------------
@@ -147,7 +109,7 @@ def resolve_config(args: PretrainArgs, tok: Tokenizer) -> BertConfig:
     return config
 
 
-def prepare(args: PretrainArgs, dist: Dist) -> tuple[Tokenizer, Path]:
+def prepare(args: PretrainArgs, dist: Runtime) -> tuple[Tokenizer, Path]:
     """The tokenizer (given, or trained into OUTPUT/tokenizer) and the shard directory (given,
     or built into OUTPUT/data; reused when its inputs are unchanged). Rank 0 does the work."""
     from bertkit.data.shards import build_shards
@@ -170,7 +132,7 @@ def prepare(args: PretrainArgs, dist: Dist) -> tuple[Tokenizer, Path]:
                 workers=args.workers,
                 heldout=args.heldout,
                 doc_mode=args.doc_mode,
-                progress=args.progress,
+                progress=args.train.progress,
             )
     dist.barrier()
     return Tokenizer.from_pretrained(tok_dir), shard_dir
@@ -218,23 +180,27 @@ def _check_resume(args: PretrainArgs, out: Path) -> None:
     if not saved.is_file():
         return
     old = json.loads(saved.read_text(encoding="utf-8"))
-    diff = [k for k in PretrainArgs.RESUME_KEYS if k in old and old[k] != getattr(args, k)]
+    now = args.settings()
+    keys = (*PretrainArgs.RESUME_KEYS, *PretrainArgs.RESUME_TRAIN_KEYS)
+    diff = [k for k in keys if k in old and old[k] != now[k]]
     if diff:
         k = diff[0]
         raise BertkitError(
-            f"--resume with --{k.replace('_', '-')} {getattr(args, k)!r}, but the run used {old[k]!r}", saved
+            f"--resume with --{k.replace('_', '-')} {now[k]!r}, but the run used {old[k]!r}", saved
         )
 
 
-def pretrain(args: PretrainArgs) -> dict[str, Any]:
-    """Run (or resume) a pretraining job; returns the final held-out metrics."""
+def pretrain(args: PretrainArgs, rt: Runtime | None = None) -> dict[str, Any]:
+    """Run (or resume) a pretraining job; returns the final held-out metrics. `rt`: the runtime
+    (default: from the environment, joining torchrun's process group)."""
     if args.dropout is not None and not 0.0 <= args.dropout < 1.0:
         raise BertkitError(f"--dropout must be in [0, 1), not {args.dropout}")
     if args.init_range is not None and not 0.0 < args.init_range < 1.0:
         raise BertkitError(f"--init-range must be in (0, 1), not {args.init_range}")
     from bertkit.data.shards import ShardedCorpus
 
-    dist = init_distributed()
+    dist = rt or compute_init()
+    t = args.train
     out = Path(args.output)
     if args.resume:  # every rank checks, so that a refusal stops them all alike
         _check_resume(args, out)
@@ -257,11 +223,11 @@ def pretrain(args: PretrainArgs) -> dict[str, Any]:
         )
     if config.vocab_size != tok.vocab_size:
         raise BertkitError(f"the model has {config.vocab_size} tokens, the tokenizer {tok.vocab_size}")
-    per_rank, rem = divmod(args.batch_size, dist.world * args.grad_accum)
+    per_rank, rem = divmod(t.batch_size, dist.world * t.grad_accum)
     if rem or per_rank == 0:
         raise BertkitError(
-            f"--batch-size {args.batch_size} must be a multiple of processes × --grad-accum "
-            f"({dist.world} × {args.grad_accum})"
+            f"--batch-size {t.batch_size} must be a multiple of processes × --grad-accum "
+            f"({dist.world} × {t.grad_accum})"
         )
 
     train_docs = ShardedCorpus(shard_dir, "train")
@@ -270,17 +236,17 @@ def pretrain(args: PretrainArgs) -> dict[str, Any]:
     spans = pack_spans(line_lengths(train_docs), budget)
     masking = MaskingConfig(probability=args.mlm_probability, whole_word=args.whole_word_mask)
     cont = WholeWords(tok, _read_words(args.word_list)) if args.whole_word_mask else None
-    maker = InstanceMaker(train_docs, spans, special, masking, args.nsp, cont, args.seed)
+    maker = InstanceMaker(train_docs, spans, special, masking, args.nsp, cont, t.seed)
     held_spans = pack_spans(line_lengths(held_docs), budget)
     held_maker = InstanceMaker(held_docs, held_spans, special, masking, args.nsp and len(held_docs) > 1, cont)
-    steps_per_epoch = len(spans) // args.batch_size  # optimizer steps
+    steps_per_epoch = len(spans) // t.batch_size  # optimizer steps
     if steps_per_epoch == 0:
         raise BertkitError(
             f"the corpus gives {len(spans)} sequences of {args.max_seq_length} tokens, fewer than "
-            f"one batch of {args.batch_size}"
+            f"one batch of {t.batch_size}"
         )
 
-    torch.manual_seed(args.seed)
+    torch.manual_seed(t.seed)
     # A different dropout or initial scale applies to this run only: the saved config keeps the
     # model's own values, which are what fine-tuning should use (dropout, and the std of new heads).
     train_config = copy.deepcopy(config)
@@ -305,28 +271,14 @@ def pretrain(args: PretrainArgs) -> dict[str, Any]:
     wrapped = _wrap(model, dist, args.fsdp)
 
     if dist.main:
-        write_json(out / "pretrain_args.json", asdict(args))
+        write_json(out / "pretrain_args.json", args.settings())
         print(
             f"{len(train_docs)} documents, {train_docs.num_tokens:,} tokens → {len(spans):,} sequences "
-            f"of ≤ {args.max_seq_length} tokens; {steps_per_epoch} steps an epoch of {args.batch_size}"
+            f"of ≤ {args.max_seq_length} tokens; {steps_per_epoch} steps an epoch of {t.batch_size} "
+            f"({dist.describe()})"
         )
 
-    targs = TrainArgs(
-        epochs=args.epochs,
-        max_steps=args.max_steps,
-        batch_size=args.batch_size,
-        grad_accum=args.grad_accum,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        warmup=args.warmup,
-        bf16=args.bf16,
-        eval_every=args.eval_every,
-        seed=args.seed,
-        progress=args.progress and dist.main,
-        log_every=args.log_every,
-        nonfinite=args.nonfinite,
-        keep_best=False,
-    )
+    targs = replace(t, keep_best=False, progress=t.progress and dist.main)
     first = resume_state
     micro = per_rank
     seen_tokens = 0  # real (unpadded) tokens this rank trained on in this session
@@ -336,17 +288,16 @@ def pretrain(args: PretrainArgs) -> dict[str, Any]:
         skip = 0
         if first is not None and epoch == first["epoch"]:
             skip, first = first["epoch_step"], None
-        order = epoch_order(len(spans), args.seed, epoch)
+        order = epoch_order(len(spans), t.seed, epoch)
         for step in range(skip, steps_per_epoch):
-            window = order[step * args.batch_size : (step + 1) * args.batch_size]
+            window = order[step * t.batch_size : (step + 1) * t.batch_size]
+            mine = range(dist.rank * micro * t.grad_accum, (dist.rank + 1) * micro * t.grad_accum, micro)
             parts = [
                 collate([maker.make(epoch, int(i)) for i in window[s : s + micro]], tok.pad_token_id)
-                for s in range(
-                    dist.rank * micro * args.grad_accum, (dist.rank + 1) * micro * args.grad_accum, micro
-                )
+                for s in mine
             ]
             seen_tokens += sum(int(p["attention_mask"].sum()) for p in parts)
-            yield from _normalised(parts, dist, args.grad_accum)
+            yield from _normalised(parts, dist, t.grad_accum)
 
     held = _held_out_batches(held_maker, args.eval_sequences, micro, tok.pad_token_id, dist)
 
@@ -363,7 +314,7 @@ def pretrain(args: PretrainArgs) -> dict[str, Any]:
     def save(trainer_state: dict) -> None:
         model_state = _full_state(wrapped, model)
         if dist.main:
-            trainer_state = {**trainer_state, "seed": args.seed}
+            trainer_state = {**trainer_state, "seed": t.seed}
             write_checkpoint(out, model_state, config, trainer_state, args.keep_checkpoints)
         dist.barrier()
 
@@ -374,17 +325,10 @@ def pretrain(args: PretrainArgs) -> dict[str, Any]:
         max_seconds=args.max_minutes * 60 if args.max_minutes else None,
     )
     started = time.perf_counter()
+    evaluation = Evaluation(evaluate, "mlm_accuracy", every_rank=True) if len(held_spans) else None
+    log_dir = out if dist.main else None
     result = fit(
-        wrapped,
-        batches,
-        steps_per_epoch * args.grad_accum,
-        mlm_loss,
-        evaluate if len(held_spans) else None,
-        "mlm_accuracy",
-        targs,
-        log_dir=out if dist.main else None,
-        device=dist.device,
-        checkpointing=ck,
+        wrapped, batches, steps_per_epoch * t.grad_accum, mlm_loss, targs, dist, evaluation, log_dir, ck
     )
     seconds = time.perf_counter() - started
     evals = [h for h in result.history if "dev_mlm_loss" in h]
@@ -411,8 +355,8 @@ def pretrain(args: PretrainArgs) -> dict[str, Any]:
         summary |= {"tokens_per_second": round(rate), "stopped_by": result.stopped_by, **metrics}
         write_json(out / "pretrain_metrics.json", summary)
         print(f"pretrained {result.steps} steps in {seconds:.0f} s; held-out {metrics}; model in {out}")
-    if dist.world > 1:
-        torch.distributed.destroy_process_group()
+    if rt is None:  # the process group this call joined
+        dist.close()
     return metrics
 
 
@@ -424,7 +368,7 @@ def _read_words(path: str | None) -> list[str]:
     return [w for w in iter_text_lines(path, strip_gutenberg=False) if w.strip()]
 
 
-def _normalised(parts: list[dict], dist: Dist, accum: int):
+def _normalised(parts: list[dict], dist: Runtime, accum: int):
     """Attach to each micro-batch the divisor that turns its summed masked-LM loss into its share
     of the global token mean: all masked tokens of the step, over (processes × accumulation)."""
     count = torch.tensor([float(sum(int((p["labels"] != IGNORE).sum()) for p in parts))])
@@ -449,7 +393,7 @@ def mlm_loss(model, batch: dict) -> torch.Tensor:
     return loss
 
 
-def _held_out_batches(maker: InstanceMaker, n: int, micro: int, pad: int, dist: Dist) -> list[dict]:
+def _held_out_batches(maker: InstanceMaker, n: int, micro: int, pad: int, dist: Runtime) -> list[dict]:
     """A fixed held-out set (epoch 0's masking), split across ranks."""
     picks = np.arange(min(n, len(maker.spans)))[dist.rank :: dist.world]
     return [
@@ -458,7 +402,7 @@ def _held_out_batches(maker: InstanceMaker, n: int, micro: int, pad: int, dist: 
     ]
 
 
-def evaluate_mlm(model, batches: list[dict], dist: Dist) -> dict[str, float]:
+def evaluate_mlm(model, batches: list[dict], dist: Runtime) -> dict[str, float]:
     """Held-out masked-LM loss (per masked token), accuracy, and next-sentence accuracy."""
     sums = torch.zeros(5, dtype=torch.float64)  # loss, correct, masked tokens, nsp correct, nsp count
     for batch in batches:
@@ -489,7 +433,7 @@ def evaluate_mlm(model, batches: list[dict], dist: Dist) -> dict[str, float]:
     return metrics
 
 
-def _wrap(model: torch.nn.Module, dist: Dist, fsdp: bool) -> torch.nn.Module:
+def _wrap(model: torch.nn.Module, dist: Runtime, fsdp: bool) -> torch.nn.Module:
     """DDP across processes, or FSDP2 (`fully_shard` each layer, then the whole) with --fsdp."""
     if dist.world == 1 and not fsdp:
         return model
@@ -504,7 +448,7 @@ def _wrap(model: torch.nn.Module, dist: Dist, fsdp: bool) -> torch.nn.Module:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
-    ids = [dist.local_rank] if dist.device.type == "cuda" else None
+    ids = [dist.device.index] if dist.device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids)
 
 

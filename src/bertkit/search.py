@@ -19,6 +19,7 @@ from typing import Any
 
 from bertkit.errors import BertkitError
 from bertkit.fileio import write_json, write_text
+from bertkit.runtime import Runtime
 from bertkit.train import TrainArgs
 
 # Grid keys: TrainArgs fields, plus task settings.
@@ -81,6 +82,7 @@ def run_search(
     n_folds: int,
     base: TrainArgs,
     output: Path,
+    rt: Runtime | None = None,
 ) -> dict[str, Any]:
     """Evaluate every grid point; returns the best point and writes results.{md,csv} and best.json.
 
@@ -109,7 +111,7 @@ def run_search(
         args = replace(base, **{k: v for k, v in params.items() if k in TRAIN_KEYS})
         scores, start = [], time.perf_counter()
         for i, (tr, te) in enumerate(splits):
-            trained = train_model(task, model_dir, tr, te, args)
+            trained = train_model(task, model_dir, tr, te, args, rt)
             scores.append(trained.result.best_metrics[task.main_metric])
             trial.set_user_attr(f"fold{i}", scores[-1])
             print(

@@ -26,15 +26,17 @@ import asyncio
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from bertkit.errors import BertkitError
+from bertkit.errors import BertkitError, HTTPError
 from bertkit.inference import InferenceOptions, encoders
+from bertkit.runtime import Runtime, local_runtime
+from bertkit.tasks import registry
 
 
 @dataclass
@@ -45,12 +47,6 @@ class Limits:
     max_queue: int = 4096  # texts waiting per endpoint before 503
     batch_texts: int = 256  # texts per engine batch
     max_wait_ms: float = 5.0  # how long a batch waits for company
-
-
-class HTTPError(Exception):
-    def __init__(self, status: int, message: str, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or {}
 
 
 class Batcher:
@@ -132,39 +128,31 @@ class Metrics:
 class ServedModel:
     """The pipelines one model directory can serve, each a function of a list of items."""
 
-    def __init__(self, model_dir: Path, options: InferenceOptions):
+    def __init__(self, model_dir: Path, options: InferenceOptions, runtime: Runtime | None = None):
         from bertkit.config import BertConfig
         from bertkit.embeddings import EmbeddingPipeline
         from bertkit.pipelines import FillMaskPipeline, Pipeline
 
         self.dir = model_dir
         self.config = BertConfig.from_pretrained(model_dir)
-        info = self.config.extra.get("bertkit") or {}
-        self.task = info.get("task")
+        self.runtime = rt = runtime or local_runtime()
+        self.task = None  # the task of a fine-tuned directory, served at /v1/<task name>
         self.fns: dict[str, Any] = {}
-        if self.task in ("classify", "ner", "qa"):
-            pipe = Pipeline(model_dir, options=options)
-            if self.task == "classify":
-                pipe.task = replace(pipe.task, windows=True)  # long texts: windows, never a silent cut
-            self.pipe = pipe
-            self.fns[self.task] = self._task_fn
+        if registry.is_task_dir(model_dir):
+            self.pipe = Pipeline(model_dir, rt, options)
+            self.pipe.task = self.task = self.pipe.task.serving()
+            self.fns[self.task.name] = self._task_fn
         # One copy of the weights (an ONNX-backed pipeline has no PyTorch encoder to share).
         shared = next(iter(encoders(self.pipe.model)), None) if self.fns else None
-        self.embedder = EmbeddingPipeline(model_dir, options=options, encoder=shared)
+        self.embedder = EmbeddingPipeline(model_dir, rt, options=options, encoder=shared)
         self.fns["embed"] = self._embed_fn
         if _has_mlm_weights(model_dir):
-            self.filler = FillMaskPipeline(model_dir, options=options)
+            self.filler = FillMaskPipeline(model_dir, rt, options=options)
             self.fns["fill-mask"] = self._fill_fn
 
     def _task_fn(self, items: list) -> list:
-        from bertkit.data.readers import QAExample, TextExample
-        from bertkit.pipelines import words_of
-
-        if self.task == "ner":
-            return [p["entities"] for p in self.pipe.run([words_of(t) for t in items])]
-        if self.task == "qa":
-            return self.pipe.run([QAExample(str(i), q, c, [], None) for i, (q, c) in enumerate(items)])
-        return self.pipe.run([TextExample(t, p, None, 0) for t, p in items])
+        assert self.task is not None
+        return [self.task.present(p) for p in self.pipe.run(self.task.examples_of(items))]
 
     def _embed_fn(self, items: list) -> list:
         out: list = [None] * len(items)
@@ -186,7 +174,8 @@ class ServedModel:
         c = self.config
         return {
             "model": str(self.dir),
-            "task": self.task,
+            "task": self.task.name if self.task else None,
+            "device": str(self.runtime.device),
             "endpoints": sorted(self.fns),
             "labels": [c.id2label[i] for i in sorted(c.id2label)] if c.id2label else None,
             "max_length": c.max_position_embeddings,
@@ -223,9 +212,14 @@ def _texts(body: dict, key: str, limits: Limits, required: bool = True) -> list[
     return v
 
 
-def create_app(model_dir: str | Path, options: InferenceOptions | None = None, limits: Limits | None = None):
+def create_app(
+    model_dir: str | Path,
+    options: InferenceOptions | None = None,
+    limits: Limits | None = None,
+    runtime: Runtime | None = None,
+):
     limits = limits or Limits()
-    model = ServedModel(Path(model_dir), options or InferenceOptions.from_env())
+    model = ServedModel(Path(model_dir), options or InferenceOptions.from_env(), runtime)
     metrics = Metrics()
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bertkit-engine")
     batchers: dict[str, Batcher] = {}
@@ -281,16 +275,6 @@ def create_app(model_dir: str | Path, options: InferenceOptions | None = None, l
         metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
         return JSONResponse(payload, status_code=status, headers=headers)
 
-    def classify_parse(body):
-        texts = _texts(body, "texts", limits)
-        pairs = _texts(body, "text_pairs", limits, required=False)
-        if pairs is not None and len(pairs) != len(texts):
-            raise HTTPError(422, f'"text_pairs" has {len(pairs)} texts for {len(texts)} "texts"')
-        return list(zip(texts, pairs or [None] * len(texts), strict=True)), lambda r: {"predictions": r}
-
-    def ner_parse(body):
-        return _texts(body, "texts", limits), lambda r: {"entities": r}
-
     def embed_parse(body):
         normalize, pooling = body.get("normalize"), body.get("pooling")
         if normalize is not None and not isinstance(normalize, bool):
@@ -306,26 +290,22 @@ def create_app(model_dir: str | Path, options: InferenceOptions | None = None, l
             raise HTTPError(422, '"top_k" must be an integer from 1 to 100')
         return [(t, k) for t in _texts(body, "texts", limits)], lambda r: {"fills": r}
 
-    def qa_parse(body):
-        qs, cs = _texts(body, "questions", limits), _texts(body, "contexts", limits)
-        if len(qs) != len(cs):
-            raise HTTPError(422, f'{len(qs)} "questions" for {len(cs)} "contexts"')
-        return list(zip(qs, cs, strict=True)), lambda r: {"answers": r}
-
     def route(endpoint: str, parse):
         async def handler(request: Request) -> Response:
             return await serve(endpoint, request, parse)
 
         app.post(f"/v1/{endpoint}", name=endpoint)(handler)
 
-    for endpoint, parse in (
-        ("classify", classify_parse),
-        ("ner", ner_parse),
-        ("embed", embed_parse),
-        ("fill-mask", fill_parse),
-        ("qa", qa_parse),
-    ):
-        route(endpoint, parse)
+    def task_parse(cls):
+        return lambda body: (cls.parse_request(body, texts), lambda r: {cls.response_key: r})
+
+    def texts(body: dict, key: str, required: bool = True) -> list[str] | None:
+        return _texts(body, key, limits, required)
+
+    for cls in registry.TASKS.values():  # /v1/classify, /v1/ner, /v1/qa
+        route(cls.name, task_parse(cls))
+    route("embed", embed_parse)
+    route("fill-mask", fill_parse)
 
     @app.get("/", include_in_schema=False)
     async def page():
@@ -350,8 +330,15 @@ def create_app(model_dir: str | Path, options: InferenceOptions | None = None, l
     return app
 
 
-def run(model_dir: str, host: str, port: int, options: InferenceOptions, limits: Limits) -> None:
+def run(
+    model_dir: str,
+    host: str,
+    port: int,
+    options: InferenceOptions,
+    limits: Limits,
+    runtime: Runtime | None = None,
+) -> None:
     import uvicorn
 
-    app = create_app(model_dir, options, limits)
+    app = create_app(model_dir, options, limits, runtime)
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=30)

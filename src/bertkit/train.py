@@ -1,14 +1,17 @@
 """The training loop shared by every task (and by pretraining).
 
-Plain code read top to bottom: the caller brings batches, a loss function and an evaluation
-function; `fit` runs AdamW with warm-up and linear decay, gradient accumulation and clipping,
-bf16 autocast, periodic evaluation, keeps the best weights by the task's main metric, stops
-early, and logs to JSON lines, TensorBoard and a progress bar. No callbacks own the flow.
+Plain code read top to bottom: the caller brings batches, a loss function and an evaluation;
+`fit` runs AdamW with warm-up and linear decay and leaves the model with the best weights seen.
+Its pieces are small and named: `Log` (JSON lines, TensorBoard, the progress bar), `Stepper`
+(one optimizer step: accumulation, DDP `no_sync`, autocast, clipping, the one non-finite path),
+`Keeper` (best weights, patience) and `Halt` (time limit, SIGTERM/SIGINT, agreed by every rank).
+No callbacks own the flow.
 
-Long runs (pretraining) add a `Checkpointing`: a save function called every N steps, at the
-time limit and on SIGTERM/SIGINT, with the optimizer, scheduler and RNG states to resume from
-exactly; and a state to resume. Under torch.distributed (DDP/FSDP) every rank runs `fit`;
-gradients are synchronised only on the last micro-batch of an accumulation.
+Long runs add a `Checkpointing`: a save function called every N steps, at the time limit and on
+SIGTERM/SIGINT, with the optimizer, scheduler and RNG states to resume from exactly; and a state
+to resume. Under torch.distributed (DDP/FSDP) every rank runs `fit`; gradients are synchronised
+only on the last micro-batch of an accumulation; fine-tuning evaluates on rank 0 and tells the
+others the result, pretraining evaluates a shard on every rank (`Evaluation.every_rank`).
 """
 
 from __future__ import annotations
@@ -30,21 +33,22 @@ import torch
 from torch import nn
 
 from bertkit.errors import BertkitError
-from bertkit.hardware import bf16_is_fast
 from bertkit.optim import linear_schedule, make_optimizer, warmup_steps_for
+from bertkit.runtime import Runtime, local_runtime
+
+Batch = dict[str, Any]
 
 
 @dataclass
 class TrainArgs:
     epochs: float = 3.0
     max_steps: int | None = None  # overrides epochs when set
-    batch_size: int = 32
+    batch_size: int = 32  # examples per batch, all processes together
     grad_accum: int = 1  # optimizer step every `grad_accum` batches
     lr: float = 5e-5
     weight_decay: float = 0.01
     warmup: float = 0.1  # fraction of the steps (< 1) or a number of steps
     max_grad_norm: float | None = 1.0
-    bf16: bool | None = None  # None: on where bf16 is faster than fp32 (see hardware.py)
     eval_every: int | None = None  # optimizer steps between evaluations; None: once an epoch
     patience: int | None = None  # stop after this many evaluations without improvement
     seed: int = 42
@@ -54,6 +58,14 @@ class TrainArgs:
     nonfinite: str = "skip"  # a NaN/inf loss: "skip" the step or "stop" the run
     keep_best: bool = True  # end with the best weights seen by evaluation (else the last)
     group_by_length: bool = True  # fine-tuning batches of similar lengths (else plain shuffled)
+
+
+@dataclass
+class Evaluation:
+    fn: Callable[[nn.Module], dict[str, Any]]
+    main_metric: str
+    greater_is_better: bool = True
+    every_rank: bool = False  # True: every rank evaluates its shard (and reduces); else rank 0 alone
 
 
 @dataclass
@@ -84,204 +96,250 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def autocast(device: torch.device, enabled: bool):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+class Log:
+    """The run's record: `history`, log.jsonl and TensorBoard in `log_dir`, a progress bar."""
+
+    def __init__(self, log_dir: Path | None, args: TrainArgs, total: int):
+        self.history: list[dict[str, Any]] = []
+        self.file = self.writer = self.bar = None
+        self.loss_text, self.dev_text = "", ""
+        if log_dir is not None:
+            log_dir.mkdir(parents=True, exist_ok=True)
+            self.file = open(log_dir / "log.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - closed below
+            if args.tensorboard:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(log_dir / "tensorboard"))
+        if args.progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc="train", unit="step", dynamic_ncols=True)
+
+    def record(self, entry: dict[str, Any]) -> None:
+        self.history.append(entry)
+        if self.file:
+            self.file.write(json.dumps(entry) + "\n")
+            self.file.flush()
+        if self.writer:
+            for k, v in entry.items():
+                if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
+                    self.writer.add_scalar(k, v, entry["step"])
+        if "loss" in entry:
+            self.loss_text = f"loss {entry['loss']:.4f}"
+        if self.bar:
+            self.bar.set_postfix_str(self.loss_text + self.dev_text)
+
+    def evaluated(self, step: int, epoch: float, metrics: dict[str, Any], main: str) -> None:
+        self.dev_text = f", dev {main} {metrics[main]:.4f}"
+        scalars = {f"dev_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
+        self.record({"step": step, "epoch": epoch, **scalars})
+
+    def advance(self, n: int = 1) -> None:
+        if self.bar:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        for part in (self.bar, self.file, self.writer):
+            if part is not None:
+                part.close()
+
+
+def _nonfinite(args: TrainArgs, what: str, step: int) -> None:
+    """The one answer to a NaN/inf loss or gradient: stop the run, or warn and skip the step."""
+    if args.nonfinite == "stop":
+        raise BertkitError(f"training stopped: non-finite {what} at step {step}")
+    print(f"warning: non-finite {what} at step {step}; step skipped")
+
+
+class Stepper:
+    """Optimizer steps from micro-batches: autocast forward, backward (DDP synchronises only on
+    the last micro-batch of a step), clipping, the schedule. A non-finite loss or gradient skips
+    the step (or stops); under torch.distributed only the all-reduced gradient norm decides, the
+    same on every rank, so no rank skips alone."""
+
+    def __init__(self, model: nn.Module, args: TrainArgs, rt: Runtime, total: int):
+        self.model, self.args, self.rt = model, args, rt
+        self.optimizer = make_optimizer(model, args.lr, args.weight_decay)
+        self.scheduler = linear_schedule(self.optimizer, warmup_steps_for(total, args.warmup), total)
+        self.micro, self.step, self.running = 0, 0, [0.0, 0]
+
+    def forward_backward(self, loss_fn: Callable[[nn.Module, Batch], torch.Tensor], batch: Batch) -> None:
+        last = self.micro + 1 >= self.args.grad_accum
+        no_sync = getattr(self.model, "no_sync", None)
+        sync = no_sync() if no_sync is not None and not last else contextlib.nullcontext()
+        with sync, self.rt.autocast():
+            loss = loss_fn(self.model, batch)
+        if not self.rt.distributed and not torch.isfinite(loss):
+            _nonfinite(self.args, "loss", self.step + 1)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.micro = 0
+            return
+        with sync:
+            (loss / self.args.grad_accum).backward()
+        self.running[0] += loss.item()
+        self.running[1] += 1
+        self.micro += 1
+
+    def ready(self) -> bool:
+        return self.micro >= self.args.grad_accum
+
+    def update(self) -> bool:
+        """Clip and step; False when the step was skipped for a non-finite gradient."""
+        self.micro = 0
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm or math.inf)
+        if not torch.isfinite(norm):
+            _nonfinite(self.args, "gradient", self.step + 1)
+            self.optimizer.zero_grad(set_to_none=True)
+            return False
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return True
+
+    def report(self) -> dict[str, float]:
+        """The mean training loss since the last report, and the learning rate."""
+        loss, n = self.running
+        self.running = [0.0, 0]
+        return {"loss": loss / max(1, n), "lr": self.scheduler.get_last_lr()[0]}
+
+
+class Keeper:
+    """The best evaluation so far (and its weights, in memory), and patience."""
+
+    def __init__(self, args: TrainArgs, evaluation: Evaluation | None):
+        self.args, self.evaluation = args, evaluation
+        self.score: float | None = None
+        self.metrics: dict[str, Any] | None = None
+        self.step, self.state, self.without_gain = 0, None, 0
+
+    def update(self, metrics: dict[str, Any], step: int, model: nn.Module | None) -> bool:
+        """Note an evaluation; True when patience has run out. `model` is None on ranks that
+        keep no weights."""
+        assert self.evaluation is not None
+        score = metrics[self.evaluation.main_metric]
+        better = self.score is None or (
+            score > self.score if self.evaluation.greater_is_better else score < self.score
+        )
+        if better:
+            self.score, self.metrics, self.step, self.without_gain = score, metrics, step, 0
+            if self.args.keep_best and model is not None:  # a copy is cheaper than a disk write
+                self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            return False
+        self.without_gain += 1
+        return self.args.patience is not None and self.without_gain >= self.args.patience
+
+    def saved(self) -> dict[str, Any]:
+        return {
+            "best_score": None if self.score is None else float(self.score),
+            "best_step": self.step,
+            "best_metrics": json.dumps(self.metrics, default=_plain),
+            "evals_without_gain": self.without_gain,
+            "best_state": self.state,  # the best weights so far
+        }
+
+    def restore(self, loop: dict[str, Any]) -> None:
+        self.score, self.step = loop["best_score"], loop["best_step"]
+        self.metrics, self.state = json.loads(loop["best_metrics"]), loop["best_state"]
+        self.without_gain = loop["evals_without_gain"]
+
+
+class Halt:
+    """Why a checkpointed run should stop now: SIGTERM/SIGINT (the step in hand is finished and
+    saved first) or the time limit; every rank agrees."""
+
+    def __init__(self, ck: Checkpointing | None, rt: Runtime):
+        self.ck, self.rt, self.signals, self.old = ck, rt, [], {}
+        self.started = time.perf_counter()
+        if ck is not None and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self.old[sig] = signal.signal(sig, lambda n, _: self.signals.append(signal.Signals(n).name))
+
+    def check(self, eval_seconds: float) -> str | None:
+        if self.ck is None:
+            return None
+        limit = self.ck.max_seconds
+        over = limit is not None and time.perf_counter() - self.started - eval_seconds >= limit
+        if not self.rt.any(over or bool(self.signals)):
+            return None
+        return self.signals[0] if self.signals else "time"
+
+    def restore(self) -> None:
+        for sig, handler in self.old.items():
+            signal.signal(sig, handler)
+
+
+def _evaluate(model: nn.Module, ev: Evaluation, rt: Runtime) -> dict[str, Any]:
+    """Evaluation metrics on every rank: from every rank's shard, or from rank 0 (on the bare
+    model: a DDP wrapper's forward would wait for the other ranks) and broadcast."""
+    model.eval()
+    metrics = None
+    with torch.inference_mode(), rt.autocast():
+        if ev.every_rank:
+            metrics = ev.fn(model)
+        elif rt.main:
+            metrics = ev.fn(getattr(model, "module", model))
+    model.train()
+    return metrics if ev.every_rank else rt.broadcast(metrics)
 
 
 def fit(
     model: nn.Module,
-    batches: Callable[[int], Iterable[dict[str, torch.Tensor]]],
+    batches: Callable[[int], Iterable[Batch]],
     steps_per_epoch: int,
-    loss_fn: Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor],
-    evaluate: Callable[[nn.Module], dict[str, Any]] | None,
-    main_metric: str,
+    loss_fn: Callable[[nn.Module, Batch], torch.Tensor],
     args: TrainArgs,
+    rt: Runtime | None = None,
+    evaluation: Evaluation | None = None,
     log_dir: Path | None = None,
-    greater_is_better: bool = True,
-    device: torch.device | None = None,
     checkpointing: Checkpointing | None = None,
 ) -> TrainResult:
-    """Train `model` in place and leave it holding the best weights seen by `evaluate`.
+    """Train `model` in place and leave it holding the best weights seen by `evaluation`.
 
     `batches(epoch)` yields the batches of one epoch (its own shuffling, seeded by epoch);
     `steps_per_epoch` is how many batches it yields; `loss_fn(model, batch)` returns a scalar.
     When resuming, the first call is `batches(state["epoch"])`, which must skip the batches that
     epoch already gave (`state["epoch_step"]` optimizer steps of `grad_accum` batches each).
+    `rt` (default: a local runtime on the model's device) gives the device and precision.
     """
-    device = device or next(model.parameters()).device
-    use_bf16 = bf16_is_fast(device) if args.bf16 is None else args.bf16
-    updates_per_epoch = max(1, steps_per_epoch // args.grad_accum)
-    total = args.max_steps or max(1, math.ceil(args.epochs * updates_per_epoch))
-    optimizer = make_optimizer(model, args.lr, args.weight_decay)
-    scheduler = linear_schedule(optimizer, warmup_steps_for(total, args.warmup), total)
-    eval_every = args.eval_every or updates_per_epoch
-
-    log_file = writer = None
-    if log_dir is not None:
-        log_dir.mkdir(parents=True, exist_ok=True)
-        log_file = open(log_dir / "log.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - closed below
-        if args.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(str(log_dir / "tensorboard"))
-
-    def record(entry: dict[str, Any]) -> None:
-        history.append(entry)
-        if log_file:
-            log_file.write(json.dumps(entry) + "\n")
-            log_file.flush()
-        if writer:
-            for k, v in entry.items():
-                if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
-                    writer.add_scalar(k, v, entry["step"])
-
-    bar = None
-    if args.progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, desc="train", unit="step", dynamic_ncols=True)
-
-    history: list[dict[str, Any]] = []
-    best_score, best_metrics, best_step, best_state = None, None, 0, None
-    evals_without_gain = 0
-    step, micro, running_loss, running_n = 0, 0, 0.0, 0
-    start = time.perf_counter()
-    eval_seconds = 0.0
+    rt = rt or local_runtime(next(model.parameters()).device)
+    per_epoch = max(1, steps_per_epoch // args.grad_accum)
+    total = args.max_steps or max(1, math.ceil(args.epochs * per_epoch))
+    eval_every = args.eval_every or per_epoch
     set_seed(args.seed)
-    epoch = 0
-    ck = checkpointing
+    stepper, keeper = Stepper(model, args, rt, total), Keeper(args, evaluation)
+    log, halt, ck = Log(log_dir if rt.main else None, args, total), Halt(checkpointing, rt), checkpointing
+    epoch, eval_seconds, stopped_by = 0, 0.0, None
+    bare = getattr(model, "module", model)  # under DDP: the model inside the wrapper
     if ck is not None and ck.resume is not None:
-        step, epoch = _restore(ck.resume, model, optimizer, scheduler)
-        loop = ck.resume.get("loop")
-        if loop is not None:  # what the loop knew: the best evaluation so far, the record
-            best_score, best_step = loop["best_score"], loop["best_step"]
-            best_metrics, history[:] = json.loads(loop["best_metrics"]), json.loads(loop["history"])
-            evals_without_gain, best_state = loop["evals_without_gain"], loop["best_state"]
-            running_loss, running_n = loop["running"]
-        if bar:
-            bar.update(step)
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        epoch = _resume(ck.resume, stepper, keeper, log)
+
     model.train()
-    optimizer.zero_grad(set_to_none=True)
-    stop = step >= total  # a run resumed from its last checkpoint has nothing left to train
-    stopped_by: str | None = None
-    signals: list[str] = []
-    old_handlers = {}
-    if ck is not None and threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):  # finish the step in hand, save, then stop
-            old_handlers[sig] = signal.signal(sig, lambda n, _: signals.append(signal.Signals(n).name))
-
-    def save() -> None:
-        assert ck is not None
-        loop = {
-            "best_score": None if best_score is None else float(best_score),
-            "best_step": best_step,
-            "best_metrics": json.dumps(best_metrics, default=_plain),
-            "evals_without_gain": evals_without_gain,
-            "history": json.dumps(history, default=_plain),
-            "best_state": best_state,  # the best weights so far (fine-tuning keeps them in memory)
-            "running": [running_loss, running_n],
-        }
-        ck.save({**_trainer_state(model, optimizer, scheduler, step, updates_per_epoch), "loop": loop})
-
-    last_loss, last_dev = float("nan"), ""
+    stepper.optimizer.zero_grad(set_to_none=True)
+    stop = stepper.step >= total  # a run resumed from its last checkpoint has nothing left to train
     try:
         while not stop:
             seen = 0
             for batch in batches(epoch):
                 seen += 1
-                batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-                last_micro = micro + 1 >= args.grad_accum
-                no_sync = getattr(model, "no_sync", None)  # DDP: all-reduce on the last micro-batch only
-                sync = no_sync() if no_sync is not None and not last_micro else contextlib.nullcontext()
-                with sync, autocast(device, use_bf16):
-                    loss = loss_fn(model, batch)
-                # Under torch.distributed a rank must not skip alone: a bad loss shows up in the
-                # all-reduced gradient norm below, the same on every rank.
-                if not distributed and not torch.isfinite(loss):
-                    if args.nonfinite == "stop":
-                        raise BertkitError(f"training stopped: non-finite loss at step {step + 1}")
-                    print(f"warning: non-finite loss at step {step + 1}; step skipped")
-                    optimizer.zero_grad(set_to_none=True)
-                    micro = 0
+                stepper.forward_backward(loss_fn, rt.to_device(batch))
+                if not stepper.ready() or not stepper.update():
                     continue
-                with sync:
-                    (loss / args.grad_accum).backward()
-                running_loss += loss.item()
-                running_n += 1
-                micro += 1
-                if micro < args.grad_accum:
-                    continue
-                micro = 0
-                # clip (or, with clipping off, just measure): a NaN/inf norm means a bad step
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm or math.inf)
-                if not torch.isfinite(grad_norm):
-                    if args.nonfinite == "stop":
-                        raise BertkitError(f"training stopped: non-finite gradient at step {step + 1}")
-                    print(f"warning: non-finite gradient at step {step + 1}; step skipped")
-                    optimizer.zero_grad(set_to_none=True)
-                    continue
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                if bar:
-                    bar.update(1)
+                step = stepper.step
+                log.advance()
                 if step % args.log_every == 0 or step == total:
-                    entry = {
-                        "step": step,
-                        "epoch": round(step / updates_per_epoch, 4),
-                        "loss": running_loss / max(1, running_n),
-                        "lr": scheduler.get_last_lr()[0],
-                    }
-                    record(entry)
-                    running_loss, running_n, last_loss = 0.0, 0, entry["loss"]
-                    if bar:
-                        bar.set_postfix_str(f"loss {last_loss:.4f}{last_dev}")
-                if evaluate is not None and (step % eval_every == 0 or step == total):
-                    model.eval()
-                    t_eval = time.perf_counter()
-                    with torch.inference_mode(), autocast(device, use_bf16):
-                        metrics = evaluate(model)
-                    eval_seconds += time.perf_counter() - t_eval
-                    model.train()
-                    record(
-                        {
-                            "step": step,
-                            "epoch": round(step / updates_per_epoch, 4),
-                            **{f"dev_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
-                        }
-                    )
-                    score = metrics[main_metric]
-                    last_dev = f", dev {main_metric} {score:.4f}"
-                    if bar:
-                        bar.set_postfix_str(f"loss {last_loss:.4f}{last_dev}")
-                    improved = best_score is None or (
-                        score > best_score if greater_is_better else score < best_score
-                    )
-                    if improved:
-                        best_score, best_metrics, best_step = score, metrics, step
-                        if args.keep_best:  # in memory: a copy is cheaper than a disk write
-                            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                        evals_without_gain = 0
-                    else:
-                        evals_without_gain += 1
-                        if args.patience is not None and evals_without_gain >= args.patience:
-                            stop = True
+                    log.record({"step": step, "epoch": round(step / per_epoch, 4), **stepper.report()})
+                if evaluation is not None and (step % eval_every == 0 or step == total):
+                    t0 = time.perf_counter()
+                    metrics = _evaluate(model, evaluation, rt)
+                    eval_seconds += time.perf_counter() - t0
+                    log.evaluated(step, round(step / per_epoch, 4), metrics, evaluation.main_metric)
+                    stop = keeper.update(metrics, step, bare if rt.main else None) or stop
                 if ck is not None:
-                    over_time = ck.max_seconds is not None and (
-                        time.perf_counter() - start - eval_seconds >= ck.max_seconds
-                    )
-                    halt = over_time or bool(signals)
-                    if distributed:  # every rank must agree to stop at the same step
-                        flag = torch.tensor([float(halt)], device=device)
-                        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-                        halt = bool(flag.item())
-                    if halt:
-                        stopped_by = signals[0] if signals else "time"
-                        stop = True
+                    stopped_by = halt.check(eval_seconds)
+                    stop = stop or stopped_by is not None
                     if stop or step >= total or (ck.every and step % ck.every == 0):
-                        save()
+                        _save(ck, model, stepper, keeper, log.history, per_epoch)
                 if step >= total or stop:
                     stop = True
                     break
@@ -289,19 +347,35 @@ def fit(
                 raise ValueError("the training data yielded no batches")
             epoch += 1
     finally:
-        for sig, handler in old_handlers.items():
-            signal.signal(sig, handler)
-        if bar:
-            bar.close()
-        if log_file:
-            log_file.close()
-        if writer:
-            writer.close()
-    if best_state is not None:
-        model.load_state_dict(best_state)
+        halt.restore()
+        log.close()
+    if keeper.state is not None:
+        bare.load_state_dict(keeper.state)
     model.eval()
-    seconds = time.perf_counter() - start - eval_seconds
-    return TrainResult(best_metrics, best_step, step, seconds, eval_seconds, history, stopped_by)
+    seconds = time.perf_counter() - halt.started - eval_seconds
+    return TrainResult(
+        keeper.metrics, keeper.step, stepper.step, seconds, eval_seconds, log.history, stopped_by
+    )
+
+
+def _save(
+    ck: Checkpointing, model: nn.Module, stepper: Stepper, keeper: Keeper, history: list, per_epoch: int
+):
+    loop = {**keeper.saved(), "history": json.dumps(history, default=_plain), "running": stepper.running}
+    state = _trainer_state(model, stepper.optimizer, stepper.scheduler, stepper.step, per_epoch)
+    ck.save({**state, "loop": loop})
+
+
+def _resume(state: dict[str, Any], stepper: Stepper, keeper: Keeper, log: Log) -> int:
+    """Optimizer, scheduler, RNG and what the loop knew, from a checkpoint; returns the epoch."""
+    stepper.step, epoch = _restore(state, stepper.model, stepper.optimizer, stepper.scheduler)
+    loop = state.get("loop")
+    if loop is not None:  # the best evaluation so far, the record
+        keeper.restore(loop)
+        log.history[:] = json.loads(loop["history"])
+        stepper.running = list(loop["running"])
+    log.advance(stepper.step)
+    return epoch
 
 
 def _trainer_state(model, optimizer, scheduler, step: int, updates_per_epoch: int) -> dict[str, Any]:

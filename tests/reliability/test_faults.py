@@ -156,7 +156,7 @@ def test_finetune_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_
         a = finetune_args(tiny_dir, tiny_data, out)
         a[a.index("--max-steps") + 1] = "16"
         a[a.index("--batch-size") + 1] = "8"  # 64 examples: 8 steps an epoch, so 2 epochs
-        return [*a, "--eval-every", "2", "--save-every", "2", "--no-bf16", "--seed", "3", "--lr", "1e-3"]
+        return [*a, "--eval-every", "2", "--save-every", "2", "--precision", "fp32", "--seed", "3", "--lr", "1e-3"]
 
     def run(out: Path, log: Path, *extra: str) -> subprocess.Popen:
         with open(log, "a") as f:
@@ -206,7 +206,7 @@ def test_finetune_resume_refuses_other_settings_and_stray_checkpoints(tiny_dir, 
     assert (done / "metrics.json").is_file() and not (tmp_path / "done-checkpoints").exists()
 
     out, root = tmp_path / "out", tmp_path / "out-checkpoints"
-    a = [*finetune_args(tiny_dir, tiny_data, out), "--save-every", "1", "--no-bf16"]
+    a = [*finetune_args(tiny_dir, tiny_data, out), "--save-every", "1", "--precision", "fp32"]
     a[a.index("--max-steps") + 1] = "100000"
     kill_when(a, lambda: list(root.glob("step-*")))
     capsys.readouterr()
@@ -240,7 +240,7 @@ def pretrain_args(corpus: tuple[Path, Path], out: Path) -> list[str]:
     tok, data = corpus
     args = ["pretrain", "--corpus", str(data), "--tokenizer", str(tok), "--output", str(out)]
     args += ["--config", "tiny", "--max-seq-length", "32", "--batch-size", "4", "--max-steps", "4"]
-    args += ["--save-every", "2", "--eval-every", "1000", "--no-bf16", "--quiet", "--seed", "1"]
+    args += ["--save-every", "2", "--eval-every", "1000", "--precision", "fp32", "--quiet", "--seed", "1"]
     return [*args, "--keep-checkpoints", "3"]
 
 

@@ -43,9 +43,7 @@ def test_nonfinite_steps_are_skipped_and_named(kind, capsys):
         saved.append({k: v.clone() for k, v in model.state_dict().items()})
 
     args = TrainArgs(epochs=1, batch_size=16, lr=0.1, warmup=0, progress=False, tensorboard=False)
-    result = fit(
-        model, _batches, 8, _loss(kind), None, "accuracy", args, checkpointing=Checkpointing(save, every=1)
-    )
+    result = fit(model, _batches, 8, _loss(kind), args, checkpointing=Checkpointing(save, every=1))
     out = capsys.readouterr().out
     # batch 3 would have been step 4, batch 6 step 6; the run takes two more batches to reach 8
     assert f"non-finite {kind} at step 4; step skipped" in out
@@ -60,7 +58,7 @@ def test_nonfinite_stop_names_the_step(kind):
     model = nn.Linear(4, 2)
     args = TrainArgs(epochs=1, batch_size=16, nonfinite="stop", progress=False, tensorboard=False)
     with pytest.raises(BertkitError, match=rf"non-finite {kind} at step 4"):
-        fit(model, _batches, 8, _loss(kind), None, "accuracy", args)
+        fit(model, _batches, 8, _loss(kind), args)
 
 
 def test_clipping_is_on_by_default():

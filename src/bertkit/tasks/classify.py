@@ -8,7 +8,9 @@ text's prediction is the mean of its windows' logits.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,11 +20,12 @@ from bertkit.errors import BertkitError
 from bertkit.heads import BertForSequenceClassification
 from bertkit.inference import batches, device_of
 from bertkit.metrics import classification_metrics, regression_metrics
+from bertkit.tasks.base import Task, Texts
 from bertkit.tokenizer import Tokenizer
 
 
 @dataclass
-class ClassifyTask:
+class ClassifyTask(Task):
     labels: list[str] | None  # None for regression
     max_length: int = 128
     windows: bool = False
@@ -31,6 +34,73 @@ class ClassifyTask:
 
     name = "classify"
     model_class = BertForSequenceClassification
+    formats = ("tsv", "csv", "jsonl", "folders")
+    pipeline_names = ("text-classification", "sentiment-analysis")
+
+    @classmethod
+    def read(cls, path: str | Path, fmt: str | None = None, **opts: Any) -> list:
+        """TSV/CSV/JSONL rows (the format from the extension unless given), or a folder per label
+        (a directory, or a folder inside a tar archive: `aclImdb.tar.gz/aclImdb/train`)."""
+        from bertkit.data.folders import is_folder_dataset, read_folder_classification
+        from bertkit.data.readers import read_text_classification
+
+        if fmt == "folders" or (fmt is None and is_folder_dataset(path)):
+            return read_folder_classification(path)
+        keep = ("text_column", "pair_column", "label_column", "header", "regression")
+        return read_text_classification(
+            path, fmt, **{k: v for k, v in opts.items() if k in keep and v is not None}
+        )
+
+    @classmethod
+    def from_args(cls, args: Any, train: list) -> ClassifyTask:
+        from bertkit.data.readers import label_vocab
+
+        labels = None if getattr(args, "regression", False) else label_vocab(train)
+        if labels is not None and any(e.label is None for e in train):
+            raise BertkitError("the training file has no labels (pass --label-column)", args.train)
+        positive = getattr(args, "positive_label", None)
+        if positive is not None and labels is not None and positive not in labels:
+            raise BertkitError(f"--positive-label {positive!r} is not a training label ({', '.join(labels)})")
+        return cls(labels, **cls.settings(vars(args)))
+
+    def reader_options(self) -> dict:
+        return {"regression": self.regression}
+
+    def serving(self) -> ClassifyTask:
+        return replace(self, windows=True)  # long texts: windows, never a silent cut
+
+    def call_items(self, inputs: Any, text_pair: Any, question: Any, context: Any) -> tuple[list, bool]:
+        single = isinstance(inputs, str)
+        texts = [inputs] if single else list(inputs)
+        pairs = [text_pair] if single else (text_pair or [None] * len(texts))
+        return list(zip(texts, pairs, strict=True)), single
+
+    def examples_of(self, items: list) -> list:
+        """Texts, or (text, pair) tuples, as examples."""
+        from bertkit.data.readers import TextExample
+
+        pairs = [it if isinstance(it, tuple) else (it, None) for it in items]
+        return [TextExample(t, p, None, 0) for t, p in pairs]
+
+    def example_from_line(self, obj: dict | None, line: str, n: int, source: str) -> Any:
+        from bertkit.data.readers import TextExample
+
+        example = super().example_from_line(obj, line, n, source)
+        pair = obj.get("text_pair") if isinstance(obj, dict) else None
+        return TextExample(example.text, pair, None, n)
+
+    @staticmethod
+    def parse_request(body: dict, texts: Texts) -> list:
+        from bertkit.errors import HTTPError
+
+        items, pairs = texts(body, "texts"), texts(body, "text_pairs", required=False)
+        if pairs is not None and len(pairs) != len(items):
+            raise HTTPError(422, f'"text_pairs" has {len(pairs)} texts for {len(items)} "texts"')
+        return list(zip(items, pairs or [None] * len(items), strict=True))
+
+    @property
+    def num_scores(self) -> int | None:
+        return 1 if self.regression else len(self.labels or [])
 
     @property
     def regression(self) -> bool:
@@ -42,9 +112,6 @@ class ClassifyTask:
             return "pearson"
         return "f1" if self.positive_label is not None else "accuracy"
 
-    def prepare(self, train_feats: list[dict], batch_size: int) -> None:
-        """Nothing to learn from the training features (NER sets its loss scale here)."""
-
     def configure(self, config: BertConfig) -> None:
         """Name the head's outputs in the config (saved as id2label/label2id)."""
         if self.regression:
@@ -55,25 +122,12 @@ class ClassifyTask:
             config.problem_type = "single_label_classification"
 
     def info(self) -> dict:
-        return {
-            "task": self.name,
-            "max_length": self.max_length,
-            "windows": self.windows,
-            "stride": self.stride,
-            "positive_label": self.positive_label,
-            "regression": self.regression,
-        }
+        return {**super().info(), "regression": self.regression}
 
     @classmethod
     def from_info(cls, info: dict, config: BertConfig) -> ClassifyTask:
         labels = None if info.get("regression") else [config.id2label[i] for i in sorted(config.id2label)]
-        return cls(
-            labels,
-            info.get("max_length", 128),
-            info.get("windows", False),
-            info.get("stride", 64),
-            info.get("positive_label"),
-        )
+        return cls(labels, **cls.settings(info))
 
     def features(self, tokenizer: Tokenizer, examples: Sequence, with_labels: bool = True) -> list[dict]:
         """Token ids per window; `example` indexes the text a window belongs to."""
@@ -107,9 +161,10 @@ class ClassifyTask:
 
     def loss(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).logits
+        norm = batch.get("loss_norm", float(len(logits)))  # see Task.loss_count
         if self.regression:
-            return F.mse_loss(logits.squeeze(-1).float(), batch["labels"].float())
-        return F.cross_entropy(logits.float(), batch["labels"])
+            return F.mse_loss(logits.squeeze(-1).float(), batch["labels"].float(), reduction="sum") / norm
+        return F.cross_entropy(logits.float(), batch["labels"], reduction="sum") / norm
 
     @torch.inference_mode()
     def logits(

@@ -14,9 +14,11 @@ probable tag on its own, as `transformers`' token-classification examples do.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +31,7 @@ from bertkit.fileio import save_safetensors
 from bertkit.heads import BertForTokenClassification
 from bertkit.inference import batches, device_of
 from bertkit.metrics import entity_metrics, get_entities
+from bertkit.tasks.base import Task
 from bertkit.tasks.batching import IGNORE
 from bertkit.tasks.crf import CRF, BiLSTM, iob2_decoder
 from bertkit.tokenizer import Tokenizer
@@ -36,6 +39,21 @@ from bertkit.tokenizer import Tokenizer
 HEADS = ("softmax", "crf", "bilstm-crf")
 DECODES = ("constrained", "argmax")  # how the softmax head turns word probabilities into tags
 EXTRA_WEIGHTS = "ner_head.safetensors"  # the CRF/BiLSTM parameters transformers has no place for
+
+# Words as CoNLL-style data splits them: every CJK character alone; abbreviations ("U.S.");
+# letters and digits joined by inner hyphens, apostrophes, periods or commas ("e-mail", "don't",
+# "1,000.5"); and each other punctuation character alone (so "Paris." is "Paris" and ".").
+_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
+_ALNUM = f"[^\\W_{_CJK}]"
+_WORD = re.compile(f"[{_CJK}]|(?:[^\\W\\d_{_CJK}]\\.){{2,}}|{_ALNUM}+(?:[-'’.,]{_ALNUM}+)*|[^\\w\\s]|_")
+
+
+def words_of(text: str):
+    """Split raw text into words with their character offsets, for NER on plain text."""
+    from bertkit.data.readers import TokenExample
+
+    spans = [(m.start(), m.end()) for m in _WORD.finditer(text)]
+    return TokenExample([text[s:e] for s, e in spans], None, text, spans, 0)
 
 
 class NerTagger(nn.Module):
@@ -111,7 +129,7 @@ def _word_positions(labels_or_words: torch.Tensor) -> tuple[torch.Tensor, torch.
 
 
 @dataclass
-class NerTask:
+class NerTask(Task):
     labels: list[str]
     head: str = "softmax"
     max_length: int = 128
@@ -120,51 +138,75 @@ class NerTask:
 
     name = "ner"
     main_metric = "f1"
+    formats = ("conll", "spans")
+    pipeline_names = ("ner", "token-classification")
+    response_key = "entities"
     # Labelled words in an average training batch; set by `prepare`. Length-grouped batches hold
     # very different numbers of words, so the softmax loss is a sum divided by this constant:
     # every word weighs the same, as with randomly mixed batches, instead of each batch.
-    words_per_batch: float | None = None
+    words_per_batch: float | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.decode not in DECODES:
             raise BertkitError(f"unknown NER decoding {self.decode!r}; expected one of {', '.join(DECODES)}")
 
+    @classmethod
+    def read(cls, path: str | Path, fmt: str | None = None, **opts: Any) -> list:
+        """CoNLL columns, or character-offset span JSON lines (the default for .json/.jsonl)."""
+        from bertkit.data.readers import read_conll, read_span_jsonl
+
+        if fmt is None:
+            fmt = "spans" if Path(path).suffix.lower() in (".json", ".jsonl") else "conll"
+        keep = lambda *names: {k: v for k, v in opts.items() if k in names and v is not None}  # noqa: E731
+        if fmt == "spans":
+            return read_span_jsonl(path, **keep("text_field", "label_field"))
+        return read_conll(path, **keep("token_column", "tag_column", "scheme", "strip_digit_suffix"))
+
+    @classmethod
+    def from_args(cls, args: Any, train: list) -> NerTask:
+        from bertkit.data.readers import label_vocab
+
+        return cls(label_vocab(train), **cls.settings(vars(args)))
+
     def prepare(self, train_feats: list[dict], batch_size: int) -> None:
         words = sum(sum(1 for x in f["labels"] if x != IGNORE) for f in train_feats)
         self.words_per_batch = max(1.0, words * batch_size / max(1, len(train_feats)))
 
+    def loss_count(self, feats: Sequence[dict]) -> float:
+        if self.head != "softmax":  # the CRF's loss is a mean over windows with a word start
+            return float(sum(1 for f in feats if any(x != IGNORE for x in f["labels"])))
+        if self.words_per_batch is not None:  # every word weighs the same (see `words_per_batch`)
+            return self.words_per_batch
+        return float(sum(sum(1 for x in f["labels"] if x != IGNORE) for f in feats))
+
+    def load_model(self, model_dir: str | Path, **kw: Any) -> NerTagger:
+        return NerTagger.from_pretrained(model_dir, head=self.head, **kw)
+
+    def examples_of(self, items: list) -> list:
+        """Raw texts, split into words (`words_of`)."""
+        return [words_of(t) for t in items]
+
+    def present(self, pred: dict) -> Any:
+        return pred["entities"]
+
     @property
-    def model_class(self):
-        head = self.head
+    def onnx_needs_torch(self) -> bool:
+        return self.head != "softmax"
 
-        class _Loader:
-            @staticmethod
-            def from_pretrained(directory, config=None, **kw):
-                return NerTagger.from_pretrained(directory, config=config, head=head, **kw)
+    def onnx_model(self, runner: nn.Module, torch_model: nn.Module | None) -> nn.Module:
+        from bertkit.onnx_backend import OnnxTagger
 
-        return _Loader
+        crf = getattr(torch_model, "crf", None)
+        return OnnxTagger(runner, crf.eval() if crf is not None else None)
+
+    model_class = NerTagger
 
     def configure(self, config: BertConfig) -> None:
         config.set_labels(self.labels)
 
-    def info(self) -> dict:
-        return {
-            "task": self.name,
-            "head": self.head,
-            "max_length": self.max_length,
-            "stride": self.stride,
-            "decode": self.decode,
-        }
-
     @classmethod
     def from_info(cls, info: dict, config: BertConfig) -> NerTask:
-        return cls(
-            [config.id2label[i] for i in sorted(config.id2label)],
-            info.get("head", "softmax"),
-            info.get("max_length", 128),
-            info.get("stride", 32),
-            info.get("decode", "constrained"),
-        )
+        return cls([config.id2label[i] for i in sorted(config.id2label)], **cls.settings(info))
 
     def features(self, tokenizer: Tokenizer, examples: Sequence, with_labels: bool = True) -> list[dict]:
         """Windows of sub-tokens; `words[t]` is the word whose first sub-token sits at t, else -1.
@@ -213,9 +255,9 @@ class NerTask:
         emissions = tagger.emissions(batch).float()
         if tagger.crf is None:
             flat = (emissions.flatten(0, 1), batch["labels"].flatten())
-            if self.words_per_batch is None:
-                return F.cross_entropy(*flat, ignore_index=IGNORE)
-            return F.cross_entropy(*flat, ignore_index=IGNORE, reduction="sum") / self.words_per_batch
+            words = float((batch["labels"] != IGNORE).sum())
+            norm = batch.get("loss_norm", self.words_per_batch or max(1.0, words))  # see loss_count
+            return F.cross_entropy(*flat, ignore_index=IGNORE, reduction="sum") / norm
         pos, mask = _word_positions(batch["labels"])
         word_em = torch.gather(emissions, 1, pos[..., None].expand(-1, -1, emissions.shape[-1]))
         tags = torch.gather(batch["labels"], 1, pos).clamp(min=0)
@@ -223,7 +265,8 @@ class NerTask:
         # starting on I-X, which would add a huge constant to the loss).
         tags[:, 0] = self._begin_of[tags[:, 0]]
         keep = mask.any(1)  # windows with no word start carry nothing for the CRF
-        return tagger.crf.loss(word_em[keep], tags[keep], mask[keep])
+        nll = -tagger.crf.log_likelihood(word_em[keep], tags[keep], mask[keep]).sum()
+        return nll / batch.get("loss_norm", max(1.0, float(keep.sum())))
 
     @property
     def _begin_of(self) -> torch.Tensor:

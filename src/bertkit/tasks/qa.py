@@ -10,19 +10,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from bertkit.config import BertConfig
+from bertkit.errors import BertkitError
 from bertkit.heads import BertForQuestionAnswering
 from bertkit.inference import batches, device_of
 from bertkit.metrics import squad_em_f1
+from bertkit.tasks.base import Task, Texts
 from bertkit.tokenizer import Tokenizer
 
 
 @dataclass
-class QATask:
+class QATask(Task):
     max_length: int = 384
     doc_stride: int = 128
     max_answer_length: int = 30
@@ -31,30 +35,70 @@ class QATask:
     name = "qa"
     main_metric = "f1"
     model_class = BertForQuestionAnswering
+    formats = ("squad",)
+    pipeline_names = ("question-answering",)
+    onnx_outputs = ("start_logits", "end_logits")
+    response_key = "answers"
 
-    def prepare(self, train_feats: list[dict], batch_size: int) -> None:
-        """Nothing to learn from the training features (NER sets its loss scale here)."""
+    @classmethod
+    def read(cls, path: str | Path, fmt: str | None = None, **opts: Any) -> list:
+        from bertkit.data.readers import read_squad
 
-    def configure(self, config: BertConfig) -> None:
-        pass
+        return read_squad(path)
 
-    def info(self) -> dict:
-        return {
-            "task": self.name,
-            "max_length": self.max_length,
-            "doc_stride": self.doc_stride,
-            "max_answer_length": self.max_answer_length,
-            "n_best": self.n_best,
-        }
+    @classmethod
+    def from_args(cls, args: Any, train: list) -> QATask:
+        given = vars(args)
+        return cls(**cls.settings({**given, "doc_stride": given.get("stride")}))
 
     @classmethod
     def from_info(cls, info: dict, config: BertConfig) -> QATask:
-        return cls(
-            info.get("max_length", 384),
-            info.get("doc_stride", 128),
-            info.get("max_answer_length", 30),
-            info.get("n_best", 20),
-        )
+        return cls(**cls.settings(info))
+
+    def trainable(self, feat: dict) -> bool:
+        return "start_positions" in feat  # a window of an unanswerable example cannot be trained on
+
+    @property
+    def labels_to_check(self) -> list[str] | None:
+        return None
+
+    def call_items(self, inputs: Any, text_pair: Any, question: Any, context: Any) -> tuple[list, bool]:
+        single = isinstance(question, str)
+        qs, cs = ([question], [context]) if single else (question, context)
+        return list(zip(qs, cs, strict=True)), single
+
+    def examples_of(self, items: list) -> list:
+        """(question, context) pairs as examples."""
+        from bertkit.data.readers import QAExample
+
+        return [QAExample(str(i), q, c, [], None) for i, (q, c) in enumerate(items)]
+
+    def example_from_line(self, obj: dict | None, line: str, n: int, source: str) -> Any:
+        from bertkit.data.readers import QAExample
+
+        if (
+            not isinstance(obj, dict)
+            or not isinstance(obj.get("question"), str)
+            or not isinstance(obj.get("context"), str)
+        ):
+            raise BertkitError(f"line {n}: expected a JSON object with 'question' and 'context'", source)
+        return QAExample(str(obj.get("id", n)), obj["question"], obj["context"], [], None)
+
+    def output_row(self, example: Any, pred: dict) -> dict:
+        return {"id": example.id, **pred}
+
+    @staticmethod
+    def parse_request(body: dict, texts: Texts) -> list:
+        from bertkit.errors import HTTPError
+
+        qs, cs = texts(body, "questions"), texts(body, "contexts")
+        if len(qs) != len(cs):
+            raise HTTPError(422, f'{len(qs)} "questions" for {len(cs)} "contexts"')
+        return list(zip(qs, cs, strict=True))
+
+    @property
+    def num_scores(self) -> int | None:
+        return None
 
     def features(self, tokenizer: Tokenizer, examples: Sequence, with_labels: bool = True) -> list[dict]:
         enc = tokenizer(
@@ -97,10 +141,11 @@ class QATask:
 
     def loss(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        norm = batch.get("loss_norm", float(len(out.start_logits)))  # see Task.loss_count
+        ce = lambda logits, gold: F.cross_entropy(logits.float(), gold, reduction="sum")  # noqa: E731
         return (
-            F.cross_entropy(out.start_logits.float(), batch["start_positions"])
-            + F.cross_entropy(out.end_logits.float(), batch["end_positions"])
-        ) / 2
+            ce(out.start_logits, batch["start_positions"]) + ce(out.end_logits, batch["end_positions"])
+        ) / (2 * norm)
 
     @torch.inference_mode()
     def predict(self, model, feats: list[dict], examples: Sequence, pad_id: int, max_tokens: int = 16384):

@@ -1,0 +1,60 @@
+"""`bertkit evaluate` and `bertkit predict`: a fine-tuned model on a file."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bertkit.cli import flags
+
+
+def add_parser(sub) -> None:
+    ev = sub.add_parser("evaluate", help="evaluate a fine-tuned model on a labelled file and write a report")
+    ev.add_argument("--model", required=True, help="fine-tuned model directory")
+    ev.add_argument("--data", required=True, help="labelled file in the task's format")
+    ev.add_argument("--output", required=True, help="report directory to write")
+    ev.add_argument("--unknown-label", default=None, help="map labels the model does not know to this one")
+    flags.add_data(ev)
+    flags.add_engine(ev, backend=True)
+    flags.add_runtime(ev)
+    ev.set_defaults(func=evaluate)
+
+    pr = sub.add_parser(
+        "predict",
+        help="predict with a fine-tuned model; JSON lines out",
+        description="Read texts (one per line, or JSON lines with 'text'/'text_pair', or "
+        "'question'/'context' for QA, or a file in the task's format via --format) and write "
+        "one JSON line per input: label and probabilities, entities with character offsets, "
+        "or answers with scores.",
+    )
+    pr.add_argument("--model", required=True, help="fine-tuned model directory")
+    pr.add_argument("--input", default="-", help="input file, or - for standard input (default)")
+    pr.add_argument("--output", default="-", help="output file, or - for standard output (default)")
+    flags.add_data(pr)
+    flags.add_engine(pr, backend=True)
+    flags.add_runtime(pr)
+    pr.set_defaults(func=predict)
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    from bertkit.pipelines import evaluate_dir
+
+    metrics = evaluate_dir(
+        Path(args.model),
+        Path(args.data),
+        args.format,
+        flags.data_opts(args),
+        Path(args.output),
+        unknown_label=args.unknown_label,
+        options=flags.engine(args),
+        runtime=flags.runtime(args),
+    )
+    shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
+    print(f"{shown}\nreport in {args.output}")
+
+
+def predict(args: argparse.Namespace) -> None:
+    from bertkit.pipelines import predict_stream
+
+    opts, engine, rt = flags.data_opts(args), flags.engine(args), flags.runtime(args)
+    predict_stream(args.model, args.input, args.output, args.format, opts, options=engine, runtime=rt)

@@ -1,0 +1,88 @@
+"""`bertkit finetune`: train a model on a task and write a model + report directory."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bertkit.cli import flags
+from bertkit.train import TrainArgs
+
+
+def add_parser(sub) -> None:
+    ft = sub.add_parser(
+        "finetune",
+        help="fine-tune a model on a task and write a model + report directory",
+        description="Fine-tune a BERT directory on text classification/regression, NER or "
+        "extractive QA. Writes a loadable model, metrics.json and report/ to --output. Runs on a GPU "
+        "when there is one, and under torchrun (DDP: --batch-size is the global batch).",
+    )
+    ft.add_argument(
+        "--model", required=True, help="starting model directory (HF layout with tokenizer files)"
+    )
+    ft.add_argument("--train", required=True, help="training file")
+    ft.add_argument(
+        "--dev", required=True, help="development file: evaluated during training, picks the best"
+    )
+    ft.add_argument("--test", help="test file, evaluated once with the best weights")
+    ft.add_argument(
+        "--output", required=True, help="output directory (must be new or empty unless --overwrite)"
+    )
+    ft.add_argument(
+        "--overwrite", action="store_true", help="replace an existing output directory at the end"
+    )
+    flags.add_task(ft)
+    flags.add_data(ft)
+    flags.add_training(ft, TrainArgs())
+    flags.add_runtime(ft)
+    ck = ft.add_argument_group("checkpoints")
+    ck.add_argument(
+        "--save-every",
+        type=int,
+        default=None,
+        help="write a checkpoint every N optimizer steps (and on SIGTERM/Ctrl-C) to OUTPUT-checkpoints/, "
+        "removed once the run completes",
+    )
+    ck.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest checkpoint in OUTPUT-checkpoints/ (same settings; checked)",
+    )
+    ft.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from bertkit.finetune import Resumable, finetune
+    from bertkit.report import write_report
+    from bertkit.tasks import registry
+
+    output = Path(args.output)
+    resumable = Resumable.beside(output, args.save_every, args.resume)
+    rt = flags.runtime(args, distributed=True)
+    try:
+        task, train, dev, test = registry.build(args.task, args, flags.data_opts(args))
+        targs = flags.train_args(args, TrainArgs())
+        if rt.main:
+            print(f"fine-tuning on {rt.describe()}")
+        metrics = finetune(
+            task,
+            Path(args.model),
+            train,
+            dev,
+            test,
+            output,
+            targs,
+            args.overwrite,
+            write_report,
+            resumable,
+            rt,
+        )
+    finally:
+        rt.close()
+    if not rt.main:
+        return
+    for split in ("dev", "test"):
+        if split in metrics:
+            shown = {k: round(v, 4) for k, v in metrics[split].items() if isinstance(v, float)}
+            print(f"{split}: {shown}")
+    print(f"trained in {metrics['train']['seconds']} s; model and report in {args.output}")

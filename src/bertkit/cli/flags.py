@@ -1,0 +1,231 @@
+"""Flag groups shared by the commands, each defined once, and what they build: the runtime, the
+inference engine's options, the reader options, the training settings."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from bertkit.runtime import PRECISIONS, Runtime, RuntimeArgs, compute_init
+from bertkit.tasks.registry import FORMATS
+from bertkit.train import TrainArgs
+
+_RT = RuntimeArgs()
+
+
+def add_runtime(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("runtime")
+    g.add_argument(
+        "--device",
+        default=None,
+        help=f"auto (default: CUDA when a GPU is visible, else the CPU), cpu, cuda or cuda:N "
+        f"(env BERTKIT_DEVICE; default {_RT.device})",
+    )
+    g.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=None,
+        help="auto (default): bf16 where the device multiplies bf16 natively (CUDA, AMX/AVX512-BF16 "
+        "CPUs), else fp32; bf16 or fp32 force it, in training (autocast) and inference (weights)",
+    )
+    g.add_argument("--threads", type=int, default=None, help="CPU threads (default: one per core)")
+
+
+def runtime(args: argparse.Namespace, distributed: bool = False) -> Runtime:
+    """The command's runtime; `distributed`: join torchrun's process group (training commands)."""
+    given = RuntimeArgs.from_env(device=args.device, precision=args.precision, threads=args.threads)
+    return compute_init(given, distributed)
+
+
+def add_engine(p: argparse.ArgumentParser, backend: bool = False) -> None:
+    g = p.add_argument_group("inference engine")
+    if backend:
+        g.add_argument(
+            "--backend",
+            choices=["torch", "onnx"],
+            default=None,
+            help="torch (default), or onnx: the task head run by ONNX Runtime from a `bertkit export` file",
+        )
+        g.add_argument(
+            "--onnx-file", default=None, help="graph for --backend onnx (default MODEL/model.onnx)"
+        )
+    g.add_argument("--int8", action="store_true", help="int8 dynamic quantization of the Linear layers (CPU)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the encoder (slow first batches)")
+    g.add_argument("--max-tokens", type=int, default=None, help="padded tokens per batch (default 8192)")
+
+
+def engine(args: argparse.Namespace):
+    from bertkit.inference import InferenceOptions
+
+    return InferenceOptions.from_env(
+        int8=args.int8 or None,
+        compile=args.compile or None,
+        max_tokens=args.max_tokens,
+        backend=getattr(args, "backend", None),
+        onnx_file=getattr(args, "onnx_file", None),
+    )
+
+
+def add_data(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data format")
+    g.add_argument(
+        "--format",
+        choices=FORMATS,
+        default=None,
+        help="file format (default: from the task and the file extension)",
+    )
+    g.add_argument("--text-column", help="text column: header name or 0-based index")
+    g.add_argument("--pair-column", help="second text column for sentence pairs")
+    g.add_argument("--label-column", help="label column: header name or 0-based index")
+    g.add_argument("--token-column", type=int, default=None, help="CoNLL: token column index (default 0)")
+    g.add_argument(
+        "--tag-column", type=int, default=None, help="CoNLL: tag column index (default -1, the last)"
+    )
+    g.add_argument(
+        "--scheme",
+        choices=["auto", "iob1", "iob2", "bioes"],
+        default=None,
+        help="CoNLL tagging scheme of the file (default auto); tags are normalised to IOB2",
+    )
+    g.add_argument(
+        "--strip-digit-suffix",
+        action="store_true",
+        help="CoNLL: strip a trailing digit from each token (Weibo NER's word-position marks)",
+    )
+
+
+def data_opts(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "text_column": args.text_column,
+        "pair_column": args.pair_column,
+        "label_column": args.label_column,
+        "token_column": args.token_column,
+        "tag_column": args.tag_column,
+        "scheme": args.scheme,
+        "strip_digit_suffix": args.strip_digit_suffix or None,
+        "regression": getattr(args, "regression", None),
+    }
+
+
+def add_task(p: argparse.ArgumentParser) -> None:
+    from bertkit.tasks.classify import ClassifyTask
+    from bertkit.tasks.ner import DECODES, HEADS, NerTask
+    from bertkit.tasks.qa import QATask
+    from bertkit.tasks.registry import names
+
+    p.add_argument("--task", choices=names(), required=True, help="what to train")
+    t = p.add_argument_group("task")
+    t.add_argument("--regression", action="store_true", help="classify: a numeric target (MSE loss)")
+    t.add_argument("--positive-label", help="classify: report F1 of this class and select by it (e.g. 1)")
+    t.add_argument(
+        "--windows",
+        action="store_true",
+        help="classify: cover long texts with overlapping windows instead of truncating",
+    )
+    t.add_argument(
+        "--stride",
+        type=int,
+        default=None,
+        help=f"tokens shared by consecutive windows (classify {ClassifyTask.stride}, ner {NerTask.stride}, "
+        f"qa doc stride {QATask.doc_stride})",
+    )
+    t.add_argument("--head", choices=HEADS, default=None, help=f"ner: tag decoder (default {NerTask.head})")
+    t.add_argument(
+        "--decode",
+        choices=DECODES,
+        default=None,
+        help="ner, softmax head: each sentence's most probable valid IOB2 tags (Viterbi, constrained, the "
+        "default) or each word's most probable tag on its own (transformers' argmax); saved with the model",
+    )
+    t.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help=f"tokens per window (default {ClassifyTask.max_length}; qa {QATask.max_length})",
+    )
+    t.add_argument(
+        "--unknown-label",
+        default=None,
+        help="map dev/test labels unseen in training to this label instead of failing",
+    )
+
+
+def add_training(p: argparse.ArgumentParser, d: TrainArgs, fine_tuning: bool = True) -> None:
+    """The training flags, their defaults from `d` (fine-tuning's or pretraining's TrainArgs)."""
+    o = p.add_argument_group("training")
+    o.add_argument(
+        "--epochs", type=float, default=d.epochs, help=f"passes over the data (default {d.epochs:g})"
+    )
+    o.add_argument(
+        "--max-steps", type=int, default=None, help="optimizer steps (overrides --epochs; sets the schedule)"
+    )
+    o.add_argument(
+        "--batch-size",
+        type=int,
+        default=d.batch_size,
+        help=f"examples per batch, all processes (default {d.batch_size})",
+    )
+    o.add_argument(
+        "--grad-accum", type=int, default=d.grad_accum, help="batches per optimizer step (default 1)"
+    )
+    o.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr:g})")
+    o.add_argument(
+        "--weight-decay",
+        type=float,
+        default=d.weight_decay,
+        help=f"AdamW weight decay (default {d.weight_decay:g})",
+    )
+    o.add_argument(
+        "--warmup",
+        type=float,
+        default=d.warmup,
+        help=f"warm-up: share of steps if < 1, else steps (default {d.warmup:g})",
+    )
+    every = "each epoch" if d.eval_every is None else d.eval_every
+    o.add_argument(
+        "--eval-every", type=int, default=d.eval_every, help=f"evaluate every N steps (default {every})"
+    )
+    o.add_argument(
+        "--log-every",
+        type=int,
+        default=d.log_every,
+        help=f"log the training loss every N steps ({d.log_every})",
+    )
+    o.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
+    o.add_argument(
+        "--on-nonfinite",
+        choices=["skip", "stop"],
+        default=d.nonfinite,
+        help="NaN/inf loss or gradient: skip the step (default) or stop",
+    )
+    o.add_argument("--quiet", action="store_true", help="no progress bar")
+    if fine_tuning:
+        o.add_argument("--patience", type=int, default=None, help="early stopping: evaluations without gain")
+        o.add_argument(
+            "--no-group-by-length",
+            action="store_true",
+            help="plain shuffled batches instead of batches of similar lengths (more padding, slower)",
+        )
+
+
+def train_args(args: argparse.Namespace, d: TrainArgs, **overrides: Any) -> TrainArgs:
+    """The TrainArgs the training flags give, on top of the defaults `d`."""
+    from dataclasses import replace
+
+    kw = dict(
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup=args.warmup,
+        eval_every=args.eval_every,
+        log_every=args.log_every,
+        seed=args.seed,
+        progress=not args.quiet,
+        nonfinite=args.on_nonfinite,
+    )
+    if hasattr(args, "patience"):
+        kw |= {"patience": args.patience, "group_by_length": not args.no_group_by_length}
+    return replace(d, **{**kw, **overrides})

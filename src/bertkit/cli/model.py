@@ -1,0 +1,68 @@
+"""`bertkit info` (describe a model directory) and `bertkit init` (a random model directory)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    info = sub.add_parser(
+        "info",
+        help="load a model directory and describe it",
+        description="Load a Hugging Face-format BERT directory and print a summary; "
+        "a quick check that a checkpoint is readable.",
+    )
+    info.add_argument("model", help="model directory (config.json + model.safetensors)")
+    info.set_defaults(func=describe)
+
+    ini = sub.add_parser(
+        "init",
+        help="create a randomly initialised model directory for a tokenizer",
+        description="Write a randomly initialised BertForPreTraining of a preset size, with the "
+        "vocabulary size of --tokenizer, as a model directory: the start of pretraining, or of "
+        "fine-tuning from scratch.",
+    )
+    ini.add_argument(
+        "--config",
+        default="mini",
+        choices=["tiny", "mini", "small", "medium", "base", "large"],
+        help="preset size: tiny L2/H128, mini L4/H256, small L4/H512, medium L8/H512, base, large",
+    )
+    ini.add_argument("--tokenizer", required=True, help="directory with vocab.txt or tokenizer.json")
+    ini.add_argument("--output", required=True, help="model directory to write")
+    ini.add_argument("--max-positions", type=int, default=512, help="maximum sequence length (default 512)")
+    ini.add_argument("--num-hidden-layers", type=int, help="override the preset's layer count")
+    ini.add_argument("--hidden-size", type=int, help="override the preset's hidden size")
+    ini.add_argument("--num-attention-heads", type=int, help="override the preset's head count")
+    ini.add_argument("--intermediate-size", type=int, help="override the feed-forward size (4 × hidden)")
+    ini.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
+    ini.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    ini.set_defaults(func=init)
+
+
+def describe(args: argparse.Namespace) -> None:
+    from bertkit.heads import load_model
+
+    model = load_model(args.model)
+    c = model.config
+    n = sum(p.numel() for p in model.parameters())
+    print(f"{args.model}: {type(model).__name__}, {n / 1e6:.1f} M parameters")
+    print(
+        f"  layers {c.num_hidden_layers}, hidden {c.hidden_size}, heads {c.num_attention_heads}, "
+        f"intermediate {c.intermediate_size}, activation {c.hidden_act}"
+    )
+    print(f"  vocabulary {c.vocab_size}, max positions {c.max_position_embeddings}")
+    if c.id2label:
+        print(f"  labels: {', '.join(c.id2label[i] for i in sorted(c.id2label))}")
+
+
+def init(args: argparse.Namespace) -> None:
+    from bertkit.heads import init_model_dir
+
+    overrides = {"max_position_embeddings": args.max_positions}
+    for name in ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    model = init_model_dir(args.config, args.tokenizer, args.output, args.seed, args.overwrite, **overrides)
+    n = sum(p.numel() for p in model.parameters())
+    print(f"initialised a random {args.config} BERT ({n / 1e6:.1f} M parameters) in {args.output}")

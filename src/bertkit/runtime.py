@@ -1,0 +1,217 @@
+"""Where and how bertkit computes: the one owner of device, precision, threads and the
+distributed context (nanochat's `compute_init`).
+
+Every command builds one `Runtime` from the same flags (`--device`, `--precision`, `--threads`)
+and everything else asks it: models and batches go to `runtime.device`, training autocasts with
+`runtime.autocast()`, the inference engine picks its weights' dtype from `runtime.bf16`, and under
+torchrun `runtime.rank`/`world` say which slice of the work is this process's.
+
+- device: `auto` (the default) is CUDA when a GPU is visible (the local rank's under torchrun),
+  else the CPU; `cuda` or `cuda:N` where there is none is a one-line error.
+- precision: `auto` is bf16 where the device multiplies bf16 natively (CUDA with bf16, a CPU with
+  AMX or AVX512-BF16), else fp32; `bf16` and `fp32` force it. The same meaning in training
+  (bf16 autocast) and inference (bf16 weights).
+- distributed: under torchrun (WORLD_SIZE > 1) the process joins the group: gloo on CPUs, nccl on
+  GPUs. A plain run is a world of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from bertkit.errors import BertkitError
+
+DEVICES = ("auto", "cpu", "cuda", "cuda:N")
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+@dataclass
+class RuntimeArgs:
+    """The runtime flags and their defaults (`BERTKIT_DEVICE`, `BERTKIT_PRECISION` and
+    `BERTKIT_THREADS` in the environment override the defaults, flags override both)."""
+
+    device: str = "auto"
+    precision: str = "auto"
+    threads: int | None = None  # torch intra-op threads; None: torch's choice (one per core)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> RuntimeArgs:
+        args = cls()
+        env = os.environ
+        args.device = env.get("BERTKIT_DEVICE") or args.device
+        args.precision = env.get("BERTKIT_PRECISION") or args.precision
+        if env.get("BERTKIT_THREADS"):
+            args.threads = int(env["BERTKIT_THREADS"])
+        for k, v in overrides.items():
+            if v is not None:
+                setattr(args, k, v)
+        return args
+
+
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """True where the CPU has native bf16 matrix instructions (AMX or AVX512-BF16).
+    `BERTKIT_CPU_BF16=0/1` overrides the detection."""
+    forced = os.environ.get("BERTKIT_CPU_BF16")
+    if forced is not None:
+        return forced not in ("0", "false", "no", "")
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((ln for ln in f if ln.startswith("flags")), "")
+    except OSError:
+        return False
+    return bool({"amx_bf16", "avx512_bf16"} & set(flags.split()))
+
+
+def bf16_native(device: torch.device) -> bool:
+    """Whether `device` multiplies bf16 natively (elsewhere bf16 is emulated, slower than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return cpu_has_bf16()
+
+
+def resolve_device(spec: str | torch.device | None, local_rank: int = 0) -> torch.device:
+    """`auto`/None: CUDA (device `local_rank`) when available, else the CPU; `cpu`; `cuda[:N]`."""
+    spec = str(spec or "auto")
+    if spec == "auto":
+        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "cuda" or spec.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise BertkitError(
+                f"--device {spec}: no CUDA device is available here (use --device cpu or auto)"
+            )
+        index = local_rank if spec == "cuda" else _index(spec)
+        if index >= torch.cuda.device_count():
+            raise BertkitError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) here")
+        return torch.device("cuda", index)
+    raise BertkitError(f"--device must be one of {', '.join(DEVICES)}, not {spec!r}")
+
+
+def _index(spec: str) -> int:
+    tail = spec.partition(":")[2]
+    if not tail.isdigit():
+        raise BertkitError(f"--device {spec}: expected cuda:N with N a device number")
+    return int(tail)
+
+
+@dataclass
+class Runtime:
+    device: torch.device
+    precision: str = "auto"  # as asked: auto, bf16 or fp32 (`bf16` says what it resolved to)
+    threads: int | None = None
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    backend: str | None = None  # "gloo" or "nccl" under torchrun
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise BertkitError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        if self.precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise BertkitError(f"--precision bf16: {torch.cuda.get_device_name(self.device)} has no bf16")
+
+    @property
+    def bf16(self) -> bool:
+        """bf16 compute: asked for, or `auto` on a device that multiplies bf16 natively."""
+        return self.precision == "bf16" or (self.precision == "auto" and bf16_native(self.device))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    def describe(self) -> str:
+        where = f", rank {self.rank} of {self.world} ({self.backend})" if self.distributed else ""
+        return f"{self.device}, {'bf16' if self.bf16 else 'fp32'}{where}"
+
+    def autocast(self, enabled: bool | None = None):
+        """bf16 autocast on this device when the runtime computes in bf16."""
+        on = self.bf16 if enabled is None else enabled
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=on)
+
+    def to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """A batch's tensors on this device (pinned and copied without blocking on CUDA)."""
+        cuda = self.device.type == "cuda"
+        return {k: _move(v, self.device, cuda) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    def barrier(self) -> None:
+        if self.distributed:
+            torch.distributed.barrier()
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's `obj` on every rank (a no-op alone)."""
+        if not self.distributed:
+            return obj
+        box = [obj]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when `flag` is true on any."""
+        if not self.distributed:
+            return flag
+        t = torch.tensor([float(flag)], device=self.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return bool(t.item())
+
+    def close(self) -> None:
+        if self.distributed and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _move(t: torch.Tensor, device: torch.device, cuda: bool) -> torch.Tensor:
+    if cuda and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def compute_init(args: RuntimeArgs | None = None, distributed: bool = True) -> Runtime:
+    """The runtime of this process: device, precision, threads and, under torchrun (when
+    `distributed`), the process group. Inference commands pass `distributed=False`."""
+    a = args or RuntimeArgs.from_env()
+    if a.threads:
+        if a.threads < 1:
+            raise BertkitError(f"--threads must be a positive number, not {a.threads}")
+        torch.set_num_threads(a.threads)
+    world = int(os.environ.get("WORLD_SIZE", "1")) if distributed else 1
+    local = int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else 0
+    device = resolve_device(a.device, local)
+    rt = Runtime(device, a.precision, a.threads, local_rank=local)
+    if world == 1:
+        return rt
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    rt.backend = "nccl" if device.type == "cuda" else "gloo"
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend=rt.backend)
+    rt.rank, rt.world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return rt
+
+
+def local_runtime(device: str | torch.device | None = None, precision: str | None = None) -> Runtime:
+    """A world-of-one runtime with the environment's defaults (what the Python API uses when no
+    runtime is given)."""
+    return compute_init(
+        RuntimeArgs.from_env(device=None if device is None else str(device), precision=precision), False
+    )
+
+
+@contextlib.contextmanager
+def no_threads_change():
+    """Keep torch's thread count as it was (for code that builds a runtime temporarily)."""
+    n = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)

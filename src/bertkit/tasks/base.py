@@ -1,0 +1,141 @@
+"""What a task is: the protocol every fine-tuning task follows, with the defaults most share.
+
+A task object knows how its examples are read (`formats`, `read`), built from the command line
+(`from_args`), turned into features and batches (`features`, `loss_count`), trained (`loss`,
+`main_metric`), decoded (`predict`) and scored (`metrics`, `error`); what it saves with the model
+(`info`, `from_info`); how the pipelines, `bertkit predict` and the server hand it inputs and
+show its answers (`call_items`, `examples_of`, `present`, `example_from_line`, `output_row`,
+`parse_request`); and what its ONNX graph gives (`onnx_outputs`, `onnx_model`). The table of
+tasks is `tasks.registry`; nothing outside `tasks/` asks a task's name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from bertkit.config import BertConfig
+from bertkit.errors import BertkitError
+
+Texts = Callable[..., "list[str] | None"]  # the server's validator: texts(body, key, required=True)
+
+
+class Task:
+    name: ClassVar[str]
+    main_metric: ClassVar[str] = "accuracy"
+    formats: ClassVar[tuple[str, ...]] = ()  # file formats its reader takes
+    pipeline_names: ClassVar[tuple[str, ...]] = ()  # names `bertkit.pipeline` knows it by
+    onnx_outputs: ClassVar[tuple[str, ...]] = ("logits",)
+    response_key: ClassVar[str] = "predictions"  # the server's answer field
+    greater_is_better: ClassVar[bool] = True
+
+    # ---- reading and building -----------------------------------------------------------------
+
+    @classmethod
+    def read(cls, path: str | Path, fmt: str | None = None, **opts: Any) -> list:
+        raise NotImplementedError
+
+    @classmethod
+    def from_args(cls, args: Any, train: list) -> Task:
+        """The task for the command line's task flags and the training examples."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_info(cls, info: dict, config: BertConfig) -> Task:
+        """The task saved in a directory's config.json (its `bertkit` section)."""
+        raise NotImplementedError
+
+    @classmethod
+    def settings(cls, source: dict, skip: tuple[str, ...] = ("labels",)) -> dict:
+        """The task's dataclass fields found in `source` (not None): defaults stay the dataclass's."""
+        names = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in skip]  # type: ignore[arg-type]
+        return {k: source[k] for k in names if source.get(k) is not None}
+
+    def info(self) -> dict:
+        fields = dataclasses.fields(self)  # type: ignore[arg-type]
+        saved = [f.name for f in fields if f.init and f.name != "labels"]
+        return {"task": self.name, **{k: getattr(self, k) for k in saved}}
+
+    def reader_options(self) -> dict:
+        """Reader options the task's own settings imply (classification: regression)."""
+        return {}
+
+    @property
+    def labels_to_check(self) -> list[str] | None:
+        """Labels dev/test files must use (None: the task has no label set)."""
+        return getattr(self, "labels", None)
+
+    # ---- training -----------------------------------------------------------------------------
+
+    model_class: Any
+
+    def configure(self, config: BertConfig) -> None:
+        """Name the head's outputs in the config (saved as id2label/label2id)."""
+
+    def prepare(self, train_feats: list[dict], batch_size: int) -> None:
+        """What the task learns from the training features before training (NER: its loss scale)."""
+
+    def trainable(self, feat: dict) -> bool:
+        return "labels" in feat
+
+    def loss_count(self, feats: Sequence[dict]) -> float:
+        """What the loss of a batch of these features is divided by: its examples by default.
+        Under torchrun each rank's summed loss is divided by this count over the whole batch
+        (`loss_norm`), so 1 and N processes take the same step."""
+        return float(len(feats))
+
+    def load_model(self, model_dir: str | Path, **kw: Any) -> torch.nn.Module:
+        return self.model_class.from_pretrained(model_dir, **kw)
+
+    # ---- using --------------------------------------------------------------------------------
+
+    def serving(self) -> Task:
+        """The task as the server runs it (classification: long texts in windows)."""
+        return self
+
+    def call_items(self, inputs: Any, text_pair: Any, question: Any, context: Any) -> tuple[list, bool]:
+        """A pipeline call's arguments as items for `examples_of`, and whether it was one input."""
+        single = isinstance(inputs, str)
+        return ([inputs] if single else list(inputs)), single
+
+    def examples_of(self, items: list) -> list:
+        raise NotImplementedError
+
+    def present(self, pred: dict) -> Any:
+        """What a pipeline call or the server gives back for one prediction."""
+        return pred
+
+    def example_from_line(self, obj: dict | None, line: str, n: int, source: str) -> Any:
+        """`bertkit predict`'s input line `n` (a JSON object `obj`, or plain text) as an example."""
+        text = obj.get("text") if isinstance(obj, dict) else line
+        if not isinstance(text, str):
+            raise BertkitError(f"line {n}: expected a 'text' string field", source)
+        return self.examples_of([text])[0]
+
+    def output_row(self, example: Any, pred: dict) -> dict:
+        return {"text": example.text, **pred}
+
+    @staticmethod
+    def parse_request(body: dict, texts: Texts) -> list:
+        return texts(body, "texts")
+
+    # ---- ONNX ---------------------------------------------------------------------------------
+
+    @property
+    def num_scores(self) -> int | None:
+        """Scores per item the graph's `logits` must give (None: not checked)."""
+        labels = getattr(self, "labels", None)
+        return len(labels) if labels else None
+
+    @property
+    def onnx_needs_torch(self) -> bool:
+        """Whether `onnx_model` needs the PyTorch model too (a CRF's transitions)."""
+        return False
+
+    def onnx_model(self, runner: torch.nn.Module, torch_model: torch.nn.Module | None) -> torch.nn.Module:
+        """The object `predict` calls, with the forward pass by ONNX Runtime (`runner`)."""
+        return runner

@@ -1,0 +1,106 @@
+"""The table of tasks: every other module asks it instead of comparing task names.
+
+task_class("ner")                  -> NerTask
+load_examples("ner", "train.txt")  -> the reader the task and the extension call for
+build("classify", args, opts)      -> (task, train, dev, test) from command-line arguments
+from_dir("out/conll")              -> the task a fine-tuned directory was trained for
+for_pipeline("sentiment-analysis") -> ClassifyTask
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bertkit.config import BertConfig
+from bertkit.errors import BertkitError
+from bertkit.tasks.base import Task
+from bertkit.tasks.classify import ClassifyTask
+from bertkit.tasks.ner import NerTask
+from bertkit.tasks.qa import QATask
+
+TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (ClassifyTask, NerTask, QATask)}
+FORMATS = ("tsv", "csv", "jsonl", "conll", "spans", "squad", "folders")
+
+
+def names() -> list[str]:
+    return list(TASKS)
+
+
+def task_class(name: str) -> type[Task]:
+    if name not in TASKS:
+        raise BertkitError(f"unknown task {name!r}; expected one of {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+def load_examples(name: str, path: str | Path, fmt: str | None = None, **opts: Any) -> list:
+    """Read `path` for task `name`. Without `fmt` the format follows the task and the extension
+    (NER: CoNLL columns, .json/.jsonl character-offset spans; QA: SQuAD JSON; classification:
+    TSV/CSV/JSONL or a folder per label). `opts` are the reader's keyword options."""
+    cls = task_class(name)
+    if fmt is not None and fmt not in FORMATS:
+        raise BertkitError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    if fmt is not None and fmt not in cls.formats:
+        raise BertkitError(
+            f"format {fmt!r} does not hold {name} examples; use {' or '.join(cls.formats)}", path
+        )
+    return cls.read(path, fmt, **opts)
+
+
+def build(name: str, args: Any, opts: dict) -> tuple[Task, list, list | None, list | None]:
+    """The task and its train/dev/test examples from command-line arguments (`args.train`,
+    `args.dev`, `args.test`, `args.format`, the task flags); dev/test labels are checked against
+    the training labels (`args.unknown_label` maps unseen ones)."""
+    from bertkit.data.readers import check_labels
+
+    def read(path: str | None) -> list | None:
+        return load_examples(name, path, args.format, **opts) if path else None
+
+    train, dev, test = read(args.train), read(getattr(args, "dev", None)), read(getattr(args, "test", None))
+    if not train:
+        raise BertkitError("no training examples", args.train)
+    task = task_class(name).from_args(args, train)
+    labels = task.labels_to_check
+    if labels is not None:
+        label2id = {x: i for i, x in enumerate(labels)}
+        unknown = getattr(args, "unknown_label", None)
+        dev = check_labels(dev, label2id, args.dev, unknown) if dev else dev
+        test = check_labels(test, label2id, args.test, unknown) if test else test
+    return task, train, dev, test
+
+
+def task_info(model_dir: str | Path) -> dict | None:
+    """config.json's `bertkit` section (what a fine-tuned directory was trained for), if any."""
+    path = Path(model_dir) / "config.json"
+    try:
+        info = json.loads(path.read_text(encoding="utf-8")).get("bertkit")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return info if isinstance(info, dict) and "task" in info else None
+
+
+def is_task_dir(model_dir: str | Path) -> bool:
+    info = task_info(model_dir)
+    return info is not None and info["task"] in TASKS
+
+
+def from_dir(model_dir: str | Path) -> Task:
+    """The task a fine-tuned directory was trained for, rebuilt from its config.json."""
+    info = task_info(model_dir)
+    if info is None:
+        raise BertkitError(
+            "config.json has no 'bertkit' task section: not a bertkit fine-tuned model", model_dir
+        )
+    if info["task"] not in TASKS:
+        raise BertkitError(f"config.json names an unknown task {info['task']!r}", model_dir)
+    return TASKS[info["task"]].from_info(info, BertConfig.from_pretrained(model_dir))
+
+
+def pipeline_names() -> list[str]:
+    return [alias for cls in TASKS.values() for alias in cls.pipeline_names]
+
+
+def for_pipeline(alias: str) -> type[Task] | None:
+    """The task a `bertkit.pipeline` name stands for (None: not a fine-tuned task's name)."""
+    return next((cls for cls in TASKS.values() if alias in cls.pipeline_names), None)
