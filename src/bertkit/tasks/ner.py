@@ -84,6 +84,9 @@ class NerTagger(nn.Module):
         h = self.lstm(self.model.dropout(h), batch["attention_mask"].bool())
         return self.model.classifier(self.model.dropout(h))
 
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.emissions(batch)
+
     @classmethod
     def from_pretrained(cls, directory, config: BertConfig | None = None, head: str = "softmax", **kw):
         directory = Path(directory)
@@ -252,8 +255,9 @@ class NerTask(Task):
         return feats
 
     def loss(self, tagger: NerTagger, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        emissions = tagger.emissions(batch).float()
-        if tagger.crf is None:
+        emissions = tagger(batch).float()  # forward: through DDP's wrapper, when there is one
+        crf = getattr(tagger, "module", tagger).crf
+        if crf is None:
             flat = (emissions.flatten(0, 1), batch["labels"].flatten())
             words = float((batch["labels"] != IGNORE).sum())
             norm = batch.get("loss_norm", self.words_per_batch or max(1.0, words))  # see loss_count
@@ -265,7 +269,7 @@ class NerTask(Task):
         # starting on I-X, which would add a huge constant to the loss).
         tags[:, 0] = self._begin_of[tags[:, 0]]
         keep = mask.any(1)  # windows with no word start carry nothing for the CRF
-        nll = -tagger.crf.log_likelihood(word_em[keep], tags[keep], mask[keep]).sum()
+        nll = -crf.log_likelihood(word_em[keep], tags[keep], mask[keep]).sum()
         return nll / batch.get("loss_norm", max(1.0, float(keep.sum())))
 
     @property
