@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> None:
     from bertkit.search import TASK_KEYS, parse_grid, run_search
     from bertkit.tasks import registry
 
+    rt = flags.runtime(args)
     grid = parse_grid(args.grid)
     if args.dev is None and args.folds is None:
         raise BertkitError("give --dev FILE or --folds K")
