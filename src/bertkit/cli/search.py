@@ -67,6 +67,6 @@ def run(args: argparse.Namespace) -> None:
         folds,
         base,
         Path(args.output),
-        flags.runtime(args),
+        rt,
     )
     print(f"best: {best}\nresults in {args.output}/results.md")
