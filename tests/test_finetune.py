@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import string
 
 import pytest
 import torch
@@ -11,15 +13,19 @@ import bertkit
 from bertkit import BertConfig, Tokenizer
 from bertkit.cli import main
 from bertkit.data.readers import QAExample, TokenExample
+from bertkit.runtime import Runtime
 from bertkit.tasks.batching import IGNORE, length_grouped_order, pad_batch, sorted_order
 from bertkit.tasks.ner import NerTask
 from bertkit.tasks.qa import QATask
-from bertkit.train import TrainArgs, fit
+from bertkit.train import Evaluation, TrainArgs, fit
+
+FP32 = Runtime(torch.device("cpu"), "fp32")
 
 
 @pytest.fixture(scope="module")
-def tok(minilm_dir):
-    return Tokenizer.from_pretrained(minilm_dir)
+def tok(tiny_dir):
+    """The tiny BERT's tokenizer (conftest's own uncased WordPiece vocabulary)."""
+    return Tokenizer.from_pretrained(tiny_dir)
 
 
 def _toy_batches(n=64, T=12, vocab=50, seed=0):
@@ -43,9 +49,7 @@ def _loss(model, batch):
 
 def test_grad_accumulation_equals_big_batch():
     ids, labels = _toy_batches()
-    args = dict(
-        max_steps=3, lr=1e-3, warmup=0, bf16=False, progress=False, tensorboard=False, max_grad_norm=None
-    )
+    args = dict(max_steps=3, lr=1e-3, warmup=0, progress=False, tensorboard=False, max_grad_norm=None)
     big, small = _toy_model(), _toy_model()
 
     def batches(bs):
@@ -53,8 +57,8 @@ def test_grad_accumulation_equals_big_batch():
             {"input_ids": ids[i : i + bs], "labels": labels[i : i + bs]} for i in range(0, 64, bs)
         )
 
-    fit(big, batches(32), 2, _loss, None, "accuracy", TrainArgs(batch_size=32, **args))
-    fit(small, batches(16), 4, _loss, None, "accuracy", TrainArgs(batch_size=16, grad_accum=2, **args))
+    fit(big, batches(32), 2, _loss, TrainArgs(batch_size=32, **args), FP32)
+    fit(small, batches(16), 4, _loss, TrainArgs(batch_size=16, grad_accum=2, **args), FP32)
     for (name, a), b in zip(big.state_dict().items(), small.state_dict().values(), strict=True):
         assert torch.allclose(a, b, atol=1e-6), name
 
@@ -72,11 +76,11 @@ def test_fit_learns_keeps_best_and_is_reproducible():
     def evaluate(model):
         return {"accuracy": (model(ids).logits.argmax(-1) == labels).float().mean().item()}
 
-    args = TrainArgs(epochs=6, lr=2e-3, bf16=False, progress=False, tensorboard=False, seed=7)
+    args = TrainArgs(epochs=6, lr=2e-3, progress=False, tensorboard=False, seed=7)
     runs = []
     for _ in range(2):
         model = _toy_model()
-        result = fit(model, batches, 8, _loss, evaluate, "accuracy", args)
+        result = fit(model, batches, 8, _loss, args, FP32, Evaluation(evaluate, "accuracy"))
         evals = [h["dev_accuracy"] for h in result.history if "dev_accuracy" in h]
         assert result.best_metrics["accuracy"] == max(evals)
         with torch.no_grad():
@@ -140,7 +144,20 @@ def test_ner_labels_first_subtoken_and_windows_cover_every_word(tok, shared_data
             if tok.tokenize(tkn) and (i, w) not in seen
         ]
         assert not missing
-    assert sum(1 for f in feats if f["example"] == feats[0]["example"]) >= 1
+        # The windows of a sentence, in order: one if its wordpieces fit between [CLS] and [SEP],
+        # else as many as it takes, each starting `stride` pieces before the previous one ended.
+        room, stride = max_length - 2, task.stride
+        windows: dict[int, list[list[int]]] = {}
+        for f in feats:
+            windows.setdefault(f["example"], []).append(f["input_ids"][1:-1])
+        assert sorted(windows) == list(range(len(examples)))
+        for i, e in enumerate(examples):
+            n = len(tok(list(e.tokens), is_split_into_words=True, add_special_tokens=False)["input_ids"])
+            assert len(windows[i]) == (1 if n <= room else 1 + -(-(n - room) // (room - stride))), i
+            for a, b in zip(windows[i], windows[i][1:], strict=False):
+                assert a[-stride:] == b[:stride], i
+        if max_length == 16:
+            assert sum(len(w) > 1 for w in windows.values()) >= 50  # many sentences were cut
 
 
 def test_ner_softmax_decoding_argmax_and_constrained(tok, tiny_dir):
@@ -149,8 +166,7 @@ def test_ner_softmax_decoding_argmax_and_constrained(tok, tiny_dir):
     on a random encoder predicts invalid IOB2 often, so the two must differ somewhere."""
     import itertools
 
-    from bertkit.pipelines import words_of
-    from bertkit.tasks.ner import NerTagger
+    from bertkit.tasks.ner import NerTagger, words_of
 
     labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
     config = BertConfig.from_pretrained(tiny_dir)
@@ -271,6 +287,12 @@ def _write_squad(path, examples):
     path.write_text(json.dumps(data))
 
 
+def read_tags(path) -> list[str]:
+    """The tags (last column) of a CoNLL file, in order."""
+    lines = open(path, encoding="utf-8").read().splitlines()
+    return [line.split()[-1] for line in lines if line.strip() and not line.startswith("-DOCSTART-")]
+
+
 def _slice(src, dst, lines):
     dst.write_text("".join(open(src, encoding="utf-8").readlines()[:lines]), encoding="utf-8")
     return dst
@@ -359,10 +381,45 @@ def test_cli_ner_end_to_end(tiny_dir, shared_data, tmp_path, hf, head, capsys):
         == 0
     )
     rows = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
-    assert len(rows) == 2
+    assert [row["text"] for row in rows] == src.read_text().splitlines()
+    # the barely trained tagger tags some words as entities (else the checks below check nothing)
+    assert sum(len(row["entities"]) for row in rows) >= 2, rows
+    types = {tag[2:] for tag in read_tags(train) if tag != "O"}  # PER LOC ORG MISC
     for row in rows:
+        words = [(m.start(), m.end()) for m in re.finditer(r"\S+", row["text"])]
+        assert len(row["tags"]) == len(words)
+        # the tags are valid IOB2 (both heads decode under that constraint), over the training
+        # types; the entities are exactly their chunks, as text slices from the first word's
+        # start to the last word's end
+        chunks: list[list] = []
+        for w, tag in enumerate(row["tags"]):
+            assert tag == "O" or (tag[:2] in ("B-", "I-") and tag[2:] in types), tag
+            if tag.startswith("B-"):
+                chunks.append([tag[2:], w, w])
+            elif tag.startswith("I-"):
+                assert chunks and chunks[-1][0] == tag[2:] and chunks[-1][2] == w - 1, row["tags"]
+                chunks[-1][2] = w
+        want = [(label, words[a][0], words[b][1]) for label, a, b in chunks]
+        assert [(e["label"], e["start"], e["end"]) for e in row["entities"]] == want
         for ent in row["entities"]:
-            assert row["text"][ent["start"] : ent["end"]] == ent["text"]
+            assert row["text"][ent["start"] : ent["end"]] == ent["text"] and ent["label"] in types
+
+
+def _squad_by_hand(preds: dict[str, str], golds: dict[str, list[str]]) -> tuple[float, float]:
+    """SQuAD v1.1 exact match and F1 in percent, written out here as the official script has
+    them (lower-case; drop punctuation, then the words a/an/the; best over the gold answers)."""
+
+    def words(s: str) -> list[str]:
+        s = "".join(c for c in s.lower() if c not in set(string.punctuation))
+        return [w for w in s.split() if w not in ("a", "an", "the")]
+
+    def f1(p: list[str], g: list[str]) -> float:
+        same = sum(min(p.count(w), g.count(w)) for w in set(p))
+        return 0.0 if same == 0 else 2 * same / (len(p) + len(g))
+
+    em = sum(max(words(preds[q]) == words(g) for g in gs) for q, gs in golds.items())
+    f = sum(max(f1(words(preds[q]), words(g)) for g in gs) for q, gs in golds.items())
+    return 100.0 * em / len(golds), 100.0 * f / len(golds)
 
 
 def test_cli_qa_end_to_end(tiny_dir, shared_data, tmp_path):
@@ -386,17 +443,34 @@ def test_cli_qa_end_to_end(tiny_dir, shared_data, tmp_path):
             "--output",
             str(out),
             "--epochs",
-            "1",
+            "6",
             "--quiet",
             "--max-length",
             "96",
             "--stride",
             "32",
+            "--lr",
+            "1e-3",
+            "--batch-size",
+            "8",
         ]
     )
     assert rc == 0
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert 0.0 <= metrics["dev"]["exact_match"] <= 100.0 and "f1" in metrics["dev"]
+    metrics = json.loads((out / "metrics.json").read_text())["dev"]
+    # The dev predictions, back from the report: errors.jsonl lists each wrong one (its text is
+    # none of the gold answers), any other is a gold answer itself.
+    errors = [json.loads(x) for x in (out / "report/dev/errors.jsonl").read_text().splitlines()]
+    golds = {e.id: [a["text"] for a in e.answers] for e in examples}
+    wrong = {row["id"]: row["predicted"] for row in errors}
+    assert len(wrong) == len(errors) and set(wrong) <= set(golds)
+    for row in errors:
+        assert row["answers"] == golds[row["id"]] and row["predicted"] not in golds[row["id"]]
+    preds = {qid: wrong.get(qid, answers[0]) for qid, answers in golds.items()}
+    em, f1 = _squad_by_hand(preds, golds)
+    assert metrics["exact_match"] == pytest.approx(em, abs=1e-9)
+    assert metrics["f1"] == pytest.approx(f1, abs=1e-9)
+    # the answer is the two words after the question's two: the tiny model learns most of them
+    assert metrics["exact_match"] >= 50.0
     qa = bertkit.pipeline("question-answering", model=out)
     ans = qa(question=examples[0].question, context=examples[0].context)
     assert examples[0].context[ans["start"] : ans["end"]] == ans["answer"]
@@ -442,7 +516,7 @@ def test_interrupted_run_leaves_no_complete_looking_output(tiny_dir, shared_data
 
 
 def test_tokens_example_offsets_roundtrip():
-    from bertkit.pipelines import words_of
+    from bertkit.tasks.ner import words_of
 
     e = words_of("Angela  Merkel visited 北京 today.")
     assert e.tokens == ["Angela", "Merkel", "visited", "北", "京", "today", "."]

@@ -83,7 +83,8 @@ def assert_nothing_left(parent: Path, name: str) -> None:
 
 
 def test_finetune_on_a_full_disk(tiny_dir, tiny_data, tmp_path, capsys):
-    with small_fs(tmp_path / "fs", "4m") as fs:
+    half_a_model = (tiny_dir / "model.safetensors").stat().st_size // 2  # the weights cannot fit
+    with small_fs(tmp_path / "fs", f"{half_a_model // 1024}k") as fs:
         assert main(finetune_args(tiny_dir, tiny_data, fs / "out")) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "No space left on device" in err and "Traceback" not in err
@@ -156,7 +157,19 @@ def test_finetune_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_
         a = finetune_args(tiny_dir, tiny_data, out)
         a[a.index("--max-steps") + 1] = "16"
         a[a.index("--batch-size") + 1] = "8"  # 64 examples: 8 steps an epoch, so 2 epochs
-        return [*a, "--eval-every", "2", "--save-every", "2", "--precision", "fp32", "--seed", "3", "--lr", "1e-3"]
+        return [
+            *a,
+            "--eval-every",
+            "2",
+            "--save-every",
+            "2",
+            "--precision",
+            "fp32",
+            "--seed",
+            "3",
+            "--lr",
+            "1e-3",
+        ]
 
     def run(out: Path, log: Path, *extra: str) -> subprocess.Popen:
         with open(log, "a") as f:
