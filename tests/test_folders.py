@@ -8,8 +8,8 @@ import tarfile
 import pytest
 
 from bertkit.data import read_folder_classification
-from bertkit.tasks.registry import load_examples
 from bertkit.errors import BertkitError
+from bertkit.tasks.registry import load_examples
 
 
 def _tar(path, files: dict[str, bytes]):

@@ -186,7 +186,17 @@ def test_two_processes_under_torchrun_equal_one(prepared, tmp_path):
                                "intermediate_size": 128, "hidden_dropout_prob": 0.0,
                                "attention_probs_dropout_prob": 0.0, "vocab_size": 1000}))  # fmt: skip
     common = ["pretrain", "--corpus", str(data), "--tokenizer", str(tok), "--config", str(cfg), "--nsp"]
-    common += ["--max-seq-length", "64", "--batch-size", "8", "--max-steps", "6", "--precision", "fp32", "--quiet"]
+    common += [
+        "--max-seq-length",
+        "64",
+        "--batch-size",
+        "8",
+        "--max-steps",
+        "6",
+        "--precision",
+        "fp32",
+        "--quiet",
+    ]
     common += ["--save-every", "3", "--eval-every", "3", "--seed", "5"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run([sys.executable, "-m", "bertkit", *common, "--output", str(tmp_path / "one")],
