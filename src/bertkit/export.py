@@ -18,6 +18,7 @@ import logging
 import tempfile
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -25,6 +26,9 @@ from torch import nn
 
 from bertkit.errors import BertkitError
 from bertkit.fileio import atomic_path
+
+if TYPE_CHECKING:
+    from bertkit.tasks.ner import NerTagger
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # Real sentences of mixed lengths and scripts for the parity check.
@@ -49,7 +53,7 @@ class _Graph(nn.Module):
     def forward(self, input_ids, attention_mask, token_type_ids):
         if hasattr(self.model, "emissions"):  # a NER tagger: BERT (+ BiLSTM) emission scores
             batch = dict(zip(INPUTS, (input_ids, attention_mask, token_type_ids), strict=True))
-            return (self.model.emissions(batch),)
+            return (cast("NerTagger", self.model).emissions(batch),)
         out = self.model(input_ids, attention_mask, token_type_ids)
         return tuple(getattr(out, name) for name in self.outputs)
 
@@ -107,7 +111,7 @@ def export_onnx(model_dir: str | Path, output: str | Path, int8: bool = False, o
                 opset_version=opset,
                 dynamo=False,
             )
-        check = {"outputs": list(outputs), "opset": opset, "texts": len(CHECK_TEXTS)}
+        check: dict[str, Any] = {"outputs": list(outputs), "opset": opset, "texts": len(CHECK_TEXTS)}
         real = enc["attention_mask"].bool().numpy()
         check["fp32_max_abs_diff"] = _max_diff(ort, fp32, feed, want, real)
         if check["fp32_max_abs_diff"] > 1e-4:

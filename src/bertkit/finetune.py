@@ -18,7 +18,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -30,6 +30,9 @@ from bertkit.tasks.base import Task
 from bertkit.tasks.batching import length_grouped_order, pad_batch
 from bertkit.tokenizer import Tokenizer
 from bertkit.train import Checkpointing, Evaluation, TrainArgs, TrainResult, fit, set_seed
+
+if TYPE_CHECKING:
+    from bertkit.checkpoint import PretrainedMixin
 
 LABEL_KEYS = ("labels", "start_positions", "end_positions")
 
@@ -143,7 +146,8 @@ def _checkpointing(
     def save(trainer_state: dict) -> None:  # called on every rank; rank 0 writes
         if rt.main:
             trainer_state = {**trainer_state, "run": run, "every": every}
-            write_checkpoint(resumable.root, trainer_state, model.save_pretrained, resumable.keep)
+            save_model = cast("PretrainedMixin", model).save_pretrained
+            write_checkpoint(resumable.root, trainer_state, save_model, resumable.keep)
         rt.barrier()
 
     if state is not None and log_dir is not None:  # the record so far, in the new run's log
@@ -237,6 +241,7 @@ def finetune(
         t = train_model(task, model_dir, train_examples, dev_examples, args, rt, stage, resumable)
         metrics: dict[str, Any] = {}
         if rt.main:
+            assert stage is not None  # rank 0 stages the output
             metrics = _write_output(stage, task, t, dev_examples, test_examples, args, write_report)
     rt.barrier()
     if rt.main and resumable is not None and resumable.root.is_dir():
@@ -266,7 +271,7 @@ def _write_output(
     }
     metrics["train"] |= {"best_step": r.best_step, "examples": t.examples}
     t.config.extra["bertkit"] = task.info()
-    t.model.save_pretrained(stage)
+    cast("PretrainedMixin", t.model).save_pretrained(stage)
     t.tokenizer.save_pretrained(stage)
     write_json(stage / "metrics.json", metrics)
     write_json(stage / "train_args.json", asdict(args))

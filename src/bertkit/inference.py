@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -31,6 +32,8 @@ from bertkit.errors import BertkitError
 from bertkit.model import BertModel
 from bertkit.runtime import Runtime, local_runtime
 from bertkit.tasks.batching import pad_batch, sorted_order
+
+ModelT = TypeVar("ModelT", bound=nn.Module)
 
 BACKENDS = ("torch", "onnx")
 
@@ -138,9 +141,7 @@ def encoders(model: nn.Module) -> list[BertModel]:
     return [m for m in model.modules() if isinstance(m, BertModel)]
 
 
-def prepare(
-    model: nn.Module, options: InferenceOptions | None = None, runtime: Runtime | None = None
-) -> nn.Module:
+def prepare(model: ModelT, options: InferenceOptions | None = None, runtime: Runtime | None = None) -> ModelT:
     """`model` made ready for inference, in place (and returned): on the runtime's device, eval
     mode, packing, precision, quantization, compilation. Use a copy if the model is still being
     trained. `runtime` defaults to a local one (`BERTKIT_DEVICE`, `BERTKIT_PRECISION`, ...)."""
@@ -172,7 +173,7 @@ def prepare(
                 warnings.simplefilter("ignore")  # torch's notice that eager quantization moves to torchao
                 quantize_dynamic(enc, {nn.Linear: per_channel_dynamic_qconfig}, inplace=True)
         if o.compile:
-            enc.forward = torch.compile(enc.forward, dynamic=True)
+            enc.forward = torch.compile(enc.forward, dynamic=True)  # type: ignore[method-assign]
     return model
 
 

@@ -8,7 +8,9 @@ maps them to and from Hugging Face's names, so checkpoints interchange with `tra
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -222,7 +224,7 @@ class BertModel(PretrainedMixin, nn.Module):
         """ "sdpa" (default) or "eager" (the plain formula, a reference for tests)."""
         if impl not in ("sdpa", "eager"):
             raise ValueError(f"attention implementation must be 'sdpa' or 'eager', not {impl!r}")
-        for layer in self.layers:
+        for layer in cast("Iterable[Layer]", self.layers):
             layer.attn.impl = impl
 
     def forward(
@@ -237,6 +239,7 @@ class BertModel(PretrainedMixin, nn.Module):
         x = self.embeddings(input_ids, token_type_ids, position_ids)
         packing = None
         if self.packed and mask is not None and not self.training:
+            assert attention_mask is not None  # (mask is None without one)
             packing = Packing.of(attention_mask)
             x = packing.unpad(x)  # (N, H)
         hidden = [x] if output_hidden_states else None

@@ -11,7 +11,8 @@ from torch import nn
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """AdamW groups: no weight decay on biases and LayerNorm weights (the 1-D parameters),
     as in BERT; matrices and embeddings decay."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.ndim >= 2 else no_decay).append(p)

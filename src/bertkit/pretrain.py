@@ -25,7 +25,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -265,8 +265,9 @@ def pretrain(args: PretrainArgs, rt: Runtime | None = None) -> dict[str, Any]:
     elif args.init_from:
         model = BertForPreTraining.from_pretrained(args.init_from, config=train_config)
     if not args.nsp:  # no next-sentence task: the pooler and NSP head get no gradient (DDP needs this said)
-        for p in [*model.nsp.parameters(), *model.bert.pooler.parameters()]:
-            p.requires_grad_(False)
+        assert model.bert.pooler is not None  # BertForPreTraining's encoder has one (the NSP head's input)
+        for param in [*model.nsp.parameters(), *model.bert.pooler.parameters()]:
+            param.requires_grad_(False)
     model.to(dist.device)
     wrapped = _wrap(model, dist, args.fsdp)
 
@@ -347,7 +348,7 @@ def pretrain(args: PretrainArgs, rt: Runtime | None = None) -> dict[str, Any]:
 
         plot_learning_curves(out / "learning_curves.png", _read_history(out / "log.jsonl"))
         rate = seen_tokens * dist.world / max(result.seconds, 1e-9)
-        summary = {
+        summary: dict[str, Any] = {
             "steps": result.steps,
             "seconds": round(seconds, 1),
             "train_seconds": round(result.seconds, 1),
@@ -424,8 +425,8 @@ def evaluate_mlm(model, batches: list[dict], dist: Runtime) -> dict[str, float]:
         torch.distributed.all_reduce(sums)
         sums = sums.cpu()
     metrics = {
-        "mlm_loss": (sums[0] / max(sums[2], 1)).item(),
-        "mlm_accuracy": (sums[1] / max(sums[2], 1)).item(),
+        "mlm_loss": (sums[0] / sums[2].clamp(min=1)).item(),
+        "mlm_accuracy": (sums[1] / sums[2].clamp(min=1)).item(),
     }
     if sums[4] > 0:
         metrics["nsp_accuracy"] = (sums[3] / sums[4]).item()
@@ -433,7 +434,7 @@ def evaluate_mlm(model, batches: list[dict], dist: Runtime) -> dict[str, float]:
     return metrics
 
 
-def _wrap(model: torch.nn.Module, dist: Runtime, fsdp: bool) -> torch.nn.Module:
+def _wrap(model: BertForPreTraining, dist: Runtime, fsdp: bool) -> torch.nn.Module:
     """DDP across processes, or FSDP2 (`fully_shard` each layer, then the whole) with --fsdp."""
     if dist.world == 1 and not fsdp:
         return model
@@ -458,7 +459,9 @@ def _full_state(wrapped: torch.nn.Module, model: torch.nn.Module) -> dict[str, t
 
     if wrapped is model and not torch.distributed.is_initialized():
         return {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    # Full and offloaded: plain CPU tensors, not the DTensor/ShardedTensor the return type allows.
+    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return cast("dict[str, torch.Tensor]", full)
 
 
 def _read_history(path: Path) -> list[dict]:

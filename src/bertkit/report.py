@@ -40,7 +40,7 @@ def _plot_confusion(path: Path, labels: list[str], matrix: list[list[int]]) -> N
                 ax.text(
                     j,
                     i,
-                    matrix[i][j],
+                    str(matrix[i][j]),
                     ha="center",
                     va="center",
                     fontsize=8,

@@ -61,9 +61,9 @@ def write_checkpoint(
         torch.save(trainer, buffer)  # write raises OSError(ENOSPC) naming the file
         with open(stage / "trainer_state.pt", "wb") as f:
             f.write(buffer.getbuffer())
-        for f in stage.iterdir():
-            if f.is_file():
-                with open(f, "rb") as fh:
+        for written in stage.iterdir():
+            if written.is_file():
+                with open(written, "rb") as fh:
                     os.fsync(fh.fileno())
         if final.exists():  # the same step saved twice (a signal right after a periodic save)
             discard(final)

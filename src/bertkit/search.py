@@ -15,7 +15,7 @@ import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from bertkit.errors import BertkitError
 from bertkit.fileio import write_json, write_text
@@ -112,6 +112,7 @@ def run_search(
         scores, start = [], time.perf_counter()
         for i, (tr, te) in enumerate(splits):
             trained = train_model(task, model_dir, tr, te, args, rt)
+            assert trained.result.best_metrics is not None  # every run here evaluates on held-out data
             scores.append(trained.result.best_metrics[task.main_metric])
             trial.set_user_attr(f"fold{i}", scores[-1])
             print(
@@ -132,13 +133,13 @@ def run_search(
     remaining = total - len(done())
     if remaining > 0:
         study.optimize(objective, n_trials=remaining)
-    trials = sorted(done().values(), key=lambda t: -t.value)
+    trials = sorted(done().values(), key=lambda t: -cast(float, t.value))  # complete trials have values
     metric = trials[0].user_attrs.get("metric", "score")
     header = [*keys, f"mean {metric}", "std", *[f"fold {i + 1}" for i in range(len(splits))], "seconds"]
     rows = [
         [
             *(t.params[k] for k in keys),
-            round(t.value, 4),
+            round(cast(float, t.value), 4),
             round(t.user_attrs["std"], 4),
             *(round(t.user_attrs[f"fold{i}"], 4) for i in range(len(splits))),
             t.user_attrs["seconds"],

@@ -28,7 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -194,6 +194,10 @@ def _has_mlm_weights(model_dir: Path) -> bool:
         return any(k.startswith(("cls.predictions", "mlm.")) for k in f.keys())  # noqa: SIM118
 
 
+@overload
+def _texts(body: dict, key: str, limits: Limits) -> list[str]: ...
+@overload
+def _texts(body: dict, key: str, limits: Limits, required: bool) -> list[str] | None: ...
 def _texts(body: dict, key: str, limits: Limits, required: bool = True) -> list[str] | None:
     v = body.get(key)
     if v is None and not required:

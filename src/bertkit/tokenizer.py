@@ -22,7 +22,7 @@ import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import tokenizers
 from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -40,9 +40,9 @@ MAX_INPUT_CHARS_PER_WORD = 100
 _PADDING = {False: None, "do_not_pad": None, True: "longest"} | {s: s for s in ("longest", "max_length")}
 _TRUNCATION = {False: None, "do_not_truncate": None, True: "longest_first"}
 _TRUNCATION |= {s: s for s in ("longest_first", "only_first", "only_second")}
-_DEFAULTS = dict(do_lower_case=True, strip_accents=None, tokenize_chinese_chars=True)
+_DEFAULTS: dict[str, Any] = dict(do_lower_case=True, strip_accents=None, tokenize_chinese_chars=True)
 _DEFAULTS["model_max_length"] = DEFAULT_MODEL_MAX_LENGTH
-_CONFIG_TYPES = dict(do_lower_case=bool, strip_accents=bool, tokenize_chinese_chars=bool)
+_CONFIG_TYPES: dict[str, type] = dict(do_lower_case=bool, strip_accents=bool, tokenize_chinese_chars=bool)
 _CONFIG_TYPES["model_max_length"] = int
 # tokenizer.json's BertNormalizer fields, by tokenizer_config.json name
 _NORMALIZER_FIELDS = dict(do_lower_case="lowercase", strip_accents="strip_accents")
@@ -134,8 +134,10 @@ class Tokenizer:
         model_max_length: int = DEFAULT_MODEL_MAX_LENGTH,
     ) -> Tokenizer:
         """From a vocab.txt file (line n holds token id n-1) or a list of tokens."""
-        source = os.fspath(vocab) if isinstance(vocab, (str, os.PathLike)) else None
-        tokens = read_vocab(vocab) if source is not None else list(vocab)
+        if isinstance(vocab, (str, os.PathLike)):
+            source, tokens = os.fspath(vocab), read_vocab(vocab)
+        else:
+            source, tokens = None, list(vocab)
         return cls(
             _wordpiece(tokens, source),
             do_lower_case=do_lower_case,
@@ -156,13 +158,13 @@ class Tokenizer:
         options: dict[str, Any] = dict(_DEFAULTS)
         if (source := d / "tokenizer.json").exists():
             spec = _read_json(source)
-            model = spec.get("model") if isinstance(spec.get("model"), dict) else {}
+            model = m if isinstance(m := spec.get("model"), dict) else {}
             if model.get("type") != "WordPiece":
                 raise BertkitError(f"not a WordPiece tokenizer (model type {model.get('type')!r})", source)
             ids = model.get("vocab")
             if not isinstance(ids, dict) or sorted(ids.values()) != list(range(len(ids))):
                 raise BertkitError("model.vocab is missing or its ids are not 0..N-1, each once", source)
-            norm = spec.get("normalizer") if isinstance(spec.get("normalizer"), dict) else {}
+            norm = n if isinstance(n := spec.get("normalizer"), dict) else {}
             if norm.get("type") == "BertNormalizer":
                 options.update({k: norm[f] for k, f in _NORMALIZER_FIELDS.items() if f in norm})
             try:
@@ -232,11 +234,11 @@ class Tokenizer:
         if isinstance(tokens, str):
             token_id = self._backend.token_to_id(tokens)
             return self.unk_token_id if token_id is None else token_id
-        return [self.convert_tokens_to_ids(t) for t in tokens]
+        return [cast(int, self.convert_tokens_to_ids(t)) for t in tokens]
 
     def convert_ids_to_tokens(self, ids: int | Iterable[int]) -> str | list[str]:
         if not isinstance(ids, int):
-            return [self.convert_ids_to_tokens(int(i)) for i in ids]
+            return [cast(str, self.convert_ids_to_tokens(int(i))) for i in ids]
         if (token := self._backend.id_to_token(ids)) is None:
             raise ValueError(f"token id {ids} is not in the vocabulary")
         return token
@@ -252,8 +254,8 @@ class Tokenizer:
 
     def __call__(
         self,
-        text: str | Sequence[str],
-        text_pair: str | Sequence[str] | None = None,
+        text: str | Sequence[str] | Sequence[Sequence[str]],
+        text_pair: str | Sequence[str] | Sequence[Sequence[str]] | None = None,
         *,
         add_special_tokens: bool = True,
         padding: bool | str = False,
@@ -299,6 +301,7 @@ class Tokenizer:
         with self._lock:
             try:
                 if trunc:
+                    assert max_length is not None  # _strategies sets it whenever it truncates
                     self._backend.enable_truncation(max_length, stride=stride, strategy=trunc)
                 if pad:
                     length = max_length if pad == "max_length" else None
@@ -359,7 +362,7 @@ class Tokenizer:
         if pad == "max_length" and max_length is None:
             raise ValueError("padding='max_length' needs max_length")
         max_length = self.model_max_length if trunc and max_length is None else max_length
-        if trunc and pad and pad_to_multiple_of and max_length % pad_to_multiple_of:
+        if trunc and pad and pad_to_multiple_of and max_length and max_length % pad_to_multiple_of:
             raise ValueError(
                 f"max_length {max_length} is not a multiple of pad_to_multiple_of {pad_to_multiple_of}"
             )

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -201,7 +201,7 @@ class Stepper:
         """The mean training loss since the last report, and the learning rate."""
         loss, n = self.running
         self.running = [0.0, 0]
-        return {"loss": loss / max(1, n), "lr": self.scheduler.get_last_lr()[0]}
+        return {"loss": loss / max(1, n), "lr": float(self.scheduler.get_last_lr()[0])}
 
 
 class Keeper:
@@ -211,7 +211,8 @@ class Keeper:
         self.args, self.evaluation = args, evaluation
         self.score: float | None = None
         self.metrics: dict[str, Any] | None = None
-        self.step, self.state, self.without_gain = 0, None, 0
+        self.step, self.without_gain = 0, 0
+        self.state: dict[str, torch.Tensor] | None = None
 
     def update(self, metrics: dict[str, Any], step: int, model: nn.Module | None) -> bool:
         """Note an evaluation; True when patience has run out. `model` is None on ranks that
@@ -249,7 +250,8 @@ class Halt:
     saved first) or the time limit; every rank agrees."""
 
     def __init__(self, ck: Checkpointing | None, rt: Runtime):
-        self.ck, self.rt, self.signals, self.old = ck, rt, [], {}
+        self.ck, self.rt, self.old = ck, rt, {}
+        self.signals: list[str] = []
         self.started = time.perf_counter()
         if ck is not None and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -273,14 +275,14 @@ def _evaluate(model: nn.Module, ev: Evaluation, rt: Runtime) -> dict[str, Any]:
     """Evaluation metrics on every rank: from every rank's shard, or from rank 0 (on the bare
     model: a DDP wrapper's forward would wait for the other ranks) and broadcast."""
     model.eval()
-    metrics = None
+    metrics: dict[str, Any] | None = None
     with torch.inference_mode(), rt.autocast():
         if ev.every_rank:
             metrics = ev.fn(model)
         elif rt.main:
             metrics = ev.fn(getattr(model, "module", model))
     model.train()
-    return metrics if ev.every_rank else rt.broadcast(metrics)
+    return cast("dict[str, Any]", metrics) if ev.every_rank else rt.broadcast(metrics)
 
 
 def fit(

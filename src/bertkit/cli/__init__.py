@@ -43,10 +43,11 @@ def describe_os_error(e: OSError) -> str:
     import errno
 
     where = f"{e.filename}: " if e.filename else ""
-    hint = {
+    hints: dict[int | None, str] = {
         errno.ENOSPC: "; free some space (nothing complete was replaced)",
         errno.EFBIG: "; the file size limit (ulimit -f) was reached (nothing complete was replaced)",
         errno.EROFS: "; choose a writable output location",
         errno.EACCES: "; check the permissions",
-    }.get(e.errno, "")
+    }
+    hint = hints.get(e.errno, "")
     return f"{where}{e.strerror or e}{hint}"

@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> None:
     rt = flags.runtime(args, distributed=True)
     try:
         task, train, dev, test = registry.build(args.task, args, flags.data_opts(args))
+        assert dev is not None  # --dev is required
         targs = flags.train_args(args, TrainArgs())
         if rt.main:
             print(f"fine-tuning on {rt.describe()}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
+from typing import Any, cast
 
 from bertkit.cli import flags
 from bertkit.errors import BertkitError
@@ -54,7 +55,8 @@ def run(args: argparse.Namespace) -> None:
         raise BertkitError(f"--grid {bad[0]}: not a setting of the {args.task} task")
 
     def make_task(params: dict):
-        return dataclasses.replace(task, **{k: v for k, v in params.items() if k in TASK_KEYS})
+        # Every task class is a dataclass; their base Task is not.
+        return dataclasses.replace(cast(Any, task), **{k: v for k, v in params.items() if k in TASK_KEYS})
 
     base = flags.train_args(args, TrainArgs(), progress=False, tensorboard=False)
     folds, fixed_dev = args.folds or 0, None if args.folds else dev

@@ -62,7 +62,9 @@ def read_folder_classification(path: str | os.PathLike) -> list[TextExample]:
                     parts = PurePosixPath(m.name[len(prefix) :]).parts
                     if len(parts) != 2:
                         continue
-                    data = tar.extractfile(m).read()  # read only: nothing is written to disk
+                    member = tar.extractfile(m)
+                    assert member is not None  # a regular file (checked above) has contents
+                    data = member.read()  # read only: nothing is written to disk
                     examples.append(
                         TextExample(_decode(data, m.name, archive), None, parts[0], len(examples) + 1)
                     )

@@ -196,14 +196,20 @@ def pack_spans(line_lengths_per_doc, budget: int) -> SpanIndex:
         span_start = 0
         for n in np.asarray(lengths, dtype=np.int64).tolist():
             if pos + n - span_start > budget and pos > span_start:  # close the span before this line
-                docs.append(d), starts.append(span_start), ends.append(pos)
+                docs.append(d)
+                starts.append(span_start)
+                ends.append(pos)
                 span_start = pos
             while pos + n - span_start > budget:  # a line longer than a span: cut it
-                docs.append(d), starts.append(span_start), ends.append(span_start + budget)
+                docs.append(d)
+                starts.append(span_start)
+                ends.append(span_start + budget)
                 span_start += budget
             pos += n
         if pos > span_start:
-            docs.append(d), starts.append(span_start), ends.append(pos)
+            docs.append(d)
+            starts.append(span_start)
+            ends.append(pos)
     as_array = lambda x: np.asarray(x, dtype=np.int64)  # noqa: E731
     return SpanIndex(as_array(docs), as_array(starts), as_array(ends))
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from itertools import accumulate, chain
 from operator import add, sub
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from bertkit.errors import BertkitError
 
@@ -218,6 +218,8 @@ def read_text_classification(
         _column(c, role, names if header else None, ncols, first_line, path)
         for c, role in zip(cols, ("text", "pair", "label"), strict=True)
     )
+    if ti is None:  # columns were given, but not the text one
+        raise BertkitError("no text column: pass text_column= along with the other columns", path)
     shape = f" ({', '.join(names)})" if header else ""
     out = []
     for n, cells in data:
@@ -289,7 +291,7 @@ def _jsonl_examples(
     label_field: Column,
     regression: bool,
 ) -> list[TextExample]:
-    if any(isinstance(f, int) for f in (text_field, pair_field, label_field)):
+    if isinstance(text_field, int) or isinstance(pair_field, int) or isinstance(label_field, int):
         raise BertkitError("JSON-lines fields are named, not numbered", path)
     # Optional fields are decided by the first record: all records then must have them.
     first = records[0][1]
@@ -358,7 +360,8 @@ def read_conll(
     ncols = begin = 0
     tc = token_column if tag_column is None else tag_column
     for end in [*breaks, len(rows)]:
-        block, n = rows[begin:end], begin + 1
+        # Blank lines (None) are all breaks, so a block between two holds split lines only.
+        block, n = cast("list[list[str]]", rows[begin:end]), begin + 1
         begin = end + 1
         if not block:
             continue
@@ -609,7 +612,8 @@ def _get(obj: Any, key: str, kind: type | tuple, where: str, path: PathLike, opt
         raise BertkitError(f"{place}: missing field {key!r}", path)
     value = obj[key]
     if not isinstance(value, kind) or isinstance(value, bool):
-        name = {list: "an array", str: "a string", int: "an integer"}.get(kind, "a string or integer")
+        names: dict[type | tuple, str] = {list: "an array", str: "a string", int: "an integer"}
+        name = names.get(kind, "a string or integer")
         raise BertkitError(
             f"{where + '.' if where else ''}{key}: expected {name}, found {_json_type(value)}", path
         )
@@ -662,7 +666,7 @@ def check_labels(
                     f"in the training data ({known})",
                     path,
                 )
-            if bad:
+            if bad and map_unknown_to is not None:  # (else raised just above)
                 ex = replace(ex, tags=[t if t in label2id else map_unknown_to for t in ex.tags])
         elif isinstance(ex, TextExample) and isinstance(ex.label, str) and ex.label not in label2id:
             if map_unknown_to is None:

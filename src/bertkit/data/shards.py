@@ -33,7 +33,7 @@ import re
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
 from itertools import chain
@@ -270,8 +270,8 @@ def _tokenize(
     """Read and tokenize the whole corpus into a `_Stream` in the stage, with a progress bar over
     the bytes read; no text at all is an error."""
     stats = ReadStats()
-    opts = [options[k] for k in ("doc_mode", "strip_gutenberg", "dedupe_lines")]
-    lines = iter_document_lines(files, *opts, stats=stats)
+    doc_mode, strip, dedupe = (options[k] for k in ("doc_mode", "strip_gutenberg", "dedupe_lines"))
+    lines = iter_document_lines(files, doc_mode, strip, dedupe, stats=stats)
     stream = _Stream(stage, dtype)
     encoded = _encoded_chunks(_chunks(lines), tokenizer, workers, dtype)
     total = sum(f.stat().st_size for f in files)
@@ -335,7 +335,7 @@ def _encode_in_worker(lines: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
 def _encoded_chunks(
     chunks: Iterator[tuple[list[str], np.ndarray]], tokenizer: Tokenizer, workers: int, dtype: np.dtype
-) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+) -> Generator[tuple[np.ndarray, np.ndarray, np.ndarray], None, None]:
     """(keys, tokens, lengths) of each chunk, in order. With workers > 1, spawned processes
     (safe where forking a process with threads is not) get the tokenizer as its JSON, so they run
     exactly the one loaded here, and at most 2 × workers chunks are in flight."""

@@ -18,7 +18,7 @@ import itertools
 import os
 import re
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,7 +183,7 @@ class LineHashSet:
         return True
 
 
-def _read_lines(path: Path, stats: ReadStats | None = None) -> Iterator[str]:
+def _read_lines(path: Path, stats: ReadStats | None = None) -> Generator[str, None, None]:
     """The lines of a plain or gzip file without their line ends, decoded one by one so that an
     error can name its line; `stats.bytes_read` advances with the bytes consumed on disk, and by
     the whole file once the generator ends or is closed."""

@@ -12,26 +12,43 @@ tasks is `tasks.registry`; nothing outside `tasks/` asks a task's name.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, overload
 
 import torch
 
 from bertkit.config import BertConfig
 from bertkit.errors import BertkitError
 
-Texts = Callable[..., "list[str] | None"]  # the server's validator: texts(body, key, required=True)
+if TYPE_CHECKING:
+    from bertkit.onnx_backend import OnnxRunner
+    from bertkit.tokenizer import Tokenizer
+
+
+class Texts(Protocol):
+    """The server's validator: `texts(body, key)` is the list of strings under `key` (an HTTPError
+    when it is absent or invalid); `texts(body, key, required=False)` is None when it is absent."""
+
+    @overload
+    def __call__(self, body: dict, key: str) -> list[str]: ...
+    @overload
+    def __call__(self, body: dict, key: str, required: bool) -> list[str] | None: ...
 
 
 class Task:
     name: ClassVar[str]
-    main_metric: ClassVar[str] = "accuracy"
     formats: ClassVar[tuple[str, ...]] = ()  # file formats its reader takes
     pipeline_names: ClassVar[tuple[str, ...]] = ()  # names `bertkit.pipeline` knows it by
     onnx_outputs: ClassVar[tuple[str, ...]] = ("logits",)
     response_key: ClassVar[str] = "predictions"  # the server's answer field
     greater_is_better: ClassVar[bool] = True
+
+    @property
+    def main_metric(self) -> str:
+        """The dev metric that picks the best weights (a plain class attribute in most tasks; a
+        property here so that a task may also derive it from its settings, as classification does)."""
+        return "accuracy"
 
     # ---- reading and building -----------------------------------------------------------------
 
@@ -91,6 +108,28 @@ class Task:
     def load_model(self, model_dir: str | Path, **kw: Any) -> torch.nn.Module:
         return self.model_class.from_pretrained(model_dir, **kw)
 
+    def features(self, tokenizer: Tokenizer, examples: Sequence, with_labels: bool = True) -> list[dict]:
+        """Model inputs for the examples (with `with_labels`, their targets too)."""
+        raise NotImplementedError
+
+    def loss(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The loss of a batch, divided by its `loss_norm` (see `loss_count`); `model` is the task's
+        `model_class`."""
+        raise NotImplementedError
+
+    def predict(
+        self, model: Any, feats: list[dict], examples: Sequence, pad_id: int, max_tokens: int = 8192
+    ) -> list[dict]:
+        """One prediction per example, from the features of all its windows."""
+        raise NotImplementedError
+
+    def metrics(self, examples: Sequence, preds: list[dict]) -> dict:
+        raise NotImplementedError
+
+    def error(self, example: Any, pred: dict, index: int) -> dict | None:
+        """The row errors.jsonl gets for a wrong prediction (None: the prediction is right)."""
+        raise NotImplementedError
+
     # ---- using --------------------------------------------------------------------------------
 
     def serving(self) -> Task:
@@ -136,6 +175,6 @@ class Task:
         """Whether `onnx_model` needs the PyTorch model too (a CRF's transitions)."""
         return False
 
-    def onnx_model(self, runner: torch.nn.Module, torch_model: torch.nn.Module | None) -> torch.nn.Module:
+    def onnx_model(self, runner: OnnxRunner, torch_model: torch.nn.Module | None) -> torch.nn.Module:
         """The object `predict` calls, with the forward pass by ONNX Runtime (`runner`)."""
         return runner

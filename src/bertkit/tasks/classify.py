@@ -96,7 +96,8 @@ class ClassifyTask(Task):
         items, pairs = texts(body, "texts"), texts(body, "text_pairs", required=False)
         if pairs is not None and len(pairs) != len(items):
             raise HTTPError(422, f'"text_pairs" has {len(pairs)} texts for {len(items)} "texts"')
-        return list(zip(items, pairs or [None] * len(items), strict=True))
+        unpaired: list[str | None] = [None] * len(items)
+        return list(zip(items, pairs or unpaired, strict=True))
 
     @property
     def num_scores(self) -> int | None:
@@ -114,7 +115,7 @@ class ClassifyTask(Task):
 
     def configure(self, config: BertConfig) -> None:
         """Name the head's outputs in the config (saved as id2label/label2id)."""
-        if self.regression:
+        if self.labels is None:  # regression
             config.set_labels(["score"])
             config.problem_type = "regression"
         else:
@@ -126,8 +127,10 @@ class ClassifyTask(Task):
 
     @classmethod
     def from_info(cls, info: dict, config: BertConfig) -> ClassifyTask:
-        labels = None if info.get("regression") else [config.id2label[i] for i in sorted(config.id2label)]
-        return cls(labels, **cls.settings(info))
+        if info.get("regression"):
+            return cls(None, **cls.settings(info))
+        assert config.id2label is not None  # saved by configure
+        return cls([config.id2label[i] for i in sorted(config.id2label)], **cls.settings(info))
 
     def features(self, tokenizer: Tokenizer, examples: Sequence, with_labels: bool = True) -> list[dict]:
         """Token ids per window; `example` indexes the text a window belongs to."""
@@ -172,7 +175,7 @@ class ClassifyTask(Task):
     ) -> torch.Tensor:
         """(N, C) logits per example: length-sorted batches, window logits averaged per example."""
         device = device_of(model)
-        out = torch.zeros(n_examples, 1 if self.regression else len(self.labels))
+        out = torch.zeros(n_examples, 1 if self.labels is None else len(self.labels))  # None: regression
         count = torch.zeros(n_examples)
         for idx, batch in batches(feats, pad_id, max_tokens, device):
             logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).logits
@@ -187,7 +190,7 @@ class ClassifyTask(Task):
         return self.predictions(self.logits(model, feats, len(examples), pad_id, max_tokens))
 
     def predictions(self, logits: torch.Tensor) -> list[dict]:
-        if self.regression:
+        if self.labels is None:  # regression
             return [{"score": float(v)} for v in logits[:, 0]]
         probs = logits.softmax(-1)
         return [
@@ -200,7 +203,7 @@ class ClassifyTask(Task):
         ]
 
     def metrics(self, examples: Sequence, preds: list[dict]) -> dict:
-        if self.regression:
+        if self.labels is None:  # regression
             return regression_metrics([float(e.label) for e in examples], [p["score"] for p in preds])
         return classification_metrics(
             [e.label for e in examples],

@@ -50,6 +50,9 @@ def iob2_allowed(labels: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
 class CRF(nn.Module):
     """Linear-chain CRF over `num_tags` tags, on top of per-token emission scores (B, T, C)."""
 
+    transition_penalty: torch.Tensor  # buffers (registered in __init__)
+    start_penalty: torch.Tensor
+
     def __init__(
         self,
         num_tags: int,

@@ -18,7 +18,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +35,9 @@ from bertkit.tasks.base import Task
 from bertkit.tasks.batching import IGNORE
 from bertkit.tasks.crf import CRF, BiLSTM, iob2_decoder
 from bertkit.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from bertkit.onnx_backend import OnnxRunner
 
 HEADS = ("softmax", "crf", "bilstm-crf")
 DECODES = ("constrained", "argmax")  # how the softmax head turns word probabilities into tags
@@ -69,11 +72,10 @@ class NerTagger(nn.Module):
         self.lstm = (
             BiLSTM(config.hidden_size, dropout=config.hidden_dropout_prob) if head == "bilstm-crf" else None
         )
-        self.crf = (
-            CRF.from_labels([config.id2label[i] for i in sorted(config.id2label)])
-            if head != "softmax"
-            else None
-        )
+        self.crf: CRF | None = None
+        if head != "softmax":
+            assert config.id2label is not None  # a NER config names its tags (NerTask.configure)
+            self.crf = CRF.from_labels([config.id2label[i] for i in sorted(config.id2label)])
 
     def emissions(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:  # (B, T, C)
         if self.lstm is None:
@@ -196,7 +198,7 @@ class NerTask(Task):
     def onnx_needs_torch(self) -> bool:
         return self.head != "softmax"
 
-    def onnx_model(self, runner: nn.Module, torch_model: nn.Module | None) -> nn.Module:
+    def onnx_model(self, runner: OnnxRunner, torch_model: nn.Module | None) -> nn.Module:
         from bertkit.onnx_backend import OnnxTagger
 
         crf = getattr(torch_model, "crf", None)
@@ -209,6 +211,7 @@ class NerTask(Task):
 
     @classmethod
     def from_info(cls, info: dict, config: BertConfig) -> NerTask:
+        assert config.id2label is not None  # saved by configure
         return cls([config.id2label[i] for i in sorted(config.id2label)], **cls.settings(info))
 
     def features(self, tokenizer: Tokenizer, examples: Sequence, with_labels: bool = True) -> list[dict]:
@@ -236,12 +239,14 @@ class NerTask(Task):
                     first_start[key] = min(s, first_start.get(key, s))
         feats = []
         for row, owner in enumerate(owners):
-            words, seen = [], set()
+            words: list[int] = []
+            seen: set[int] = set()
             for w, (s, _) in zip(enc.word_ids(row), enc["offset_mapping"][row], strict=True):
-                first = w is not None and w not in seen and s == first_start[(owner, w)]
-                words.append(w if first else -1)
-                if first:
+                if w is not None and w not in seen and s == first_start[(owner, w)]:  # a first sub-token
+                    words.append(w)
                     seen.add(w)
+                else:
+                    words.append(-1)
             f = {
                 "input_ids": enc["input_ids"][row],
                 "token_type_ids": enc["token_type_ids"][row],
