@@ -81,22 +81,25 @@ def test_precision_means_the_same_on_every_device(monkeypatch):
 
 
 @pytest.mark.parametrize("cuda", [True, False])
-def test_torchrun_environment_picks_the_backend(cuda, monkeypatch):
+@pytest.mark.parametrize("world", [2, 1])
+def test_torchrun_environment_picks_the_backend(cuda, world, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "set_device", lambda d: None)
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("LOCAL_RANK", "1")
-    joined = []
+    monkeypatch.setenv("WORLD_SIZE", str(world))
+    monkeypatch.setenv("LOCAL_RANK", str(world - 1))
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")  # torchrun's, even for one process
+    joined: list[str] = []
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: bool(joined))
     monkeypatch.setattr(torch.distributed, "init_process_group", lambda backend: joined.append(backend))
-    monkeypatch.setattr(torch.distributed, "get_rank", lambda: 1)
-    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda: world - 1)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: world)
     rt = compute_init(RuntimeArgs(device="auto"))
-    assert joined == ["nccl" if cuda else "gloo"] and rt.backend == joined[0]
-    assert (rt.rank, rt.world, rt.main) == (1, 2, False)
-    assert rt.device == (torch.device("cuda", 1) if cuda else torch.device("cpu"))
-    assert compute_init(RuntimeArgs(device="cpu"), distributed=False).world == 1  # inference: alone
+    assert joined == ["nccl" if cuda else "gloo"] and rt.backend == joined[0] and rt.distributed
+    assert (rt.rank, rt.world, rt.main) == (world - 1, world, world == 1)
+    assert rt.device == (torch.device("cuda", world - 1) if cuda else torch.device("cpu"))
+    alone = compute_init(RuntimeArgs(device="cpu"), distributed=False)  # inference: never joins
+    assert alone.world == 1 and not alone.distributed and joined == [joined[0]]
 
 
 def test_finetune_puts_model_batches_and_autocast_on_cuda(fake_cuda, head_dir, tmp_path):

@@ -11,8 +11,8 @@ torchrun `runtime.rank`/`world` say which slice of the work is this process's.
 - precision: `auto` is bf16 where the device multiplies bf16 natively (CUDA with bf16, a CPU with
   AMX or AVX512-BF16), else fp32; `bf16` and `fp32` force it. The same meaning in training
   (bf16 autocast) and inference (bf16 weights).
-- distributed: under torchrun (WORLD_SIZE > 1) the process joins the group: gloo on CPUs, nccl on
-  GPUs. A plain run is a world of one.
+- distributed: under torchrun (even with one process) a training command joins the group: gloo
+  on CPUs, nccl on GPUs. A plain run is a world of one without a group.
 """
 
 from __future__ import annotations
@@ -128,7 +128,8 @@ class Runtime:
 
     @property
     def distributed(self) -> bool:
-        return self.world > 1
+        """Whether this process is in a process group (torchrun), even a world of one."""
+        return self.backend is not None
 
     def describe(self) -> str:
         where = f", rank {self.rank} of {self.world} ({self.backend})" if self.distributed else ""
@@ -183,11 +184,13 @@ def compute_init(args: RuntimeArgs | None = None, distributed: bool = True) -> R
         if a.threads < 1:
             raise BertkitError(f"--threads must be a positive number, not {a.threads}")
         torch.set_num_threads(a.threads)
-    world = int(os.environ.get("WORLD_SIZE", "1")) if distributed else 1
-    local = int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else 0
+    # torchrun sets WORLD_SIZE and TORCHELASTIC_RUN_ID: join its group, even as a world of one
+    env = os.environ
+    launched = distributed and (int(env.get("WORLD_SIZE", "1")) > 1 or "TORCHELASTIC_RUN_ID" in env)
+    local = int(env.get("LOCAL_RANK", "0")) if launched else 0
     device = resolve_device(a.device, local)
     rt = Runtime(device, a.precision, a.threads, local_rank=local)
-    if world == 1:
+    if not launched:
         return rt
     if device.type == "cuda":
         torch.cuda.set_device(device)

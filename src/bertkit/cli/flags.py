@@ -51,7 +51,10 @@ def add_engine(p: argparse.ArgumentParser, backend: bool = False) -> None:
         )
     g.add_argument("--int8", action="store_true", help="int8 dynamic quantization of the Linear layers (CPU)")
     g.add_argument("--compile", action="store_true", help="torch.compile the encoder (slow first batches)")
-    g.add_argument("--max-tokens", type=int, default=None, help="padded tokens per batch (default 8192)")
+    from bertkit.inference import InferenceOptions
+
+    default = InferenceOptions.max_tokens
+    g.add_argument("--max-tokens", type=int, default=None, help=f"padded tokens a batch (default {default})")
 
 
 def engine(args: argparse.Namespace):
