@@ -17,8 +17,10 @@ import torch
 import bertkit
 from bertkit.embeddings import pool
 from bertkit.errors import BertkitError
+from bertkit.fused import PrepackedLinear
+from bertkit.fused import can_prepack as _can_prepack
 from bertkit.heads import BertForSequenceClassification
-from bertkit.inference import InferenceOptions, PrepackedLinear, _can_prepack, prepare
+from bertkit.inference import InferenceOptions, prepare
 from bertkit.runtime import Runtime
 from bertkit.tokenizer import Tokenizer
 
@@ -95,20 +97,24 @@ def test_bf16_agrees_with_fp32(minilm_dir):
     assert (a.logits.argmax(-1) == b.logits.argmax(-1))[clear].all()
 
 
-def test_prepacked_linears_change_nothing(minilm_dir):
-    """bf16 weights reordered once for oneDNN give the same numbers as plain bf16 F.linear."""
+def test_prepacked_fused_layers_no_less_accurate(minilm_dir):
+    """bf16 weights reordered once for oneDNN, GELU and residual adds fused into the products: no
+    further from fp32 than plain bf16 F.linear (one rounding where plain bf16 rounds twice)."""
     if not _can_prepack(torch.device("cpu"), torch.bfloat16):
         pytest.skip("no oneDNN bf16 weight prepacking here (this torch build, or a CPU without AVX512)")
     texts = sentences(32)
     ids, mask, types = encode(Tokenizer.from_pretrained(minilm_dir), texts)
+    ref = prepare(bertkit.BertModel.from_pretrained(minilm_dir), InferenceOptions(prepack=False), CPU_FP32)
     plain = prepare(bertkit.BertModel.from_pretrained(minilm_dir), InferenceOptions(prepack=False), CPU_BF16)
     packed = prepare(bertkit.BertModel.from_pretrained(minilm_dir), InferenceOptions(), CPU_BF16)
     assert isinstance(packed.layers[0].ffn.up, PrepackedLinear)
     assert isinstance(plain.layers[0].ffn.up, torch.nn.Linear)
     with torch.inference_mode():
-        a, b = plain(ids, mask, types), packed(ids, mask, types)
+        r, a, b = (m(ids, mask, types).last_hidden_state.float() for m in (ref, plain, packed))
     real = mask.bool()
-    assert (a.last_hidden_state - b.last_hidden_state)[real].abs().max() <= 1e-2
+    err_plain, err_packed = (a - r)[real].abs(), (b - r)[real].abs()
+    assert err_packed.mean() <= 1.05 * err_plain.mean(), (err_packed.mean(), err_plain.mean())
+    assert err_packed.max() <= 1.25 * err_plain.max(), (err_packed.max(), err_plain.max())
 
 
 def test_embeddings_match_sentence_transformers(minilm_dir):

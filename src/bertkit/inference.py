@@ -9,10 +9,12 @@ Every predicting path uses it (pipelines, `bertkit predict`/`evaluate`/`embed`, 
   results go back in input order (`batches`): real text of mixed lengths then pays almost
   nothing for padding;
 - padding-free dense layers (`model.Packing`): the QKV, output and feed-forward projections and
-  the LayerNorms run on the N real tokens of a batch, only attention sees (B, T);
+  the LayerNorms run on the N real tokens of a batch; attention runs on rows that short
+  sequences share (block-diagonal mask), so its kernels see a few long rows, not many tiny ones;
 - bf16 weights where the hardware multiplies bf16 natively (AMX / AVX512-BF16 CPUs, CUDA), fp32
   elsewhere (the runtime's precision); heads that need fp32 (BiLSTM, CRF) get fp32 hidden states;
-- CPU only: bf16/fp32 weights prepacked for oneDNN, optional int8 dynamic quantization of the
+- CPU only: bf16/fp32 weights prepacked for oneDNN with GELU and the residual adds fused into
+  the matrix products (`bertkit.fused`), optional int8 dynamic quantization of the
   Linear layers (fp32 activations); on CUDA, SDPA's fused attention kernels and pinned-memory
   copies that do not block;
 - optional `torch.compile`.
@@ -29,6 +31,7 @@ import torch
 from torch import nn
 
 from bertkit.errors import BertkitError
+from bertkit.fused import can_prepack, fuse_layers
 from bertkit.model import BertModel
 from bertkit.runtime import Runtime, local_runtime
 from bertkit.tasks.batching import pad_batch, sorted_order
@@ -44,7 +47,7 @@ class InferenceOptions:
     packed: bool = True  # padding-free dense layers
     int8: bool = False  # dynamic int8 quantization of the Linear layers (CPU, fp32 activations)
     compile: bool = False  # torch.compile the encoder (first batches of each shape are slow)
-    prepack: bool = True  # bf16 CPU weights reordered once for oneDNN (PrepackedLinear)
+    prepack: bool = True  # CPU weights reordered once for oneDNN, post-ops fused (bertkit.fused)
     backend: str = "torch"  # "onnx": a task head's forward pass by ONNX Runtime (onnx_backend.py)
     onnx_file: str | None = None  # the exported graph for backend "onnx" (default DIR/model.onnx)
 
@@ -77,59 +80,6 @@ def engine_dtype(rt: Runtime, int8: bool = False) -> torch.dtype:
     return torch.bfloat16 if rt.bf16 else torch.float32
 
 
-class PrepackedLinear(nn.Module):
-    """An inference-only nn.Linear whose weight is reordered once into oneDNN's blocked layout
-    (what torch.compile's weight freezing does on CPUs): the plain bf16 F.linear pays that reorder
-    on every call; skipping it measured 1.2-1.4x on BERT-sized products here. In fp32 F.linear
-    goes to MKL, whose kernels on this AMD CPU ran BERT-sized products at 59-78 GFLOP/s a core
-    against oneDNN's 82-92 (`bench/inference_vs_hf.py` measures the whole effect)."""
-
-    def __init__(self, linear: nn.Linear, batch_hint: int):
-        super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        w = linear.weight.detach()
-        self.weight_dtype = w.dtype
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(w, batch_hint)
-        self.bias = linear.bias.detach() if linear.bias is not None else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lead = x.shape[:-1]
-        x = x.reshape(-1, self.in_features)
-        y = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
-        return y.view(*lead, self.out_features)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, prepacked"
-
-
-def _can_prepack(device: torch.device, dtype: torch.dtype) -> bool:
-    return (
-        device.type == "cpu"
-        and dtype in (torch.bfloat16, torch.float32)
-        and torch.backends.mkldnn.is_available()
-        and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
-        and (dtype != torch.bfloat16 or _onednn_has_bf16())
-    )
-
-
-def _onednn_has_bf16() -> bool:
-    """oneDNN's bf16 linear needs AVX512 (BW/VL/DQ) or AVX-NE-CONVERT; on an AVX2-only CPU its
-    weight reorder raises, and bf16 falls back to plain (emulated, slow) F.linear."""
-    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    try:
-        return bool(check()) if check is not None else False
-    except RuntimeError:
-        return False
-
-
-def prepack_linears(module: nn.Module, batch_hint: int) -> None:
-    for name, child in list(module.named_children()):
-        if type(child) is nn.Linear and child.weight.dtype in (torch.bfloat16, torch.float32):
-            setattr(module, name, PrepackedLinear(child, batch_hint))
-        else:
-            prepack_linears(child, batch_hint)
-
-
 def device_of(model: nn.Module) -> torch.device:
     """Where a model's inputs go: its parameters' device; the CPU for one without parameters
     (an ONNX Runtime session, `bertkit.onnx_backend`)."""
@@ -160,8 +110,8 @@ def prepare(model: ModelT, options: InferenceOptions | None = None, runtime: Run
             # fp32 hidden states.
             enc.to(dtype)
             enc.output_dtype = torch.float32
-        if o.prepack and not (o.compile or o.int8) and _can_prepack(device, next(enc.parameters()).dtype):
-            prepack_linears(enc, o.max_tokens)
+        if o.prepack and not (o.compile or o.int8) and can_prepack(device, next(enc.parameters()).dtype):
+            fuse_layers(enc, o.max_tokens)
         if o.int8:
             import warnings
 
