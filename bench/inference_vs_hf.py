@@ -26,7 +26,6 @@ import os
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -85,36 +84,14 @@ def hf_runner(hf, model_dir: Path, tok, attn: str, mode: str, sort: bool, batch:
     return run
 
 
-def ort_runner(hf, model_dir: Path, tok, batch: int, max_len: int, workdir: Path):
+def ort_runner(model_dir: Path, tok, batch: int, max_len: int, workdir: Path):
     import onnxruntime as ort
 
-    model = hf.BertModel.from_pretrained(str(model_dir), attn_implementation="eager").eval()
-    path = workdir / f"{model_dir.name}.onnx"
-    x = tok(["a short example sentence"], return_tensors="pt")
+    from engines.ort import export  # bench/engines: the same export the engine benchmark runs
+
+    hidden = json.loads((model_dir / "config.json").read_text())["hidden_size"]
+    path = export(model_dir, "embed", workdir / f"{model_dir.name}.onnx")
     names = ["input_ids", "attention_mask", "token_type_ids"]
-    axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"hidden": {0: "batch", 1: "sequence"}}
-
-    class Graph(torch.nn.Module):  # keyword arguments: transformers' forward takes many more
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, input_ids, attention_mask, token_type_ids):
-            kw = {"attention_mask": attention_mask, "token_type_ids": token_type_ids}
-            return self.m(input_ids=input_ids, **kw).last_hidden_state
-
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            Graph(model).eval(),
-            tuple(x[n] for n in names),
-            str(path),
-            input_names=names,
-            output_names=["hidden"],
-            dynamic_axes=axes,
-            opset_version=17,
-            dynamo=False,
-        )
     so = ort.SessionOptions()
     so.intra_op_num_threads = torch.get_num_threads()
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
@@ -123,11 +100,11 @@ def ort_runner(hf, model_dir: Path, tok, batch: int, max_len: int, workdir: Path
         enc = tok(texts, truncation=True, max_length=max_len)
         ids = enc["input_ids"]
         order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
-        out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
+        out = np.zeros((len(texts), hidden), dtype=np.float32)
         for s in range(0, len(order), batch):
             idx = order[s : s + batch]
             b = tok.pad({k: [enc[k][i] for i in idx] for k in names}, return_tensors="np")
-            h = sess.run(["hidden"], {k: b[k].astype(np.int64) for k in names})[0]
+            h = sess.run(["output"], {k: b[k].astype(np.int64) for k in names})[0]
             m = b["attention_mask"][..., None].astype(np.float32)
             out[idx] = (h * m).sum(1) / m.sum(1)
         return out
@@ -290,7 +267,7 @@ def main() -> None:
                 for sort in (False, True):
                     name = f"transformers {attn} {mode} {'sorted' if sort else 'as given'}"
                     runners[name] = hf_runner(hf, mdir, tok, attn, mode, sort, args.batch_size, max_len)
-        runners["onnxruntime fp32 sorted"] = ort_runner(hf, mdir, tok, args.batch_size, max_len, workdir)
+        runners["onnxruntime fp32 sorted"] = ort_runner(mdir, tok, args.batch_size, max_len, workdir)
         ref_fn = hf_runner(hf, mdir, tok, "sdpa", "fp32", True, args.batch_size, max_len)
         for cname, ctexts in texts.items():
             ref = ref_fn(ctexts)

@@ -30,9 +30,6 @@ ENGINES: dict[str, tuple[str, dict]] = {
     "ctranslate2 int8 inter": ("ct2", {"compute_type": "int8", "mode": "inter"}),
 }
 
-# what each engine counts as: exact-class (bf16/fp32 outputs) or int8
-INT8 = {name for name in ENGINES if name.split()[-1] == "int8" or " int8 " in name}
-
 
 def build(name: str, model_dir, kind: str, work, calib: list[str]):
     module, kw = ENGINES[name]

@@ -25,11 +25,8 @@ class Batcher:
         self.tok.no_padding()
         self.batch = batch
 
-    def encode(self, texts: list[str]) -> list:
-        return self.tok.encode_batch(texts)
-
     def __call__(self, texts: list[str]) -> Iterator[tuple[list[int], np.ndarray, np.ndarray, np.ndarray]]:
-        enc = self.encode(texts)
+        enc = self.tok.encode_batch(texts)
         order = sorted(range(len(texts)), key=lambda i: len(enc[i].ids))
         for s in range(0, len(order), self.batch):
             idx = order[s : s + self.batch]

@@ -82,18 +82,21 @@ class FusedLayer(nn.Module):
 
 
 def fuse_layers(encoder: BertModel, batch_hint: int) -> None:
-    """An encoder's Layers made FusedLayers, in place (its other Linears, the pooler's, prepacked)."""
+    """An encoder's Layers made FusedLayers, in place, and its other Linears (the pooler's)
+    prepacked."""
     layers = encoder.layers
     for i, layer in enumerate(layers):
         if isinstance(layer, Layer):
             layers[i] = FusedLayer(layer, batch_hint)
-    for name, child in list(encoder.named_children()):
+    prepack_linears(encoder, batch_hint)
+
+
+def prepack_linears(module: nn.Module, batch_hint: int) -> None:
+    for name, child in list(module.named_children()):
         if type(child) is nn.Linear:
-            setattr(encoder, name, PrepackedLinear(child, batch_hint))
-        elif name != "layers":
-            for sub, grand in list(child.named_children()):
-                if type(grand) is nn.Linear:
-                    setattr(child, sub, PrepackedLinear(grand, batch_hint))
+            setattr(module, name, PrepackedLinear(child, batch_hint))
+        else:
+            prepack_linears(child, batch_hint)
 
 
 def can_prepack(device: torch.device, dtype: torch.dtype) -> bool:
