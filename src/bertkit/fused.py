@@ -66,13 +66,19 @@ class FusedLayer(nn.Module):
         )
         attn, ffn = self.attn, self.ffn
         post = _post_op(ffn.act)
+
+        def pack(linear: nn.Module, post=None) -> nn.Module:
+            # Linears already made inference layers (`bertkit.int8.Int8Linear`) stay as they are
+            return PrepackedLinear(linear, batch_hint, post) if type(linear) is nn.Linear else linear
+
         # (the modules' annotations say nn.Linear: these stand in for them at inference)
-        attn.qkv = PrepackedLinear(attn.qkv, batch_hint)  # type: ignore[assignment]
-        attn.proj = PrepackedLinear(attn.proj, batch_hint)  # type: ignore[assignment]
-        ffn.up = PrepackedLinear(ffn.up, batch_hint, post)  # type: ignore[assignment]
-        ffn.down = PrepackedLinear(ffn.down, batch_hint)  # type: ignore[assignment]
-        if post is not None:
-            ffn.act = nn.Identity()
+        attn.qkv = pack(attn.qkv)  # type: ignore[assignment]
+        attn.proj = pack(attn.proj)  # type: ignore[assignment]
+        if type(ffn.up) is nn.Linear:
+            ffn.up = pack(ffn.up, post)  # type: ignore[assignment]
+            if post is not None:
+                ffn.act = nn.Identity()
+        ffn.down = pack(ffn.down)  # type: ignore[assignment]
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, packing=None) -> torch.Tensor:
         # x (N, H) packed or (B, T, H); dropout is the identity at inference

@@ -14,9 +14,9 @@ Every predicting path uses it (pipelines, `bertkit predict`/`evaluate`/`embed`, 
 - bf16 weights where the hardware multiplies bf16 natively (AMX / AVX512-BF16 CPUs, CUDA), fp32
   elsewhere (the runtime's precision); heads that need fp32 (BiLSTM, CRF) get fp32 hidden states;
 - CPU only: bf16/fp32 weights prepacked for oneDNN with GELU and the residual adds fused into
-  the matrix products (`bertkit.fused`), optional int8 dynamic quantization of the
-  Linear layers (fp32 activations); on CUDA, SDPA's fused attention kernels and pinned-memory
-  copies that do not block;
+  the matrix products (`bertkit.fused`); optional int8 matrix products (`bertkit.int8`: QKV,
+  attention output and up-projection, SmoothQuant calibrated without data); on CUDA, SDPA's
+  fused attention kernels and pinned-memory copies that do not block;
 - optional `torch.compile`.
 """
 
@@ -32,6 +32,8 @@ from torch import nn
 
 from bertkit.errors import BertkitError
 from bertkit.fused import can_prepack, fuse_layers
+from bertkit.int8 import available as int8_available
+from bertkit.int8 import quantize_encoder
 from bertkit.model import BertModel
 from bertkit.runtime import Runtime, local_runtime
 from bertkit.tasks.batching import pad_batch, sorted_order
@@ -45,7 +47,7 @@ BACKENDS = ("torch", "onnx")
 class InferenceOptions:
     max_tokens: int = 8192  # padded tokens per batch (B × T)
     packed: bool = True  # padding-free dense layers
-    int8: bool = False  # dynamic int8 quantization of the Linear layers (CPU, fp32 activations)
+    int8: bool = False  # int8 matrix products, SmoothQuant-calibrated (CPU, bertkit.int8)
     compile: bool = False  # torch.compile the encoder (first batches of each shape are slow)
     prepack: bool = True  # CPU weights reordered once for oneDNN, post-ops fused (bertkit.fused)
     backend: str = "torch"  # "onnx": a task head's forward pass by ONNX Runtime (onnx_backend.py)
@@ -70,13 +72,10 @@ class InferenceOptions:
 
 
 def engine_dtype(rt: Runtime, int8: bool = False) -> torch.dtype:
-    """The weights' dtype: bf16 where the runtime computes in bf16; fp32 under int8."""
-    if int8:
-        if rt.precision == "bf16":
-            raise BertkitError("int8 runs with fp32 activations: use precision fp32 or auto with int8")
-        if rt.device.type != "cpu":
-            raise BertkitError("int8 dynamic quantization runs on the CPU only")
-        return torch.float32
+    """The float weights' and activations' dtype: bf16 where the runtime computes in bf16, else
+    fp32; under int8 the same around the int8 matrix products."""
+    if int8 and (rt.device.type != "cpu" or not int8_available()):
+        raise BertkitError("int8 runs on the CPU only, with oneDNN (torch.backends.mkldnn)")
     return torch.bfloat16 if rt.bf16 else torch.float32
 
 
@@ -105,23 +104,15 @@ def prepare(model: ModelT, options: InferenceOptions | None = None, runtime: Run
         model.to(dtype)
     for enc in encoders(model):
         enc.packed = o.packed
+        if o.int8:  # before the cast: calibration runs the fp32 encoder
+            quantize_encoder(enc, o.max_tokens, dtype)
         if dtype != torch.float32 and not tied:
             # The encoder holds nearly all the FLOPs; heads (a BiLSTM, a CRF) stay fp32 and get
             # fp32 hidden states.
             enc.to(dtype)
             enc.output_dtype = torch.float32
-        if o.prepack and not (o.compile or o.int8) and can_prepack(device, next(enc.parameters()).dtype):
+        if o.prepack and not o.compile and can_prepack(device, next(enc.parameters()).dtype):
             fuse_layers(enc, o.max_tokens)
-        if o.int8:
-            import warnings
-
-            from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-            # Per output channel scales: per-tensor ones cost all-MiniLM-L6-v2 embeddings ~3x
-            # more (cosine to fp32 0.934 mean on SST-2 sentences, against 0.973).
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # torch's notice that eager quantization moves to torchao
-                quantize_dynamic(enc, {nn.Linear: per_channel_dynamic_qconfig}, inplace=True)
         if o.compile:
             enc.forward = torch.compile(enc.forward, dynamic=True)  # type: ignore[method-assign]
     return model

@@ -60,12 +60,27 @@ def cpu_has_bf16() -> bool:
     forced = os.environ.get("BERTKIT_CPU_BF16")
     if forced is not None:
         return forced not in ("0", "false", "no", "")
+    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
+
+
+@functools.cache
+def cpu_has_vnni() -> bool:
+    """True where the CPU multiplies u8 x s8 without 16-bit saturation (AVX512-VNNI, AVX-VNNI,
+    AMX-INT8); elsewhere int8 activations keep 7 bits. `BERTKIT_CPU_VNNI=0/1` overrides it."""
+    forced = os.environ.get("BERTKIT_CPU_VNNI")
+    if forced is not None:
+        return forced not in ("0", "false", "no", "")
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags())
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((ln for ln in f if ln.startswith("flags")), "")
+            return frozenset(next((ln for ln in f if ln.startswith("flags")), "").split())
     except OSError:
-        return False
-    return bool({"amx_bf16", "avx512_bf16"} & set(flags.split()))
+        return frozenset()
 
 
 def bf16_native(device: torch.device) -> bool:

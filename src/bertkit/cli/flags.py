@@ -49,7 +49,9 @@ def add_engine(p: argparse.ArgumentParser, backend: bool = False) -> None:
         g.add_argument(
             "--onnx-file", default=None, help="graph for --backend onnx (default MODEL/model.onnx)"
         )
-    g.add_argument("--int8", action="store_true", help="int8 dynamic quantization of the Linear layers (CPU)")
+    g.add_argument(
+        "--int8", action="store_true", help="int8 matrix products (CPU, SmoothQuant; the rest in --precision)"
+    )
     g.add_argument("--compile", action="store_true", help="torch.compile the encoder (slow first batches)")
     from bertkit.inference import InferenceOptions
 
