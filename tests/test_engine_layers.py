@@ -90,3 +90,41 @@ def test_fused_layers_match_the_plain_encoder(act):
     real = mask.bool()
     assert (a.last_hidden_state - b.last_hidden_state)[real].abs().max() <= 1e-5
     assert (a.pooler_output - b.pooler_output).abs().max() <= 1e-5
+
+
+def test_streams_run_batches_at_once_and_keep_their_order():
+    import threading
+
+    from bertkit.inference import batches, forward_batches, streams_for
+
+    g = torch.Generator().manual_seed(4)
+    lengths = torch.randint(1, 40, (300,), generator=g).tolist()
+    feats = [
+        {"input_ids": torch.randint(5, 300, (n,), generator=g).tolist(), "token_type_ids": [0] * n}
+        for n in lengths
+    ]
+    model = tiny()
+    model.packed = True
+    seen: dict[int, int] = {}
+
+    def fn(b):
+        seen[threading.get_ident()] = torch.get_num_threads()
+        assert torch.is_inference_mode_enabled()
+        return model(b["input_ids"], b["attention_mask"]).last_hidden_state.sum(1)
+
+    with torch.inference_mode():
+        plain = [(idx, fn(b)) for idx, b in batches(feats, 0, 512, torch.device("cpu"))]
+    model.streams = 2
+    with torch.inference_mode():
+        got = [(idx, y) for idx, _, y in forward_batches(model, fn, feats, 0, 512)]
+    assert len(got) == len(plain) > 4
+    for (i1, y1), (i2, y2) in zip(plain, got, strict=True):
+        assert i1 == i2 and torch.equal(y1, y2)  # same batches, same order, same numbers
+    assert len(seen) >= 2  # the calling thread and at least one worker
+    threads = torch.get_num_threads()
+    workers = [n for t, n in seen.items() if t != threading.get_ident()]
+    assert workers and all(n == max(1, threads // 2) for n in workers)
+    assert torch.get_num_threads() == threads  # the caller's setting is untouched
+    opts = InferenceOptions(streams=3)
+    assert streams_for(opts, torch.device("cpu")) == 3
+    assert streams_for(InferenceOptions(), torch.device("cuda")) == 1

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from bertkit.errors import BertkitError
-from bertkit.inference import InferenceOptions, batches, prepare
+from bertkit.inference import InferenceOptions, forward_batches, prepare
 from bertkit.model import BertModel
 from bertkit.runtime import Runtime
 from bertkit.tokenizer import Tokenizer
@@ -117,11 +117,13 @@ class EmbeddingPipeline:
                 {"input_ids": i, "token_type_ids": t}
                 for i, t in zip(enc["input_ids"], enc["token_type_ids"], strict=True)
             ]
-            device = next(self.model.parameters()).device
             pad = self.tokenizer.pad_token_id
-            for idx, batch in batches(feats, pad, self.options.max_tokens, device):
+
+            def forward(batch: dict[str, torch.Tensor]) -> torch.Tensor:
                 h = self.model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-                v = pool(h.last_hidden_state.float(), batch["attention_mask"], pooling)
+                return pool(h.last_hidden_state.float(), batch["attention_mask"], pooling)
+
+            for idx, _, v in forward_batches(self.model, forward, feats, pad, self.options.max_tokens):
                 if normalize:
                     v = torch.nn.functional.normalize(v, dim=-1)
                 out[idx] = v.cpu().numpy()

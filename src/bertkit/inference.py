@@ -23,7 +23,9 @@ Every predicting path uses it (pipelines, `bertkit predict`/`evaluate`/`embed`, 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -39,6 +41,7 @@ from bertkit.runtime import Runtime, local_runtime
 from bertkit.tasks.batching import pad_batch, sorted_order
 
 ModelT = TypeVar("ModelT", bound=nn.Module)
+R = TypeVar("R")
 
 BACKENDS = ("torch", "onnx")
 
@@ -50,6 +53,7 @@ class InferenceOptions:
     int8: bool = False  # int8 matrix products, SmoothQuant-calibrated (CPU, bertkit.int8)
     compile: bool = False  # torch.compile the encoder (first batches of each shape are slow)
     prepack: bool = True  # CPU weights reordered once for oneDNN, post-ops fused (bertkit.fused)
+    streams: int = 0  # batches run at once, each on threads/streams threads (CPU); 0: auto
     backend: str = "torch"  # "onnx": a task head's forward pass by ONNX Runtime (onnx_backend.py)
     onnx_file: str | None = None  # the exported graph for backend "onnx" (default DIR/model.onnx)
 
@@ -67,6 +71,8 @@ class InferenceOptions:
         return opts
 
     def __post_init__(self) -> None:
+        if self.streams < 0:
+            raise BertkitError(f"streams must be 0 (auto) or more, not {self.streams}")
         if self.backend not in BACKENDS:
             raise BertkitError(f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
 
@@ -99,11 +105,14 @@ def prepare(model: ModelT, options: InferenceOptions | None = None, runtime: Run
     dtype = engine_dtype(rt, o.int8)
     model.eval().to(rt.device)
     device = rt.device
+    streams = streams_for(o, device)
+    setattr(model, "streams", streams)  # noqa: B010 (read by forward_batches; not a module attribute)
     tied = getattr(model, "mlm", None) is not None  # the MLM decoder shares the word embeddings
     if dtype != torch.float32 and tied:
         model.to(dtype)
     for enc in encoders(model):
         enc.packed = o.packed
+        enc.streams = streams  # an encoder shared with another pipeline (the server's)
         if o.int8:  # before the cast: calibration runs the fp32 encoder
             quantize_encoder(enc, o.max_tokens, dtype)
         if dtype != torch.float32 and not tied:
@@ -116,6 +125,51 @@ def prepare(model: ModelT, options: InferenceOptions | None = None, runtime: Run
         if o.compile:
             enc.forward = torch.compile(enc.forward, dynamic=True)  # type: ignore[method-assign]
     return model
+
+
+def streams_for(options: InferenceOptions, device: torch.device) -> int:
+    """How many batches run at once: asked for, or on a CPU with two threads or more two
+    streams of half the threads each (as OpenVINO's throughput hint runs requests), else one."""
+    if options.streams:
+        return options.streams
+    return 2 if device.type == "cpu" and torch.get_num_threads() >= 2 else 1
+
+
+def forward_batches(
+    model: nn.Module,
+    fn: Callable[[dict[str, torch.Tensor]], R],
+    features: Sequence[dict],
+    pad_id: int,
+    max_tokens: int,
+    keys: Sequence[str] = (),
+) -> Iterator[tuple[list[int], dict[str, torch.Tensor], R]]:
+    """(indices, batch, fn(batch)) for each of `batches(...)` in order, on `model`'s device.
+    `fn` (the forward pass) runs on `model.streams` batches at once (set by `prepare`): on a
+    CPU each stream is a thread of its own with threads/streams intra-op threads, which keeps
+    both cores busy where one batch's small operations cannot (the GIL is released inside
+    torch's kernels)."""
+    it = batches(features, pad_id, max_tokens, device_of(model), keys)
+    streams = getattr(model, "streams", 1)
+    if streams <= 1:
+        for idx, batch in it:
+            yield idx, batch, fn(batch)
+        return
+    per_stream = max(1, torch.get_num_threads() // streams)
+
+    def work(batch: dict[str, torch.Tensor]) -> R:
+        with torch.inference_mode():  # thread-local: each worker enters it
+            return fn(batch)
+
+    pending: deque = deque()
+    with ThreadPoolExecutor(streams, initializer=torch.set_num_threads, initargs=(per_stream,)) as pool:
+        for idx, batch in it:
+            pending.append((idx, batch, pool.submit(work, batch)))
+            if len(pending) > streams:
+                i, b, f = pending.popleft()
+                yield i, b, f.result()
+        while pending:
+            i, b, f = pending.popleft()
+            yield i, b, f.result()
 
 
 def batches(

@@ -257,6 +257,7 @@ class BertModel(PretrainedMixin, nn.Module):
         self.packed = False
         self.attention_row = 64  # packed: sequences share attention rows of at least this many tokens
         self.output_dtype: torch.dtype | None = None  # cast outputs to this (bf16 encoder, fp32 heads)
+        self.streams = 1  # batches run at once at inference (bertkit.inference.forward_batches)
         self.apply(lambda m: init_weights(m, config.initializer_range))
 
     def set_attention_impl(self, impl: str) -> None:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from bertkit.config import BertConfig
 from bertkit.errors import BertkitError
 from bertkit.heads import BertForSequenceClassification
-from bertkit.inference import batches, device_of
+from bertkit.inference import forward_batches
 from bertkit.metrics import classification_metrics, regression_metrics
 from bertkit.tasks.base import Task, Texts
 from bertkit.tokenizer import Tokenizer
@@ -174,11 +174,13 @@ class ClassifyTask(Task):
         self, model, feats: list[dict], n_examples: int, pad_id: int, max_tokens: int = 8192
     ) -> torch.Tensor:
         """(N, C) logits per example: length-sorted batches, window logits averaged per example."""
-        device = device_of(model)
         out = torch.zeros(n_examples, 1 if self.labels is None else len(self.labels))  # None: regression
         count = torch.zeros(n_examples)
-        for idx, batch in batches(feats, pad_id, max_tokens, device):
-            logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).logits
+
+        def forward(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            return model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).logits
+
+        for idx, _, logits in forward_batches(model, forward, feats, pad_id, max_tokens):
             owners = torch.tensor([feats[i]["example"] for i in idx])
             out.index_add_(0, owners, logits.float().cpu())
             count.index_add_(0, owners, torch.ones(len(idx)))

@@ -29,7 +29,7 @@ from bertkit.config import BertConfig
 from bertkit.errors import BertkitError
 from bertkit.fileio import save_safetensors
 from bertkit.heads import BertForTokenClassification
-from bertkit.inference import batches, device_of
+from bertkit.inference import forward_batches
 from bertkit.metrics import entity_metrics, get_entities
 from bertkit.tasks.base import Task
 from bertkit.tasks.batching import IGNORE
@@ -289,13 +289,13 @@ class NerTask(Task):
     def predict(
         self, tagger: NerTagger, feats: list[dict], examples: Sequence, pad_id: int, max_tokens: int = 8192
     ) -> list[dict]:
-        device = device_of(tagger)
         # A softmax head keeps each word's log-probabilities (C,) from the window in which the word
         # has the most context, then decodes whole sentences; a CRF decodes each window and keeps
         # each word's tag from that same window. best[(example, word)] = (context, log-probs, tag)
         best: dict[tuple[int, int], tuple[int, torch.Tensor, int]] = {}
-        for idx, batch in batches(feats, pad_id, max_tokens, device, ["words"]):
-            emissions = tagger.emissions(batch).float()
+        run = forward_batches(tagger, tagger.emissions, feats, pad_id, max_tokens, ["words"])
+        for idx, batch, emissions in run:
+            emissions = emissions.float()
             pos, mask = _word_positions(batch["words"])
             word_em = torch.gather(emissions, 1, pos[..., None].expand(-1, -1, emissions.shape[-1]))
             log_probs = word_em.log_softmax(-1).cpu()  # (B, W, C)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from bertkit.config import BertConfig
 from bertkit.errors import BertkitError
 from bertkit.heads import BertForQuestionAnswering
-from bertkit.inference import batches, device_of
+from bertkit.inference import forward_batches
 from bertkit.metrics import squad_em_f1
 from bertkit.tasks.base import Task, Texts
 from bertkit.tokenizer import Tokenizer
@@ -149,10 +149,12 @@ class QATask(Task):
 
     @torch.inference_mode()
     def predict(self, model, feats: list[dict], examples: Sequence, pad_id: int, max_tokens: int = 16384):
-        device = device_of(model)
         best: dict[int, dict] = {}
-        for idx, batch in batches(feats, pad_id, max_tokens, device):
-            out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+
+        def forward(batch: dict[str, torch.Tensor]):
+            return model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+
+        for idx, _, out in forward_batches(model, forward, feats, pad_id, max_tokens):
             starts, ends = out.start_logits.float().cpu(), out.end_logits.float().cpu()
             for b, i in enumerate(idx):
                 f = feats[i]
