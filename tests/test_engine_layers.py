@@ -125,6 +125,10 @@ def test_streams_run_batches_at_once_and_keep_their_order():
     workers = [n for t, n in seen.items() if t != threading.get_ident()]
     assert workers and all(n == max(1, threads // 2) for n in workers)
     assert torch.get_num_threads() == threads  # the caller's setting is untouched
+    seen.clear()
+    with torch.inference_mode():
+        one = list(forward_batches(model, fn, feats[:3], 0, 512))
+    assert len(one) == 1 and list(seen) == [threading.get_ident()]  # one batch: no worker
     opts = InferenceOptions(streams=3)
     assert streams_for(opts, torch.device("cpu")) == 3
     assert streams_for(InferenceOptions(), torch.device("cuda")) == 1

@@ -22,6 +22,7 @@ Every predicting path uses it (pipelines, `bertkit predict`/`evaluate`/`embed`, 
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -149,8 +150,10 @@ def forward_batches(
     both cores busy where one batch's small operations cannot (the GIL is released inside
     torch's kernels)."""
     it = batches(features, pad_id, max_tokens, device_of(model), keys)
+    head = list(itertools.islice(it, 2))
+    it = itertools.chain(head, it)
     streams = getattr(model, "streams", 1)
-    if streams <= 1:
+    if streams <= 1 or len(head) < 2:  # one batch (a single request): all threads on it
         for idx, batch in it:
             yield idx, batch, fn(batch)
         return
