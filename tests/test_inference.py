@@ -154,6 +154,9 @@ def test_engine_options_are_checked(minilm_dir):
         bertkit.pipeline("feature-extraction", model=minilm_dir, precision="fp8")
     with pytest.raises(BertkitError, match="pooling"):
         bertkit.pipeline("feature-extraction", model=minilm_dir, pooling="max")
+    with pytest.raises(BertkitError, match="streams"):
+        bertkit.pipeline("feature-extraction", model=minilm_dir, streams=-1)
+    assert bertkit.pipeline("feature-extraction", model=minilm_dir, streams=1).model.streams == 1
 
 
 def run_cli(*args, stdin: str | None = None):

@@ -57,6 +57,12 @@ def add_engine(p: argparse.ArgumentParser, backend: bool = False) -> None:
 
     default = InferenceOptions.max_tokens
     g.add_argument("--max-tokens", type=int, default=None, help=f"padded tokens a batch (default {default})")
+    g.add_argument(
+        "--streams",
+        type=int,
+        default=None,
+        help="batches run at once, each on threads/N threads (CPU; default auto: 2)",
+    )
 
 
 def engine(args: argparse.Namespace):
@@ -66,6 +72,7 @@ def engine(args: argparse.Namespace):
         int8=args.int8 or None,
         compile=args.compile or None,
         max_tokens=args.max_tokens,
+        streams=args.streams,
         backend=getattr(args, "backend", None),
         onnx_file=getattr(args, "onnx_file", None),
     )
