@@ -121,3 +121,15 @@ def test_int8_follows_the_runtime_precision():
     assert q.layers[0].ffn.down.weight.dtype == torch.bfloat16  # the float product left
     q32 = prepare(tiny(), InferenceOptions(int8=True, prepack=False), FP32)
     assert q32.layers[0].ffn.down.weight.dtype == torch.float32
+
+
+def test_seven_bit_activations_without_vnni(monkeypatch):
+    """AVX2's u8 x s8 instruction saturates 16-bit sums: without VNNI activations keep 7 bits."""
+    from bertkit.runtime import cpu_has_vnni
+
+    lin = nn.Linear(8, 4)
+    for forced, levels in (("0", 127), ("1", 255)):
+        monkeypatch.setenv("BERTKIT_CPU_VNNI", forced)
+        cpu_has_vnni.cache_clear()
+        assert int8.Int8Linear(lin, 4, torch.float32).levels == levels
+    cpu_has_vnni.cache_clear()
