@@ -14,7 +14,7 @@ from bertkit.model import BertModel, Layer
 
 
 # activation module -> (oneDNN post-op, its algorithm)
-def _post_op(act: nn.Module) -> tuple[str, str] | None:
+def post_op(act: nn.Module) -> tuple[str, str] | None:
     if isinstance(act, nn.GELU):
         return "gelu", act.approximate  # "none" (erf, BERT's) or "tanh"
     if isinstance(act, nn.ReLU):
@@ -65,7 +65,7 @@ class FusedLayer(nn.Module):
             layer.ffn_norm,
         )
         attn, ffn = self.attn, self.ffn
-        post = _post_op(ffn.act)
+        post = post_op(ffn.act)  # None where an Int8Linear up-projection has fused it already
 
         def pack(linear: nn.Module, post=None) -> nn.Module:
             # Linears already made inference layers (`bertkit.int8.Int8Linear`) stay as they are
@@ -74,11 +74,10 @@ class FusedLayer(nn.Module):
         # (the modules' annotations say nn.Linear: these stand in for them at inference)
         attn.qkv = pack(attn.qkv)  # type: ignore[assignment]
         attn.proj = pack(attn.proj)  # type: ignore[assignment]
-        if type(ffn.up) is nn.Linear:
-            ffn.up = pack(ffn.up, post)  # type: ignore[assignment]
-            if post is not None:
-                ffn.act = nn.Identity()
+        ffn.up = pack(ffn.up, post)  # type: ignore[assignment]
         ffn.down = pack(ffn.down)  # type: ignore[assignment]
+        if post is not None:
+            ffn.act = nn.Identity()
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, packing=None) -> torch.Tensor:
         # x (N, H) packed or (B, T, H); dropout is the identity at inference

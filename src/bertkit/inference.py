@@ -106,14 +106,12 @@ def prepare(model: ModelT, options: InferenceOptions | None = None, runtime: Run
     dtype = engine_dtype(rt, o.int8)
     model.eval().to(rt.device)
     device = rt.device
-    streams = streams_for(o, device)
-    setattr(model, "streams", streams)  # noqa: B010 (read by forward_batches; not a module attribute)
     tied = getattr(model, "mlm", None) is not None  # the MLM decoder shares the word embeddings
     if dtype != torch.float32 and tied:
         model.to(dtype)
     for enc in encoders(model):
         enc.packed = o.packed
-        enc.streams = streams  # an encoder shared with another pipeline (the server's)
+        enc.streams = streams_for(o, device)  # read by forward_batches
         if o.int8:  # before the cast: calibration runs the fp32 encoder
             quantize_encoder(enc, o.max_tokens, dtype)
         if dtype != torch.float32 and not tied:
@@ -145,14 +143,15 @@ def forward_batches(
     keys: Sequence[str] = (),
 ) -> Iterator[tuple[list[int], dict[str, torch.Tensor], R]]:
     """(indices, batch, fn(batch)) for each of `batches(...)` in order, on `model`'s device.
-    `fn` (the forward pass) runs on `model.streams` batches at once (set by `prepare`): on a
+    `fn` (the forward pass) runs on the encoder's `streams` batches at once (set by `prepare`;
+    one for a model without an encoder, an ONNX Runtime session): on a
     CPU each stream is a thread of its own with threads/streams intra-op threads, which keeps
     both cores busy where one batch's small operations cannot (the GIL is released inside
     torch's kernels)."""
     it = batches(features, pad_id, max_tokens, device_of(model), keys)
     head = list(itertools.islice(it, 2))
     it = itertools.chain(head, it)
-    streams = getattr(model, "streams", 1)
+    streams = next((enc.streams for enc in encoders(model)), 1)
     if streams <= 1 or len(head) < 2:  # one batch (a single request): all threads on it
         for idx, batch in it:
             yield idx, batch, fn(batch)

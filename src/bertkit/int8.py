@@ -24,6 +24,7 @@ import warnings
 import torch
 from torch import nn
 
+from bertkit.fused import post_op
 from bertkit.model import BertModel, Layer
 from bertkit.runtime import cpu_has_vnni
 
@@ -139,8 +140,6 @@ def smoothing(act_max: torch.Tensor, weight: torch.Tensor, alpha: float = ALPHA)
 def quantize_encoder(encoder: BertModel, batch_hint: int, out_dtype: torch.dtype) -> None:
     """The encoder's QKV, attention-output and up-projections made `Int8Linear`s, in place (its
     weights still fp32: calibration runs it). The other Linears stay as they are."""
-    from bertkit.fused import _post_op
-
     layers = [m for m in encoder.layers if isinstance(m, Layer)]
     smoothed = [lin for layer in layers for lin in (layer.attn.qkv, layer.ffn.up)]
     maxima = dict(zip(map(id, smoothed), input_maxima(encoder, smoothed), strict=True))
@@ -148,7 +147,7 @@ def quantize_encoder(encoder: BertModel, batch_hint: int, out_dtype: torch.dtype
         attn, ffn = layer.attn, layer.ffn
         s_qkv = smoothing(maxima[id(attn.qkv)], attn.qkv.weight)
         s_up = smoothing(maxima[id(ffn.up)], ffn.up.weight)
-        post = _post_op(ffn.act)
+        post = post_op(ffn.act)
         attn.qkv = Int8Linear(attn.qkv, batch_hint, out_dtype, s_qkv)  # type: ignore[assignment]
         attn.proj = Int8Linear(attn.proj, batch_hint, out_dtype)  # type: ignore[assignment]
         ffn.up = Int8Linear(ffn.up, batch_hint, out_dtype, s_up, post)  # type: ignore[assignment]
