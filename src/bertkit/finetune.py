@@ -121,6 +121,12 @@ def _resume_from(ck: Resumable, run: dict, n_train: int, rt: Runtime) -> tuple[P
     return found[-1], state
 
 
+def dev_predictions(task: Task, model: torch.nn.Module, feats: list[dict], examples: list, pad: int) -> list:
+    """The dev set's predictions, after the task has tuned its decision settings on them."""
+    tuned = task.tune(model, feats, examples, pad)
+    return tuned if tuned is not None else task.predict(model, feats, examples, pad)
+
+
 @dataclass
 class Trained:
     model: torch.nn.Module  # the bare model (not a DDP wrapper), holding the best weights
@@ -206,7 +212,7 @@ def train_model(
         return epoch_batches(epoch, skip)
 
     def evaluate(m: torch.nn.Module) -> dict:
-        return task.metrics(dev_examples, task.predict(m, dev_feats, dev_examples, pad))
+        return task.metrics(dev_examples, dev_predictions(task, m, dev_feats, dev_examples, pad))
 
     evaluation = Evaluation(evaluate, task.main_metric, task.greater_is_better)
     record = {"args": run, "train_features": len(train_feats)}
@@ -260,7 +266,10 @@ def _write_output(
             continue
         feats = feats if feats is not None else task.features(t.tokenizer, examples)
         with torch.inference_mode():
-            preds = task.predict(t.model, feats, examples, pad)
+            if split == "dev":  # the best weights' decision settings (thresholds), then their scores
+                preds = dev_predictions(task, t.model, feats, examples, pad)
+            else:
+                preds = task.predict(t.model, feats, examples, pad)
         metrics[split] = task.metrics(examples, preds)
         reports[split] = (examples, preds)
     r = t.result

@@ -65,6 +65,54 @@ def classification_metrics(
     return out
 
 
+def multilabel_metrics(
+    y_true: Sequence[Sequence[str]], y_pred: Sequence[Sequence[str]], scores: np.ndarray, labels: Sequence[str]
+) -> dict:
+    """Multi-label scores, each scikit-learn's: micro/macro F1, precision and recall, samples F1,
+    subset accuracy, Hamming loss, label ranking average precision (from `scores`, (N, L) in
+    `labels` order), and per-label P/R/F1/support. A label never true and never predicted scores
+    0 (zero_division=0, as for single-label); texts with no true label count in samples F1 as 1 when
+    nothing is predicted for them and 0 otherwise (sklearn's zero_division=1 for empty rows), and
+    LRAP gives them 1 (sklearn's convention)."""
+    labels = list(labels)
+    if len(y_true) != len(y_pred) or len(y_true) != len(scores):
+        raise ValueError(f"{len(y_true)} true label sets, {len(y_pred)} predicted, {len(scores)} score rows")
+    if not y_true:
+        raise ValueError("no examples to score")
+    index = {name: i for i, name in enumerate(labels)}
+    t, p = _indicator(y_true, index), _indicator(y_pred, index)
+    prf = lambda avg: skm.precision_recall_fscore_support(t, p, average=avg, zero_division=0)[:3]
+    (mip, mir, mif), (map_, mar, maf) = prf("micro"), prf("macro")
+    ps, rs, fs, ss = skm.precision_recall_fscore_support(t, p, average=None, zero_division=0)
+    return {
+        "micro_f1": float(mif),
+        "micro_precision": float(mip),
+        "micro_recall": float(mir),
+        "macro_f1": float(maf),
+        "macro_precision": float(map_),
+        "macro_recall": float(mar),
+        "samples_f1": float(skm.f1_score(t, p, average="samples", zero_division=1)),
+        "subset_accuracy": float(skm.accuracy_score(t, p)),
+        "hamming_loss": float(skm.hamming_loss(t, p)),
+        "lrap": float(skm.label_ranking_average_precision_score(t, np.asarray(scores, dtype=np.float64))),
+        "per_label": {
+            name: {"precision": float(ps[i]), "recall": float(rs[i]), "f1": float(fs[i]), "support": int(ss[i])}
+            for i, name in enumerate(labels)
+        },
+    }
+
+
+def _indicator(sets: Sequence[Sequence[str]], index: dict[str, int]) -> np.ndarray:
+    """(N, L) 0/1 matrix of label sets; a label outside `index` is a bug upstream, so it raises."""
+    out = np.zeros((len(sets), len(index)), dtype=np.int64)
+    for row, names in enumerate(sets):
+        unknown = [x for x in names if x not in index]
+        if unknown:
+            raise ValueError(f"labels {unknown} are not in labels={list(index)}")
+        out[row, [index[x] for x in names]] = 1
+    return out
+
+
 def _mcc(y_true: Sequence[str], y_pred: Sequence[str]) -> float:
     # 0.0 when undefined (e.g. constant predictions); sklearn then also warns "A single label was
     # found" if only one class occurs at all, which is no problem here: silence it

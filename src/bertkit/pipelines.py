@@ -45,8 +45,10 @@ class Pipeline:
         model_dir: str | Path,
         runtime: Runtime | None = None,
         options: InferenceOptions | None = None,
+        decision: dict | None = None,
     ):
-        self.task = registry.from_dir(model_dir)
+        """`decision`: `threshold` / `thresholds` replacing a multi-label model's saved ones."""
+        self.task = registry.from_dir(model_dir).override(decision or {})
         self.tokenizer = Tokenizer.from_pretrained(model_dir)
         self.runtime = rt = runtime or local_runtime()
         o = self.options = options or InferenceOptions.from_env()
@@ -162,6 +164,7 @@ def pipeline(
         from bertkit.embeddings import EmbeddingPipeline
 
         return EmbeddingPipeline(model, rt, options=opts, **kwargs)
+    decision = {k: kwargs.pop(k) for k in ("threshold", "thresholds") if k in kwargs and task != "fill-mask"}
     if kwargs:
         raise BertkitError(f"unexpected arguments for a {task!r} pipeline: {', '.join(kwargs)}")
     if task == "fill-mask":
@@ -169,7 +172,7 @@ def pipeline(
     if wanted is None:
         known = ", ".join([*registry.pipeline_names(), "fill-mask", "feature-extraction"])
         raise BertkitError(f"unknown pipeline task {task!r}; expected one of {known}")
-    pipe = Pipeline(model, rt, opts)
+    pipe = Pipeline(model, rt, opts, decision)
     if not isinstance(pipe.task, wanted):
         raise BertkitError(f"the model was fine-tuned for {pipe.task.name!r}, not {wanted.name!r}", model)
     return pipe
@@ -184,15 +187,16 @@ def evaluate_dir(
     unknown_label: str | None = None,
     options: InferenceOptions | None = None,
     runtime: Runtime | None = None,
+    decision: dict | None = None,
 ) -> dict:
     """Evaluate a fine-tuned directory on a labelled file; write the report to `output`."""
     from bertkit.data.readers import check_labels
     from bertkit.fileio import staged_output
     from bertkit.report import write_report
 
-    pipe = Pipeline(model_dir, runtime, options)
+    pipe = Pipeline(model_dir, runtime, options, decision)
     task = pipe.task
-    examples = registry.load_examples(task.name, data, fmt, **{**opts, **task.reader_options()})
+    examples = registry.load_examples(task.name, data, fmt, **reader_opts(task, opts))
     labels = task.labels_to_check
     if labels:
         examples = check_labels(examples, {x: i for i, x in enumerate(labels)}, data, unknown_label)
@@ -201,6 +205,12 @@ def evaluate_dir(
     with staged_output(output, overwrite=True) as stage:
         write_report(stage, task, examples, preds, metrics)
     return metrics
+
+
+def reader_opts(task, opts: dict) -> dict:
+    """The reader options for a trained model's files: what it was trained with (regression,
+    multi-label labels) unless the command line says otherwise."""
+    return {**task.reader_options(), **{k: v for k, v in opts.items() if v is not None}}
 
 
 def read_inputs(task, source: str) -> list:
@@ -232,13 +242,17 @@ def predict_stream(
     chunk: int = 2048,
     options: InferenceOptions | None = None,
     runtime: Runtime | None = None,
+    decision: dict | None = None,
 ) -> None:
     """JSON lines in (or plain text lines, or a file in the task's format), JSON lines out."""
     from bertkit.fileio import atomic_open
 
-    pipe = Pipeline(model_dir, runtime, options)
+    pipe = Pipeline(model_dir, runtime, options, decision)
     task = pipe.task
-    examples = registry.load_examples(task.name, source, fmt, **opts) if fmt else read_inputs(task, source)
+    if fmt:
+        examples = registry.load_examples(task.name, source, fmt, **reader_opts(task, opts))
+    else:
+        examples = read_inputs(task, source)
     with atomic_open(dest) if dest != "-" else contextlib.nullcontext(sys.stdout) as f:
         for s in range(0, len(examples), chunk):
             part = examples[s : s + chunk]

@@ -53,6 +53,29 @@ def _plot_confusion(path: Path, labels: list[str], matrix: list[list[int]]) -> N
     plt.close(fig)
 
 
+def _plot_f1_support(path: Path, per_label: dict[str, dict]) -> None:
+    """Each label's F1 against its support (log scale), names beside the points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, v in per_label.items():
+        x = max(v["support"], 1)
+        ax.scatter(x, v["f1"], s=14, color="tab:blue")
+        ax.annotate(name, (x, v["f1"]), fontsize=7, xytext=(3, 2), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("support (true texts, log scale)")
+    ax.set_ylabel("F1")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("per-label F1 against support")
+    fig.tight_layout()
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+
+
 def plot_learning_curves(path: Path, history: list[dict]) -> None:
     """Training loss and every dev metric against optimizer steps."""
     import matplotlib
@@ -94,6 +117,14 @@ def write_report(
             cols = ["precision", "recall", "f1", "support"]
             rows = [[k, *(v[c] for c in cols)] for k, v in metrics[key].items()]
             md += [f"## {title}", "", _table([name, *cols], rows), ""]
+    if "per_label" in metrics:  # multi-label: the table by support, F1 against support plotted
+        cols = ["precision", "recall", "f1", "support"]
+        ranked = sorted(metrics["per_label"].items(), key=lambda kv: -kv[1]["support"])
+        thresholds = metrics.get("thresholds", {})
+        rows = [[k, *(v[c] for c in cols), thresholds.get(k, "")] for k, v in ranked]
+        md += ["## Per label (by support)", "", _table(["label", *cols, "threshold"], rows), ""]
+        _plot_f1_support(out / "per_label_f1.png", metrics["per_label"])
+        md += ["![per-label F1 against support](per_label_f1.png)", ""]
     if "confusion_matrix" in metrics and getattr(task, "labels", None):
         labels = task.labels
         md += [

@@ -15,6 +15,7 @@ def add_parser(sub) -> None:
     ev.add_argument("--output", required=True, help="report directory to write")
     ev.add_argument("--unknown-label", default=None, help="map labels the model does not know to this one")
     flags.add_data(ev)
+    flags.add_decision(ev)
     flags.add_engine(ev, backend=True)
     flags.add_runtime(ev)
     ev.set_defaults(func=evaluate)
@@ -31,6 +32,7 @@ def add_parser(sub) -> None:
     pr.add_argument("--input", default="-", help="input file, or - for standard input (default)")
     pr.add_argument("--output", default="-", help="output file, or - for standard output (default)")
     flags.add_data(pr)
+    flags.add_decision(pr)
     flags.add_engine(pr, backend=True)
     flags.add_runtime(pr)
     pr.set_defaults(func=predict)
@@ -46,6 +48,7 @@ def evaluate(args: argparse.Namespace) -> None:
         flags.data_opts(args),
         Path(args.output),
         unknown_label=args.unknown_label,
+        decision=flags.decision_opts(args),
         options=flags.engine(args),
         runtime=flags.runtime(args),
     )
@@ -57,4 +60,7 @@ def predict(args: argparse.Namespace) -> None:
     from bertkit.pipelines import predict_stream
 
     opts, engine, rt = flags.data_opts(args), flags.engine(args), flags.runtime(args)
-    predict_stream(args.model, args.input, args.output, args.format, opts, options=engine, runtime=rt)
+    decision = flags.decision_opts(args)
+    predict_stream(
+        args.model, args.input, args.output, args.format, opts, options=engine, runtime=rt, decision=decision
+    )

@@ -33,6 +33,7 @@ def add_parser(sub) -> None:
     )
     flags.add_task(ft)
     flags.add_data(ft)
+    flags.add_decision(ft)
     flags.add_training(ft, TrainArgs())
     flags.add_runtime(ft)
     ck = ft.add_argument_group("checkpoints")

@@ -100,6 +100,18 @@ def add_data(p: argparse.ArgumentParser) -> None:
         help="CoNLL tagging scheme of the file (default auto); tags are normalised to IOB2",
     )
     g.add_argument(
+        "--labels",
+        dest="labels_file",
+        default=None,
+        help="multi-label: a label file, one name a line, in id order (label ids in the data index it, "
+        "as GoEmotions' emotions.txt)",
+    )
+    g.add_argument(
+        "--label-separator",
+        default=None,
+        help="multi-label TSV/CSV: what joins the labels of one text (default ','; a JSON list also reads)",
+    )
+    g.add_argument(
         "--strip-digit-suffix",
         action="store_true",
         help="CoNLL: strip a trailing digit from each token (Weibo NER's word-position marks)",
@@ -116,11 +128,34 @@ def data_opts(args: argparse.Namespace) -> dict[str, Any]:
         "scheme": args.scheme,
         "strip_digit_suffix": args.strip_digit_suffix or None,
         "regression": getattr(args, "regression", None),
+        "multi_label": getattr(args, "multi_label", None),
+        "labels_file": args.labels_file,
+        "label_separator": args.label_separator,
     }
+
+
+def add_decision(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("multi-label decision")
+    g.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="multi-label: one probability threshold for every label, instead of the tuned ones",
+    )
+    g.add_argument(
+        "--thresholds",
+        default=None,
+        help="multi-label: a threshold per label (a JSON object or label<TAB>threshold lines)",
+    )
+
+
+def decision_opts(args: argparse.Namespace) -> dict[str, Any]:
+    return {"threshold": args.threshold, "thresholds": args.thresholds}
 
 
 def add_task(p: argparse.ArgumentParser) -> None:
     from bertkit.tasks.classify import ClassifyTask
+    from bertkit.tasks.multilabel import POS_WEIGHT_CLIP, THRESHOLD_MODES
     from bertkit.tasks.ner import DECODES, HEADS, NerTask
     from bertkit.tasks.qa import QATask
     from bertkit.tasks.registry import names
@@ -128,6 +163,25 @@ def add_task(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", choices=names(), required=True, help="what to train")
     t = p.add_argument_group("task")
     t.add_argument("--regression", action="store_true", help="classify: a numeric target (MSE loss)")
+    t.add_argument(
+        "--multi-label",
+        action="store_true",
+        help="classify: each text carries zero or more labels (a list column); sigmoid head, BCE loss, "
+        "per-label thresholds",
+    )
+    t.add_argument(
+        "--threshold-mode",
+        choices=THRESHOLD_MODES[:2],
+        default=None,
+        help="multi-label: tune a threshold per label on dev, maximising its F1 (per-label, the default), "
+        "or one for all labels maximising macro F1 (global)",
+    )
+    t.add_argument(
+        "--pos-weight",
+        default=None,
+        help="multi-label: weight of each label's positives in the loss: none (default), auto "
+        f"(negatives/positives in training, at most {POS_WEIGHT_CLIP:g}) or a file (label<TAB>weight)",
+    )
     t.add_argument("--positive-label", help="classify: report F1 of this class and select by it (e.g. 1)")
     t.add_argument(
         "--windows",

@@ -36,6 +36,7 @@ def add_parser(sub) -> None:
     )
     flags.add_task(se)
     flags.add_data(se)
+    flags.add_decision(se)
     flags.add_training(se, TrainArgs())
     flags.add_runtime(se)
     se.set_defaults(func=run, test=None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
+import functools
 import gc
 import io
 import json
@@ -38,7 +39,7 @@ class TextExample:
 
     text: str
     pair: str | None
-    label: str | float | None
+    label: str | float | tuple[str, ...] | None  # a tuple of names for multi-label
     line: int
 
 
@@ -160,6 +161,7 @@ def read_text_classification(
     label_column: Column = None,
     header: bool | None = None,
     regression: bool = False,
+    label_sets: LabelSets | None = None,
 ) -> list[TextExample]:
     """Read a TSV, CSV or JSON-lines classification (or, with `regression`, regression) file.
 
@@ -172,6 +174,7 @@ def read_text_classification(
     the file lacks (an unlabelled test file) gives label None; a requested one is an error. Once
     any column is given, the others are absent unless given too (`text_column` alone: no labels).
     TSV is read without quoting (GLUE texts hold unbalanced quotes), CSV with normal quoting.
+    With `label_sets` (multi-label) each label cell holds a set of labels (see `LabelSets`).
     """
     text = _read_text(path)
     fmt = format or _FORMATS.get(Path(path).suffix.lower())
@@ -179,7 +182,8 @@ def read_text_classification(
         what = f"format {format!r}" if format else f"extension {Path(path).suffix!r}"
         raise BertkitError(f"unknown {what}; pass format='tsv', 'csv' or 'jsonl'", path)
     if fmt == "jsonl":
-        return _jsonl_examples(_jsonl(text, path), path, text_column, pair_column, label_column, regression)
+        records = _jsonl(text, path)
+        return _jsonl_examples(records, path, text_column, pair_column, label_column, regression, label_sets)
     if fmt == "tsv":
         rows = [(n, line.split("\t")) for n, line in enumerate(_lines(text), 1) if line]
     else:
@@ -231,7 +235,7 @@ def read_text_classification(
         pair_value = None if pi is None else cells[pi]
         if pair_value is not None and not pair_value.strip():
             raise BertkitError(f"line {n}: empty pair text", path)
-        label = None if li is None else _label(cells[li], regression, n, path)
+        label = None if li is None else _label(cells[li], regression, n, path, label_sets)
         out.append(TextExample(text_value, pair_value, label, n))
     return out
 
@@ -266,7 +270,83 @@ def _column(
     return names.index(col)
 
 
-def _label(raw: Any, regression: bool, n: int, path: PathLike) -> str | float:
+@dataclass(frozen=True)
+class LabelSets:
+    """How a multi-label cell reads: a JSON list (`["joy", "love"]`, a JSON-lines array or a cell
+    starting with `[`), or names joined by `separator` (`joy,love`); empty means no label. With
+    `names` (a label file's lines, or a trained model's labels) every label must be one of them,
+    and a number that is not itself a name is an id: the 0-based line of `names` (GoEmotions'
+    `4,27` with `emotions.txt`)."""
+
+    separator: str = ","
+    names: tuple[str, ...] | None = None
+    source: str = "the label file"  # where `names` came from, for error messages
+
+    def parse(self, raw: Any, n: int, path: PathLike) -> tuple[str, ...]:
+        values = self._values(raw, n, path)
+        bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (str, int))]
+        if bad:
+            raise BertkitError(f"line {n}: a label must be a name or an id, found {_json_type(bad[0])}", path)
+        names = [str(v).strip() for v in values]
+        return tuple(dict.fromkeys(self._name(v, n, path) for v in names if v))
+
+    def _values(self, raw: Any, n: int, path: PathLike) -> list:
+        if raw is None:
+            return []
+        if isinstance(raw, str) and raw.strip().startswith("["):
+            try:
+                raw = json.loads(raw)
+            except json.JSONDecodeError as e:
+                raise BertkitError(
+                    f"line {n}: malformed JSON list of labels ({e.msg} at column {e.colno})", path
+                ) from None
+        if isinstance(raw, str):
+            return raw.split(self.separator)
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return [raw]
+        if not isinstance(raw, list):
+            raise BertkitError(f"line {n}: labels must be a list of names or ids, found {_json_type(raw)}", path)
+        return raw
+
+    def _name(self, value: str, n: int, path: PathLike) -> str:
+        if self.names is None or value in self._known:
+            return value
+        if value.isdigit():
+            if int(value) < len(self.names):
+                return self.names[int(value)]
+            raise BertkitError(
+                f"line {n}: label id {value} out of range: {self.source} has {len(self.names)} labels "
+                f"(ids 0-{len(self.names) - 1})",
+                path,
+            )
+        shown = ", ".join(self.names[:10]) + (", ..." if len(self.names) > 10 else "")
+        raise BertkitError(f"line {n}: label {value!r} is not in {self.source} ({shown})", path)
+
+    @functools.cached_property
+    def _known(self) -> frozenset[str]:
+        return frozenset(self.names or ())
+
+
+def numbered_lines(path: PathLike) -> list[tuple[int, str]]:
+    """(line number, stripped line) for each non-blank line of a small text file."""
+    return [(n, line.strip()) for n, line in enumerate(_lines(_read_text(path)), 1) if line.strip()]
+
+
+def read_label_file(path: PathLike) -> list[str]:
+    """The label names of a label file: one a line (blank lines skipped), none repeated."""
+    seen: dict[str, int] = {}
+    for n, name in numbered_lines(path):
+        if name in seen:
+            raise BertkitError(f"line {n}: label {name!r} repeats line {seen[name]}", path)
+        seen[name] = n
+    return list(seen)
+
+
+def _label(
+    raw: Any, regression: bool, n: int, path: PathLike, sets: LabelSets | None = None
+) -> str | float | tuple[str, ...]:
+    if sets is not None:
+        return sets.parse(raw, n, path)
     if isinstance(raw, (dict, list)) or raw is None:
         raise BertkitError(f"line {n}: label must be a string or a number, found {_json_type(raw)}", path)
     value = str(raw).strip()
@@ -290,20 +370,22 @@ def _jsonl_examples(
     pair_field: Column,
     label_field: Column,
     regression: bool,
+    label_sets: LabelSets | None = None,
 ) -> list[TextExample]:
     if isinstance(text_field, int) or isinstance(pair_field, int) or isinstance(label_field, int):
         raise BertkitError("JSON-lines fields are named, not numbered", path)
     # Optional fields are decided by the first record: all records then must have them.
     first = records[0][1]
     pair_field = pair_field or next((f for f in ("text_pair", "pair") if f in first), None)
-    label_field = label_field or ("label" if "label" in first else None)
+    defaults = ("labels", "label") if label_sets is not None else ("label",)
+    label_field = label_field or next((f for f in defaults if f in first), None)
     out = []
     for n, obj in records:
         text = _str_field(obj, text_field or "text", n, path)
         pair = None if pair_field is None else _str_field(obj, pair_field, n, path)
         if label_field is not None and label_field not in obj:
             raise BertkitError(f"line {n}: missing field {label_field!r}", path)
-        label = None if label_field is None else _label(obj[label_field], regression, n, path)
+        label = None if label_field is None else _label(obj[label_field], regression, n, path, label_sets)
         out.append(TextExample(text, pair, label, n))
     return out
 
@@ -631,6 +713,8 @@ def label_vocab(examples: Iterable[TextExample | TokenExample]) -> list[str]:
             labels.update(ex.tags or ())
         elif isinstance(ex.label, float):
             raise ValueError("regression labels have no vocabulary")
+        elif isinstance(ex.label, tuple):
+            labels.update(ex.label)
         elif ex.label is not None:
             labels.add(ex.label)
     return sorted(labels)
@@ -668,6 +752,14 @@ def check_labels(
                 )
             if bad and map_unknown_to is not None:  # (else raised just above)
                 ex = replace(ex, tags=[t if t in label2id else map_unknown_to for t in ex.tags])
+        elif isinstance(ex, TextExample) and isinstance(ex.label, tuple):
+            unseen = [x for x in ex.label if x not in label2id]
+            if unseen and map_unknown_to is None:
+                raise BertkitError(
+                    f"line {ex.line}: label {unseen[0]!r} never occurs in the training data ({known})", path
+                )
+            if unseen:
+                ex = replace(ex, label=tuple(dict.fromkeys(x if x in label2id else map_unknown_to for x in ex.label)))
         elif isinstance(ex, TextExample) and isinstance(ex.label, str) and ex.label not in label2id:
             if map_unknown_to is None:
                 raise BertkitError(

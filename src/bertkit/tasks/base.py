@@ -123,6 +123,11 @@ class Task:
         """One prediction per example, from the features of all its windows."""
         raise NotImplementedError
 
+    def tune(self, model: Any, feats: list[dict], examples: Sequence, pad_id: int) -> list[dict] | None:
+        """Learn the task's decision settings from dev predictions (multi-label: thresholds) and
+        return those predictions; None when the task tunes nothing (then `predict` is called)."""
+        return None
+
     def metrics(self, examples: Sequence, preds: list[dict]) -> dict:
         raise NotImplementedError
 
@@ -131,6 +136,13 @@ class Task:
         raise NotImplementedError
 
     # ---- using --------------------------------------------------------------------------------
+
+    def override(self, opts: dict) -> Task:
+        """The task with the decision settings a prediction run gives (`--threshold`), if any."""
+        given = [k for k in ("threshold", "thresholds") if opts.get(k) is not None]
+        if given:
+            raise BertkitError(f"--{given[0]} applies to multi-label classification models only")
+        return self
 
     def serving(self) -> Task:
         """The task as the server runs it (classification: long texts in windows)."""

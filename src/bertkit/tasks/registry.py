@@ -17,10 +17,13 @@ from bertkit.config import BertConfig
 from bertkit.errors import BertkitError
 from bertkit.tasks.base import Task
 from bertkit.tasks.classify import ClassifyTask
+from bertkit.tasks.multilabel import MultiLabelTask
 from bertkit.tasks.ner import NerTask
 from bertkit.tasks.qa import QATask
 
 TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (ClassifyTask, NerTask, QATask)}
+# A variant answers to its task's name and is chosen by one setting (a flag, or the saved info).
+VARIANTS: tuple[type[MultiLabelTask], ...] = (MultiLabelTask,)
 FORMATS = ("tsv", "csv", "jsonl", "conll", "spans", "squad", "folders")
 
 
@@ -28,17 +31,19 @@ def names() -> list[str]:
     return list(TASKS)
 
 
-def task_class(name: str) -> type[Task]:
+def task_class(name: str, settings: dict | None = None) -> type[Task]:
+    """The task `name` names, or its variant when `settings` (options or saved info) set its flag."""
     if name not in TASKS:
         raise BertkitError(f"unknown task {name!r}; expected one of {', '.join(TASKS)}")
-    return TASKS[name]
+    chosen = [v for v in VARIANTS if v.name == name and (settings or {}).get(v.variant_flag)]
+    return chosen[0] if chosen else TASKS[name]
 
 
 def load_examples(name: str, path: str | Path, fmt: str | None = None, **opts: Any) -> list:
     """Read `path` for task `name`. Without `fmt` the format follows the task and the extension
     (NER: CoNLL columns, .json/.jsonl character-offset spans; QA: SQuAD JSON; classification:
     TSV/CSV/JSONL or a folder per label). `opts` are the reader's keyword options."""
-    cls = task_class(name)
+    cls = task_class(name, opts)
     if fmt is not None and fmt not in FORMATS:
         raise BertkitError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     if fmt is not None and fmt not in cls.formats:
@@ -60,7 +65,7 @@ def build(name: str, args: Any, opts: dict) -> tuple[Task, list, list | None, li
     train, dev, test = read(args.train), read(getattr(args, "dev", None)), read(getattr(args, "test", None))
     if not train:
         raise BertkitError("no training examples", args.train)
-    task = task_class(name).from_args(args, train)
+    task = task_class(name, vars(args)).from_args(args, train)
     labels = task.labels_to_check
     if labels is not None:
         label2id = {x: i for i, x in enumerate(labels)}
@@ -94,7 +99,7 @@ def from_dir(model_dir: str | Path) -> Task:
         )
     if info["task"] not in TASKS:
         raise BertkitError(f"config.json names an unknown task {info['task']!r}", model_dir)
-    return TASKS[info["task"]].from_info(info, BertConfig.from_pretrained(model_dir))
+    return task_class(info["task"], info).from_info(info, BertConfig.from_pretrained(model_dir))
 
 
 def pipeline_names() -> list[str]:

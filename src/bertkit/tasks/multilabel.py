@@ -1,0 +1,304 @@
+"""Multi-label classification: each text carries zero, one or several of the labels.
+
+The head is classification's (a linear layer on the pooled [CLS] vector, one logit per label),
+trained with binary cross-entropy per label (`pos_weight` for rare labels) and saved with
+`problem_type: "multi_label_classification"`, so `transformers` loads it as its own. A label is
+predicted when its sigmoid probability reaches its threshold; thresholds are tuned on the dev set
+to maximise each label's F1 (`threshold_mode="per-label"`), one for all labels maximising macro
+F1 (`"global"`), or given (`"fixed"`). They are saved with the model and used by every
+predicting path. Dev scores reported with tuned thresholds are optimistic (tuned on dev); the
+test scores are the honest ones.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bertkit.config import BertConfig
+from bertkit.errors import BertkitError
+from bertkit.metrics import multilabel_metrics
+from bertkit.tasks.classify import ClassifyTask
+
+THRESHOLD_MODES = ("per-label", "global", "fixed")
+POS_WEIGHT_CLIP = 30.0  # `--pos-weight auto`: negatives/positives, at most this
+GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)  # the global threshold's candidates
+
+
+@dataclass
+class MultiLabelTask(ClassifyTask):
+    labels: list[str]  # type: ignore[assignment]  # (never None: no regression here)
+    thresholds: list[float] | None = None  # per label, in `labels` order
+    threshold_mode: str = "per-label"
+    pos_weight: list[float] | str | None = None  # per label; "auto" until `prepare` resolves it
+    label_separator: str = ","
+
+    variant_flag = "multi_label"  # the setting that makes a classify task this one (registry)
+
+    # ---- reading and building -----------------------------------------------------------------
+
+    @classmethod
+    def read(cls, path: str | Path, fmt: str | None = None, **opts: Any) -> list:
+        from bertkit.data.folders import is_folder_dataset
+        from bertkit.data.readers import LabelSets, read_label_file, read_text_classification
+
+        if fmt == "folders" or (fmt is None and is_folder_dataset(path)):
+            raise BertkitError(
+                "a folder per label gives each text one label: multi-label data needs a TSV/CSV/JSONL "
+                "file with a column of label lists",
+                path,
+            )
+        if opts.get("regression"):
+            raise BertkitError("--multi-label and --regression exclude each other")
+        names, source = opts.get("label_names"), "the model's labels"
+        if opts.get("labels_file"):
+            names, source = read_label_file(opts["labels_file"]), str(opts["labels_file"])
+        sets = LabelSets(opts.get("label_separator") or ",", tuple(names) if names else None, source)
+        keep = ("text_column", "pair_column", "label_column", "header")
+        kw = {k: v for k, v in opts.items() if k in keep and v is not None}
+        return read_text_classification(path, fmt, label_sets=sets, **kw)
+
+    @classmethod
+    def from_args(cls, args: Any, train: list) -> MultiLabelTask:
+        from bertkit.data.readers import label_vocab, read_label_file
+
+        if any(e.label is None for e in train):
+            raise BertkitError("the training file has no labels (pass --label-column)", args.train)
+        labels = read_label_file(args.labels_file) if getattr(args, "labels_file", None) else label_vocab(train)
+        _refuse_numbers(labels, train, args.train)
+        settings = cls.settings(vars(args), skip=("labels", "thresholds", "pos_weight"))
+        task = cls(labels, **settings)
+        task.pos_weight = _pos_weight_arg(getattr(args, "pos_weight", None), labels)
+        task.thresholds = thresholds_arg(args, labels)
+        if task.thresholds is not None:
+            task.threshold_mode = "fixed"
+        return task
+
+    def reader_options(self) -> dict:
+        return {"multi_label": True, "label_names": self.labels, "label_separator": self.label_separator}
+
+    def info(self) -> dict:
+        return {**super().info(), "multi_label": True}
+
+    @classmethod
+    def from_info(cls, info: dict, config: BertConfig) -> MultiLabelTask:
+        assert config.id2label is not None  # saved by configure
+        labels = [config.id2label[i] for i in sorted(config.id2label)]
+        return cls(labels, **cls.settings(info, skip=("labels", "regression", "multi_label")))
+
+    def override(self, opts: dict) -> MultiLabelTask:
+        """The model with the thresholds `--threshold`/`--thresholds` give at prediction time."""
+        given = thresholds_arg(opts, self.labels)
+        return self if given is None else replace(self, thresholds=given, threshold_mode="fixed")
+
+    # ---- training -----------------------------------------------------------------------------
+
+    @property
+    def main_metric(self) -> str:
+        return "macro_f1"
+
+    @property
+    def num_scores(self) -> int | None:
+        return len(self.labels)
+
+    def configure(self, config: BertConfig) -> None:
+        config.set_labels(self.labels)
+        config.problem_type = "multi_label_classification"
+
+    def features(self, tokenizer, examples: Sequence, with_labels: bool = True) -> list[dict]:
+        """Classification's windows; `labels` is the text's 0/1 vector over `self.labels`."""
+        feats = super().features(tokenizer, examples, with_labels=False)
+        if with_labels:
+            index = {name: i for i, name in enumerate(self.labels)}
+            for f in feats:
+                hot = [0.0] * len(self.labels)
+                for name in examples[f["example"]].label:
+                    hot[index[name]] = 1.0
+                f["labels"] = tuple(hot)  # a tuple: pad_batch stacks it, (B, L)
+        return feats
+
+    def prepare(self, train_feats: list[dict], batch_size: int) -> None:
+        if self.pos_weight == "auto":
+            hot = np.array([f["labels"] for f in train_feats])
+            pos = hot.sum(0)
+            ratio = (len(hot) - pos) / np.maximum(pos, 1)
+            self.pos_weight = np.clip(ratio, 1.0, POS_WEIGHT_CLIP).round(4).tolist()
+
+    def loss(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Binary cross-entropy averaged over labels, summed over texts / the batch's loss_norm:
+        `transformers`' BCEWithLogitsLoss (a mean over all N x L) when the batch is one process's."""
+        logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).logits
+        weight = None if self.pos_weight is None else torch.tensor(self.pos_weight, device=logits.device)
+        bce = F.binary_cross_entropy_with_logits(
+            logits.float(), batch["labels"].float(), pos_weight=weight, reduction="none"
+        )
+        return bce.mean(-1).sum() / batch.get("loss_norm", float(len(logits)))
+
+    def tune(self, model, feats: list[dict], examples: Sequence, pad_id: int) -> list[dict] | None:
+        """Thresholds from the dev set (unless fixed); the dev predictions made with them."""
+        probs = self.logits(model, feats, len(examples), pad_id).sigmoid().numpy()
+        if self.threshold_mode != "fixed":
+            truth = np.array([[name in e.label for name in self.labels] for e in examples], dtype=np.int64)
+            tuned = per_label_thresholds if self.threshold_mode == "per-label" else global_threshold
+            self.thresholds = tuned(probs, truth)
+        return self.decide(probs)
+
+    # ---- predicting and scoring ---------------------------------------------------------------
+
+    def predictions(self, logits: torch.Tensor) -> list[dict]:
+        return self.decide(logits.float().sigmoid().numpy())
+
+    def decide(self, probs: np.ndarray) -> list[dict]:
+        """Each text's labels over their thresholds (most probable first) and every label's probability."""
+        cut = np.asarray(self.thresholds if self.thresholds is not None else [0.5] * len(self.labels))
+        out = []
+        for p in probs:
+            over = sorted(np.flatnonzero(p >= cut), key=lambda i: -p[i])
+            scores = {name: float(x) for name, x in zip(self.labels, p, strict=True)}
+            out.append({"labels": [self.labels[i] for i in over], "scores": scores})
+        return out
+
+    def metrics(self, examples: Sequence, preds: list[dict]) -> dict:
+        scores = np.array([[p["scores"][name] for name in self.labels] for p in preds])
+        m = multilabel_metrics([e.label for e in examples], [p["labels"] for p in preds], scores, self.labels)
+        if self.thresholds is not None:
+            m["thresholds"] = dict(zip(self.labels, map(float, self.thresholds), strict=True))
+        return m
+
+    def error(self, example, pred: dict, index: int) -> dict | None:
+        """A text whose predicted labels differ from its true ones: the missed and the spurious."""
+        true, got = set(example.label), set(pred["labels"])
+        if true == got:
+            return None
+        row = {"index": index, "line": example.line, "text": example.text, "pair": example.pair}
+        missed, spurious = [x for x in self.labels if x in true - got], [x for x in self.labels if x in got - true]
+        return {**row, "labels": list(example.label), "predicted": pred["labels"], "missed": missed,
+                "spurious": spurious, "scores": pred["scores"]}  # fmt: skip
+
+    def output_row(self, example: Any, pred: dict) -> dict:
+        return {"text": example.text, **pred}
+
+
+# --------------------------------------------------------------------------- thresholds
+
+
+def per_label_thresholds(probs: np.ndarray, truth: np.ndarray) -> list[float]:
+    """For each label, the threshold that maximises its F1 on (probs, truth), both (N, L): the
+    midpoint below the k-th highest probability for the best k (0.5 for a label with no positive)."""
+    out = []
+    for p, t in zip(probs.T, truth.T, strict=True):
+        positives = int(t.sum())
+        if positives == 0:
+            out.append(0.5)
+            continue
+        order = np.argsort(-p, kind="stable")
+        ps, tp = p[order], np.cumsum(t[order])
+        k = np.arange(1, len(p) + 1)
+        f1 = 2 * tp / (k + positives)
+        f1[:-1][ps[:-1] == ps[1:]] = -1  # cut only between distinct probabilities
+        best = int(np.argmax(f1))
+        below = ps[best + 1] if best + 1 < len(ps) else 0.0
+        out.append(float((ps[best] + below) / 2))
+    return out
+
+
+def global_threshold(probs: np.ndarray, truth: np.ndarray) -> list[float]:
+    """One threshold for all labels (from 0.01 to 0.99 by 0.01) maximising macro F1."""
+    pos = truth.sum(0)
+    best, best_f1 = 0.5, -1.0
+    for x in GRID:
+        pred = probs >= x
+        tp = (pred & (truth == 1)).sum(0)
+        denom = pred.sum(0) + pos
+        f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0).mean()
+        if f1 > best_f1:
+            best, best_f1 = float(x), f1
+    return [best] * truth.shape[1]
+
+
+def thresholds_arg(opts: Any, labels: list[str]) -> list[float] | None:
+    """The thresholds `--threshold X` (all labels) or `--thresholds FILE` give (None: neither)."""
+    get = opts.get if isinstance(opts, dict) else lambda k: getattr(opts, k, None)
+    value, path = get("threshold"), get("thresholds")
+    if value is not None and path is not None:
+        raise BertkitError("--threshold and --thresholds exclude each other")
+    if value is not None:
+        if not 0.0 < value < 1.0:
+            raise BertkitError(f"--threshold must lie between 0 and 1, not {value}")
+        return [float(value)] * len(labels)
+    return None if path is None else [float(v) for v in read_label_values(path, labels, "threshold", 1.0)]
+
+
+def _pos_weight_arg(value: str | None, labels: list[str]) -> list[float] | str | None:
+    if value in (None, "none"):
+        return None
+    if value == "auto":
+        return "auto"
+    return read_label_values(value, labels, "pos_weight", None)
+
+
+def read_label_values(path: str | Path, labels: list[str], what: str, below: float | None) -> list[float]:
+    """A value per label from a JSON object {label: value} or `label<TAB>value` lines; every label
+    exactly once, each a positive number (and < `below` when given)."""
+    from bertkit.data.readers import numbered_lines
+
+    lines = numbered_lines(path)
+    if lines[0][1].startswith("{"):
+        try:
+            obj = json.loads("\n".join(line for _, line in lines))
+        except json.JSONDecodeError as e:
+            raise BertkitError(f"line {e.lineno}: not a JSON object of {what}s per label ({e.msg})", path) from None
+        if not isinstance(obj, dict):
+            raise BertkitError(f"expected a JSON object of {what}s per label", path)
+        rows = [(1, str(k), v) for k, v in obj.items()]
+    else:
+        rows = [(n, *(line.rsplit("\t", 1) if "\t" in line else (line, None))) for n, line in lines]
+    found: dict[str, float] = {}
+    for n, name, raw in rows:
+        name = name.strip()
+        if name not in labels:
+            shown = ", ".join(labels[:10]) + (", ..." if len(labels) > 10 else "")
+            raise BertkitError(f"line {n}: {name!r} is not one of the model's labels ({shown})", path)
+        if name in found:
+            raise BertkitError(f"line {n}: a second {what} for {name!r}", path)
+        found[name] = _bounded(raw, below, f"line {n}: {what} of {name!r}", path)
+    missing = [x for x in labels if x not in found]
+    if missing:
+        raise BertkitError(f"no {what} for labels {', '.join(missing)}", path)
+    return [found[x] for x in labels]
+
+
+def _bounded(raw: Any, below: float | None, where: str, path: str | Path) -> float:
+    try:
+        v = float(raw)
+    except (TypeError, ValueError):
+        v = float("nan")
+    if not (v > 0 and (below is None or v < below)):
+        bound = f"between 0 and {below:g}" if below is not None else "a positive number"
+        raise BertkitError(f"{where} must be {bound}, found {raw!r}", path)
+    return v
+
+
+def _refuse_numbers(labels: list[str], train: list, path: str) -> None:
+    """A label column of fractional numbers is a regression target, not label names."""
+
+    def fraction(x: str) -> bool:
+        try:
+            return not float(x).is_integer()
+        except ValueError:
+            return False
+
+    if labels and all(map(fraction, labels)):
+        line = next(e.line for e in train if e.label)
+        raise BertkitError(
+            f"line {line}: the label column holds numbers like {labels[0]}: a regression target, "
+            "not labels (drop --multi-label; pass --regression)",
+            path,
+        )
