@@ -79,7 +79,9 @@ class Resumable:
 
 # settings a resumed run must share with the run it resumes (patience may change)
 SAME_RUN = ("epochs", "max_steps", "batch_size", "grad_accum", "lr", "weight_decay", "warmup",
-            "max_grad_norm", "eval_every", "seed", "group_by_length")  # fmt: skip
+            "max_grad_norm", "eval_every", "seed", "group_by_length", "head_lr_mult")  # fmt: skip
+# what a checkpoint written before a setting existed ran with (head_lr_mult 1: the two groups)
+SAME_RUN_BEFORE = {"head_lr_mult": 1.0}
 
 
 def run_settings(args: TrainArgs, rt: Runtime) -> dict[str, Any]:
@@ -105,11 +107,10 @@ def _resume_from(ck: Resumable, run: dict, n_train: int, rt: Runtime) -> tuple[P
     state = read_trainer_state(found[-1])
     saved = state.get("run", {})
     for k, v in run.items():
-        if k in saved.get("args", {}) and saved["args"][k] != v:
+        was = saved.get("args", {}).get(k, SAME_RUN_BEFORE.get(k, v))
+        if was != v:
             flag = k.replace("_", "-")
-            raise BertkitError(
-                f"--resume with {flag} {v!r}, but the run used {saved['args'][k]!r}", found[-1]
-            )
+            raise BertkitError(f"--resume with {flag} {v!r}, but the run used {was!r}", found[-1])
     if saved.get("train_features") not in (None, n_train):
         raise BertkitError(
             f"--resume with {n_train} training features, but the run had {saved['train_features']}: "
@@ -188,6 +189,8 @@ def train_model(
     per_rank, rem = divmod(args.batch_size, rt.world)
     if rem or per_rank == 0:
         raise BertkitError(f"--batch-size {args.batch_size} must be a multiple of the {rt.world} processes")
+    if not args.head_lr_mult > 0:
+        raise BertkitError(f"--head-lr-mult must be a positive number, not {args.head_lr_mult:g}")
     set_seed(args.seed)
     tokenizer = Tokenizer.from_pretrained(model_dir)
     config = BertConfig.from_pretrained(model_dir)
@@ -195,10 +198,10 @@ def train_model(
     train_feats = [f for f in task.features(tokenizer, train_examples) if task.trainable(f)]
     if not train_feats:
         raise BertkitError("no training examples with labels")
+    task.prepare(train_feats, args.batch_size)  # first: a bad --class-weights file stops the run here
     run = run_settings(args, rt)
     last, state = _resume_from(resumable, run, len(train_feats), rt) if resumable else (None, None)
     model = task.load_model(last or model_dir, config=config, ignore_mismatched_sizes=True).to(rt.device)
-    task.prepare(train_feats, args.batch_size)
     dev_feats = task.features(tokenizer, dev_examples)
     pad = tokenizer.pad_token_id
     epoch_batches, steps = training_batches(task, train_feats, args, pad, rt)

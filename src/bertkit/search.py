@@ -31,6 +31,7 @@ TRAIN_KEYS = {
     "weight_decay": float,
     "grad_accum": int,
     "max_steps": int,
+    "head_lr_mult": float,
 }
 TASK_KEYS = {"head": str, "max_length": int}
 

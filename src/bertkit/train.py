@@ -58,6 +58,7 @@ class TrainArgs:
     nonfinite: str = "skip"  # a NaN/inf loss: "skip" the step or "stop" the run
     keep_best: bool = True  # end with the best weights seen by evaluation (else the last)
     group_by_length: bool = True  # fine-tuning batches of similar lengths (else plain shuffled)
+    head_lr_mult: float = 1.0  # the task layers' (all but the encoder's) lr is lr * this (optim.param_groups)
 
 
 @dataclass
@@ -159,7 +160,7 @@ class Stepper:
 
     def __init__(self, model: nn.Module, args: TrainArgs, rt: Runtime, total: int):
         self.model, self.args, self.rt = model, args, rt
-        self.optimizer = make_optimizer(model, args.lr, args.weight_decay)
+        self.optimizer = make_optimizer(model, args.lr, args.weight_decay, args.head_lr_mult)
         self.scheduler = linear_schedule(self.optimizer, warmup_steps_for(total, args.warmup), total)
         self.micro, self.step, self.running = 0, 0, [0.0, 0]
 

@@ -210,6 +210,15 @@ def add_task(p: argparse.ArgumentParser) -> None:
         help=f"tokens per window (default {ClassifyTask.max_length}; qa {QATask.max_length})",
     )
     t.add_argument(
+        "--class-weights",
+        dest="class_weighting",
+        metavar="none|auto|FILE",
+        default=None,
+        help="classify (not --regression) and ner (softmax head): weight each class's loss. none (the "
+        "default); auto: n / (classes x count), inverse frequency in the training features (sklearn's "
+        "'balanced'); FILE: label<TAB>weight lines or a JSON object {label: weight}. Saved with the run",
+    )
+    t.add_argument(
         "--unknown-label",
         default=None,
         help="map dev/test labels unseen in training to this label instead of failing",
@@ -268,6 +277,13 @@ def add_training(p: argparse.ArgumentParser, d: TrainArgs, fine_tuning: bool = T
     if fine_tuning:
         o.add_argument("--patience", type=int, default=None, help="early stopping: evaluations without gain")
         o.add_argument(
+            "--head-lr-mult",
+            type=float,
+            default=d.head_lr_mult,
+            help="the task layers (all but the encoder: classifier, CRF, BiLSTM, QA outputs) learn at "
+            f"--lr times this, in AdamW groups of their own (default {d.head_lr_mult:g})",
+        )
+        o.add_argument(
             "--no-group-by-length",
             action="store_true",
             help="plain shuffled batches instead of batches of similar lengths (more padding, slower)",
@@ -294,4 +310,5 @@ def train_args(args: argparse.Namespace, d: TrainArgs, **overrides: Any) -> Trai
     )
     if hasattr(args, "patience"):
         kw |= {"patience": args.patience, "group_by_length": not args.no_group_by_length}
+        kw |= {"head_lr_mult": args.head_lr_mult}
     return replace(d, **{**kw, **overrides})

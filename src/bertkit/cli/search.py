@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 from pathlib import Path
 from typing import Any, cast
 
@@ -32,7 +33,7 @@ def add_parser(sub) -> None:
         required=True,
         metavar="KEY=V1,V2",
         help="a grid axis, repeatable: lr, batch_size, epochs, warmup, weight_decay, grad_accum, "
-        "max_steps, head, max_length",
+        "max_steps, head_lr_mult, head, max_length",
     )
     flags.add_task(se)
     flags.add_data(se)
@@ -58,6 +59,10 @@ def run(args: argparse.Namespace) -> None:
     def make_task(params: dict):
         # Every task class is a dataclass; their base Task is not.
         return dataclasses.replace(cast(Any, task), **{k: v for k, v in params.items() if k in TASK_KEYS})
+
+    task_axes = [k for k in sorted(grid) if k in TASK_KEYS]
+    for values in itertools.product(*(grid[k] for k in task_axes)):  # refuse a bad point before training
+        make_task(dict(zip(task_axes, values, strict=True)))  # (e.g. a CRF head with --class-weights)
 
     base = flags.train_args(args, TrainArgs(), progress=False, tensorboard=False)
     folds, fixed_dev = args.folds or 0, None if args.folds else dev

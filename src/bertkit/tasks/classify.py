@@ -3,6 +3,10 @@
 Long texts are not silently cut: with `windows=True` each text becomes overlapping windows of
 `max_length` tokens (stride `stride`), every window is trained with the text's label, and a
 text's prediction is the mean of its windows' logits.
+
+`class_weighting` ("none", "auto" or a file; `--class-weights`) weights each class's cross-entropy
+(single-label classification only); `tasks.weights` says how auto weights are normalised. The
+resolved `class_weights` are saved with the run's settings; prediction does not use them.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from bertkit.errors import BertkitError
 from bertkit.heads import BertForSequenceClassification
 from bertkit.inference import forward_batches
 from bertkit.metrics import classification_metrics, regression_metrics
+from bertkit.tasks import weights
 from bertkit.tasks.base import Task, Texts
 from bertkit.tokenizer import Tokenizer
 
@@ -31,11 +36,18 @@ class ClassifyTask(Task):
     windows: bool = False
     stride: int = 64  # tokens shared by consecutive windows
     positive_label: str | None = None  # for binary F1 (e.g. MRPC's "1")
+    class_weighting: str = weights.NONE  # "none", "auto" or a weights file (see tasks.weights)
+    class_weights: list[float] | None = None  # per label, in label order; set by `prepare`
 
     name = "classify"
     model_class = BertForSequenceClassification
     formats = ("tsv", "csv", "jsonl", "folders")
     pipeline_names = ("text-classification", "sentiment-analysis")
+
+    def __post_init__(self) -> None:
+        if self.regression and (self.class_weighting != weights.NONE or self.class_weights is not None):
+            raise BertkitError("--class-weights works with single-label classification, not --regression")
+        weights.check_length(self.class_weights, self.labels)
 
     @classmethod
     def read(cls, path: str | Path, fmt: str | None = None, **opts: Any) -> list:
@@ -122,6 +134,11 @@ class ClassifyTask(Task):
             config.set_labels(self.labels)
             config.problem_type = "single_label_classification"
 
+    def prepare(self, train_feats: list[dict], batch_size: int) -> None:
+        if self.class_weighting != weights.NONE and self.labels is not None:
+            targets = (f["labels"] for f in train_feats)
+            self.class_weights = weights.resolve(self.class_weighting, self.labels, targets)
+
     def info(self) -> dict:
         return {**super().info(), "regression": self.regression}
 
@@ -167,7 +184,12 @@ class ClassifyTask(Task):
         norm = batch.get("loss_norm", float(len(logits)))  # see Task.loss_count
         if self.regression:
             return F.mse_loss(logits.squeeze(-1).float(), batch["labels"].float(), reduction="sum") / norm
-        return F.cross_entropy(logits.float(), batch["labels"], reduction="sum") / norm
+        w = None if self.class_weights is None else logits.new_tensor(self.class_weights, dtype=torch.float32)
+        # Deliberately the weighted sum divided by the batch's example count (loss_norm), not
+        # F.cross_entropy's weighted 'mean', which divides by the sum of the targets' weights: that
+        # divisor would be each rank's own, and under DDP the ranks' losses would no longer add up
+        # to the whole batch's. With auto weights an average example weighs 1 (tasks.weights).
+        return F.cross_entropy(logits.float(), batch["labels"], weight=w, reduction="sum") / norm
 
     @torch.inference_mode()
     def logits(

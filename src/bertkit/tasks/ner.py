@@ -10,6 +10,14 @@ The softmax head decodes each sentence by default as the most probable valid IOB
 (`decode="constrained"`: Viterbi over the words' log-probabilities, with `O -> I-X` and
 `B-X -> I-Y` forbidden), after the windows are merged; `decode="argmax"` takes each word's most
 probable tag on its own, as `transformers`' token-classification examples do.
+
+`class_weighting` ("none", "auto" or a file; `--class-weights`) weights each tag's cross-entropy
+at the labelled first sub-tokens (the ignored ones carry no loss, weighted or not); auto counts
+the tags over those same positions (`tasks.weights`). The softmax head alone takes weights: a CRF
+is trained on the likelihood of whole tag paths, log p(y | x) = score(y) - log Z, which has no
+per-tag term to weight. Scaling the gold tags' emissions instead would change the scores the
+model is trained on but not those Viterbi decodes with, and a per-tag weighted "likelihood" is no
+longer a distribution over paths; so a CRF head with class weights is refused, not approximated.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from bertkit.fileio import save_safetensors
 from bertkit.heads import BertForTokenClassification
 from bertkit.inference import forward_batches
 from bertkit.metrics import entity_metrics, get_entities
+from bertkit.tasks import weights
 from bertkit.tasks.base import Task
 from bertkit.tasks.batching import IGNORE
 from bertkit.tasks.crf import CRF, BiLSTM, iob2_decoder
@@ -140,6 +149,8 @@ class NerTask(Task):
     max_length: int = 128
     stride: int = 32
     decode: str = "constrained"  # softmax head: "constrained" (valid IOB2, Viterbi) or "argmax"
+    class_weighting: str = weights.NONE  # softmax head: "none", "auto" or a weights file
+    class_weights: list[float] | None = None  # per tag, in label order; set by `prepare`
 
     name = "ner"
     main_metric = "f1"
@@ -154,6 +165,10 @@ class NerTask(Task):
     def __post_init__(self) -> None:
         if self.decode not in DECODES:
             raise BertkitError(f"unknown NER decoding {self.decode!r}; expected one of {', '.join(DECODES)}")
+        weighted = self.class_weighting != weights.NONE or self.class_weights is not None
+        if weighted and self.head != "softmax":
+            raise BertkitError(f"--class-weights works with the softmax head, not --head {self.head}")
+        weights.check_length(self.class_weights, self.labels)
 
     @classmethod
     def read(cls, path: str | Path, fmt: str | None = None, **opts: Any) -> list:
@@ -176,6 +191,9 @@ class NerTask(Task):
     def prepare(self, train_feats: list[dict], batch_size: int) -> None:
         words = sum(sum(1 for x in f["labels"] if x != IGNORE) for f in train_feats)
         self.words_per_batch = max(1.0, words * batch_size / max(1, len(train_feats)))
+        if self.class_weighting != weights.NONE:  # tags counted at the labelled first sub-tokens
+            tags = (x for f in train_feats for x in f["labels"] if x != IGNORE)
+            self.class_weights = weights.resolve(self.class_weighting, self.labels, tags)
 
     def loss_count(self, feats: Sequence[dict]) -> float:
         if self.head != "softmax":  # the CRF's loss is a mean over windows with a word start
@@ -266,7 +284,10 @@ class NerTask(Task):
             flat = (emissions.flatten(0, 1), batch["labels"].flatten())
             words = float((batch["labels"] != IGNORE).sum())
             norm = batch.get("loss_norm", self.words_per_batch or max(1.0, words))  # see loss_count
-            return F.cross_entropy(*flat, ignore_index=IGNORE, reduction="sum") / norm
+            w = None if self.class_weights is None else emissions.new_tensor(self.class_weights)
+            # a weighted sum over the labelled positions (IGNORE adds nothing) over the unweighted
+            # word count, not a weighted mean: see ClassifyTask.loss
+            return F.cross_entropy(*flat, weight=w, ignore_index=IGNORE, reduction="sum") / norm
         pos, mask = _word_positions(batch["labels"])
         word_em = torch.gather(emissions, 1, pos[..., None].expand(-1, -1, emissions.shape[-1]))
         tags = torch.gather(batch["labels"], 1, pos).clamp(min=0)

@@ -49,6 +49,8 @@ class QATask(Task):
     @classmethod
     def from_args(cls, args: Any, train: list) -> QATask:
         given = vars(args)
+        if given.get("class_weighting") not in (None, "none"):  # a span task has no classes to weight
+            raise BertkitError("--class-weights works with --task classify and ner, not qa")
         return cls(**cls.settings({**given, "doc_stride": given.get("stride")}))
 
     @classmethod
