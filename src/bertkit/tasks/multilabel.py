@@ -42,6 +42,12 @@ class MultiLabelTask(ClassifyTask):
 
     variant_flag = "multi_label"  # the setting that makes a classify task this one (registry)
 
+    def __post_init__(self) -> None:
+        if self.class_weighting != "none" or self.class_weights is not None:
+            raise BertkitError("--class-weights weighs single-label classes; for multi-label use --pos-weight")
+        if self.threshold_mode not in THRESHOLD_MODES:
+            raise BertkitError(f"threshold mode must be one of {', '.join(THRESHOLD_MODES)}, not {self.threshold_mode!r}")
+
     # ---- reading and building -----------------------------------------------------------------
 
     @classmethod
