@@ -90,6 +90,91 @@ def test_shapes_disagree_with_config(good_dir, capsys):
     _cli_error(good_dir, capsys)
 
 
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        (
+            "vocab_size",
+            1234,
+            "config.json says vocab_size 1234 but model.safetensors has 100 word embeddings",
+        ),
+        (
+            "hidden_size",
+            64,
+            "config.json says hidden_size 64 but model.safetensors has 128 hidden dimensions",
+        ),
+        (
+            "max_position_embeddings",
+            128,
+            "config.json says max_position_embeddings 128 but model.safetensors has 512 position embeddings",
+        ),
+        (
+            "intermediate_size",
+            256,
+            "config.json says intermediate_size 256 but model.safetensors has 512 feed-forward "
+            "(intermediate) dimensions",
+        ),
+        (
+            "type_vocab_size",
+            3,
+            "config.json says type_vocab_size 3 but model.safetensors has 2 token type embeddings",
+        ),
+    ],
+)
+def test_shape_error_names_the_config_field(good_dir, field, value, message, capsys):
+    cfg = json.loads((good_dir / "config.json").read_text())
+    cfg[field] = value
+    (good_dir / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(BertkitError) as e:
+        bertkit.BertModel.from_pretrained(good_dir)
+    assert e.value.path == str(good_dir / "model.safetensors")
+    assert str(e.value).startswith(f"{good_dir / 'model.safetensors'}: {message} ('")
+    assert message in _cli_error(good_dir, capsys)  # (the CLI passes the config it read itself)
+
+
+def test_shape_error_names_a_config_given_in_code(good_dir):
+    config = BertConfig.preset("tiny", vocab_size=300)
+    with pytest.raises(BertkitError) as e:
+        bertkit.BertModel.from_pretrained(good_dir, config=config)
+    assert str(e.value) == (
+        f"{good_dir / 'model.safetensors'}: the config given says vocab_size 300 but model.safetensors has "
+        "100 word embeddings ('embeddings.word.weight' has shape (100, 128) but the model built from the "
+        "config expects (300, 128))"
+    )
+
+
+def test_shape_error_names_num_labels(tmp_path):
+    config = BertConfig.preset("tiny", vocab_size=100)
+    config.set_labels(["a", "b", "c"])
+    bertkit.BertForSequenceClassification(config).save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["id2label"], cfg["label2id"] = {"0": "a", "1": "b"}, {"a": 0, "b": 1}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(BertkitError) as e:
+        bertkit.BertForSequenceClassification.from_pretrained(tmp_path)
+    assert str(e.value) == (
+        f"{tmp_path / 'model.safetensors'}: config.json says num_labels 2 (the size of id2label) but "
+        "model.safetensors has 3 classifier outputs (labels) ('classifier.bias' has shape (3,) but the "
+        "model built from the config expects (2,))"
+    )
+    # A new head for new labels: the mismatch is skipped, the head freshly initialised.
+    model, info = bertkit.BertForSequenceClassification.from_pretrained(
+        tmp_path, ignore_mismatched_sizes=True, output_loading_info=True
+    )
+    assert sorted(info["mismatched_keys"]) == ["classifier.bias", "classifier.weight"]
+    assert model.classifier.out_features == 2
+
+
+def test_extra_layers_are_unused_weights_not_shape_errors(good_dir, caplog):
+    cfg = json.loads((good_dir / "config.json").read_text())
+    cfg["num_hidden_layers"] = 1
+    (good_dir / "config.json").write_text(json.dumps(cfg))
+    with caplog.at_level("WARNING", logger="bertkit"):
+        model = bertkit.BertModel.from_pretrained(good_dir)
+    assert len(model.layers) == 1
+    assert f"{good_dir}: weights not used by BertModel: layers.*.attn.proj.bias," in caplog.text
+
+
 def test_truncated_safetensors(good_dir, capsys):
     path = good_dir / "model.safetensors"
     data = path.read_bytes()

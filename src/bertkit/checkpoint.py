@@ -195,6 +195,58 @@ def _summarise(names: list[str]) -> str:
     return ", ".join(f"{g} ({c})" if c > 1 else g for g, c in sorted(groups.items()))
 
 
+# Which config field sizes each dimension of a parameter (bertkit names, no `bert.` prefix):
+# (name pattern, ((field, divisor) per dimension)); the divisor undoes QKV's fusing of three.
+_H = ("hidden_size", 1)
+SHAPE_FIELDS: list[tuple[re.Pattern, tuple[tuple[str, int] | None, ...]]] = [
+    (re.compile(p), dims)
+    for p, dims in [
+        (r"^embeddings\.word\.", (("vocab_size", 1), _H)),
+        (r"^embeddings\.position\.", (("max_position_embeddings", 1), _H)),
+        (r"^embeddings\.token_type\.", (("type_vocab_size", 1), _H)),
+        (r"^layers\.\d+\.attn\.qkv\.", (("hidden_size", 3), _H)),
+        (r"^layers\.\d+\.ffn\.up\.", (("intermediate_size", 1), _H)),
+        (r"^layers\.\d+\.ffn\.down\.weight$", (_H, ("intermediate_size", 1))),
+        (r"^classifier\.", (("num_labels", 1), _H)),
+        (r"^mlm\.bias$", (("vocab_size", 1),)),
+        (r"^(nsp|qa_outputs)\.", (None, _H)),
+        (r"^layers\.\d+\.(attn\.proj|attn_norm|ffn\.down\.bias|ffn_norm)\.", (_H, _H)),
+        (r"^(embeddings\.norm|pooler|mlm)\.", (_H, _H)),
+    ]
+]
+_WHAT = {
+    "vocab_size": "word embeddings",
+    "max_position_embeddings": "position embeddings",
+    "type_vocab_size": "token type embeddings",
+    "hidden_size": "hidden dimensions",
+    "intermediate_size": "feed-forward (intermediate) dimensions",
+    "num_labels": "classifier outputs (labels)",
+}
+
+
+def _shape_error(key: str, got: tuple, want: tuple, config: BertConfig, weights: Path) -> str:
+    """The message for a checkpoint tensor whose shape the config disagrees with, naming the
+    config field at fault where the parameter's dimensions map to one."""
+    shapes = f"{key!r} has shape {got} but the model built from the config expects {want}"
+    name = key.removeprefix("bert.")
+    dims = next((d for pat, d in SHAPE_FIELDS if pat.search(name)), ())
+    same_rank = len(got) == len(want)
+    at = next((i for i, (g, w) in enumerate(zip(got, want, strict=True)) if g != w), 0) if same_rank else 0
+    spec = dims[at] if same_rank and at < len(dims) else None
+    if spec is None:
+        return f"tensor for {shapes}"
+    field, div = spec
+    value = getattr(config, field)
+    try:  # Name config.json when the value is its own, not one the caller set.
+        source = "config.json" if getattr(BertConfig.from_pretrained(weights.parent), field) == value else ""
+    except BertkitError:
+        source = ""
+    says = f"{source or 'the config given'} says {field} {value}"
+    if field == "num_labels":
+        says += " (the size of id2label)" if config.id2label else " (the default; id2label is not set)"
+    return f"{says} but {weights.name} has {got[at] // div} {_WHAT[field]} ({shapes})"
+
+
 class PretrainedMixin:
     """`from_pretrained` / `save_pretrained` for bertkit models (nn.Module subclasses that take a
     BertConfig). `encoder_prefix` is "bert." for models whose encoder sits in `self.bert`."""
@@ -235,11 +287,8 @@ class PretrainedMixin:
                 if ignore_mismatched_sizes:
                     mismatched.append(key)
                     continue
-                raise BertkitError(
-                    f"tensor for {key!r} has shape {tuple(tensor.shape)} but the model built from "
-                    f"config.json expects {tuple(expected[key].shape)}",
-                    source,
-                )
+                got, want = tuple(tensor.shape), tuple(expected[key].shape)
+                raise BertkitError(_shape_error(key, got, want, config, source), source)
             state[key] = tensor
         missing = [k for k in expected if k not in state]
         model.load_state_dict(state, strict=False)

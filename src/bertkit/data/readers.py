@@ -3,6 +3,9 @@ CLUENER-style span JSONL and SQuAD v1.1 JSON.
 
 Every problem with an input file is a one-line `BertkitError` that names the file and, where it
 applies, the line, so the CLI can print it without a traceback. Tags always come back as IOB2.
+What a person cannot see is forgiven, with one warning per kind and file naming the first line
+and the count: lines of only whitespace and invisible characters read as blank, a BOM beginning
+a line (as joined files leave) is dropped, and so are spaces or a stray \r after a CoNLL tag.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import math
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from itertools import accumulate, chain
 from operator import add, sub
 from pathlib import Path
@@ -118,6 +121,80 @@ def _lines(text: str) -> list[str]:
     return [s[:-1] if s.endswith("\r") else s for s in lines] if "\r" in text else lines
 
 
+# --------------------------------------------------------------------------- forgiven noise
+
+# Characters nobody sees. A line of these and whitespace reads as blank; a BOM that begins a line
+# (left where files were joined) is dropped. Nothing else in a token is ever changed.
+_INVISIBLE_NAMES = {
+    "\u00a0": "no-break space",
+    "\u200b": "zero-width space",
+    "\u200c": "zero-width non-joiner",
+    "\u200d": "zero-width joiner",
+    "\u2060": "word joiner",
+    "\ufeff": "BOM",
+}
+_INVISIBLE = "".join(_INVISIBLE_NAMES)
+_INVISIBLE_RE = re.compile(f"[{_INVISIBLE}]")
+_DROP_INVISIBLE = str.maketrans("", "", _INVISIBLE)
+# kind: (what is counted, what was found and done), for "FILE: line N: 3 lines held ...".
+_REPAIRS = {
+    "blank": ("line", "held only invisible characters ({chars}); read as blank lines"),
+    "bom": ("line", "began with a BOM (U+FEFF), as joined files leave; removed"),
+    "space": ("tag", "ended in spaces; removed"),
+    "cr": ("tag", "ended in a stray \\r (mixed line ends); removed"),
+}
+
+
+@dataclass
+class _Repairs:
+    """What a reader forgave in one file: per kind, the first line and how many, for one warning
+    per kind (`warn`, once the file is read) rather than one per line."""
+
+    path: PathLike
+    first: dict[str, int] = field(default_factory=dict)
+    count: dict[str, int] = field(default_factory=dict)
+    chars: set[str] = field(default_factory=set)
+
+    def add(self, kind: str, line: int) -> None:
+        self.first[kind] = min(line, self.first.get(kind, line))
+        self.count[kind] = self.count.get(kind, 0) + 1
+
+    def warn(self) -> None:
+        chars = ", ".join(f"U+{ord(c):04X} ({_INVISIBLE_NAMES[c]})" for c in sorted(self.chars))
+        for kind in sorted(self.first, key=self.first.__getitem__):
+            (noun, done), n = _REPAIRS[kind], self.count[kind]
+            what = f"{n} {noun}{'' if n == 1 else 's'} {done.format(chars=chars)}"
+            log.warning("%s: line %d: %s", self.path, self.first[kind], what)
+
+
+def _forgive_invisible(text: str, repairs: _Repairs) -> str:
+    """`text` with every line of only whitespace and invisible characters made empty and the BOMs
+    that begin a line dropped. Only the lines holding such a character are looked at."""
+    if not any(c in text for c in _INVISIBLE):  # (str.__contains__ is far faster than a regex)
+        return text
+    out, done, line, at = [], 0, 1, 0
+    for m in _INVISIBLE_RE.finditer(text):
+        if m.start() < done:  # a later character of a line already seen
+            continue
+        start, end = text.rfind("\n", 0, m.start()) + 1, text.find("\n", m.start())
+        end = len(text) if end < 0 else end
+        line, at = line + text.count("\n", at, start), start
+        s = new = text[start:end]
+        if not s.translate(_DROP_INVISIBLE).strip():
+            repairs.add("blank", line)
+            repairs.chars |= set(s) & set(_INVISIBLE)
+            new = ""
+        elif s.startswith("\ufeff"):
+            repairs.add("bom", line)
+            new = s.lstrip("\ufeff")
+        out += [text[done:start], new]
+        done = end
+    text = "".join(out) + text[done:]
+    if not text.strip():
+        raise BertkitError("file is empty (it holds only whitespace and invisible characters)", repairs.path)
+    return text
+
+
 def _jsonl(text: str, path: PathLike) -> list[tuple[int, dict]]:
     """(line number, object) for each non-blank line of a JSON-lines file."""
     out = []
@@ -175,15 +252,20 @@ def read_text_classification(
     any column is given, the others are absent unless given too (`text_column` alone: no labels).
     TSV is read without quoting (GLUE texts hold unbalanced quotes), CSV with normal quoting.
     With `label_sets` (multi-label) each label cell holds a set of labels (see `LabelSets`).
+    Lines of only whitespace and invisible characters are skipped like blank lines, and a BOM
+    beginning a line is dropped, with one warning per kind.
     """
-    text = _read_text(path)
+    repairs = _Repairs(path)
+    text = _forgive_invisible(_read_text(path), repairs)
     fmt = format or _FORMATS.get(Path(path).suffix.lower())
     if fmt not in ("tsv", "csv", "jsonl"):
         what = f"format {format!r}" if format else f"extension {Path(path).suffix!r}"
         raise BertkitError(f"unknown {what}; pass format='tsv', 'csv' or 'jsonl'", path)
     if fmt == "jsonl":
         records = _jsonl(text, path)
-        return _jsonl_examples(records, path, text_column, pair_column, label_column, regression, label_sets)
+        examples = _jsonl_examples(records, path, text_column, pair_column, label_column, regression, label_sets)
+        repairs.warn()
+        return examples
     if fmt == "tsv":
         rows = [(n, line.split("\t")) for n, line in enumerate(_lines(text), 1) if line]
     else:
@@ -237,6 +319,7 @@ def read_text_classification(
             raise BertkitError(f"line {n}: empty pair text", path)
         label = None if li is None else _label(cells[li], regression, n, path, label_sets)
         out.append(TextExample(text_value, pair_value, label, n))
+    repairs.warn()
     return out
 
 
@@ -427,11 +510,15 @@ def read_conll(
     Weibo NER appends to each character (`科0` -> `科`). Tags come back as IOB2. `scheme` names
     the file's scheme, checked strictly, or "auto" (see `detect_scheme`), which repairs stray
     I- tags with a warning. `join` lays out `TokenExample.text`: "space", "none" or "auto"
-    (see `_join_for`).
+    (see `_join_for`). A line of only whitespace and invisible characters (BOM, zero-width
+    spaces, word joiner, no-break space) is a blank line; a BOM beginning a line is dropped, and
+    tags lose trailing spaces and a stray \r; each kind is one warning (see `_Repairs`).
     """
     if scheme not in _SCHEMES or join not in ("auto", "space", "none"):
         raise BertkitError(f"scheme must be one of {_SCHEMES} and join one of auto, space, none")
-    lines = _lines(_read_text(path))
+    repairs = _Repairs(path)
+    text = _forgive_invisible(_read_text(path), repairs)
+    lines = _lines(text)
     # Split every line in one comprehension (fast on MSRA's 2.2M lines); blank lines become None.
     rows = [
         (s.rstrip().split("\t") if "\t" in s else s.split()) if s and not s.isspace() else None for s in lines
@@ -472,6 +559,7 @@ def read_conll(
         if "" in toks or any(map(str.isspace, toks)):
             raise BertkitError(f"line {start + [t.strip() for t in toks].index('')}: empty token", path)
     if tag_column is not None:
+        _clean_tag_ends(text, lines, sentences, tc % ncols == ncols - 1, repairs)
         _normalise_tags(sentences, scheme, path)
     width = 1 if _join_for([s[1] for s in sentences], join) == "space" else 0
     out = []
@@ -483,7 +571,39 @@ def read_conll(
         offsets = list(zip(map(sub, ends, lens), ends, strict=True))
         text = (" " if width else "").join(toks)
         out.append(TokenExample(toks, None if tag_column is None else iob2, text, offsets, start))
+    repairs.warn()
     return out
+
+
+def _clean_tag_ends(
+    text: str,
+    lines: list[str],
+    sentences: list[tuple[int, list[str], list[str]]],
+    last: bool,
+    repairs: _Repairs,
+) -> None:
+    """Count the tags that ended in spaces or a stray \\r (left by mixed line ends), and strip them.
+    In the last column (`last`) splitting already stripped them: then only tab lines ending in " "
+    or "\\r" are counted, looked for only when the text holds such an ending at all."""
+    if last:
+        # (One-character searches first: they are far faster than two-character ones.)
+        ends = "\t" in text and ("\r" in text or " " in text)
+        ends = ends and (any(e in text for e in (" \n", " \r", "\r\r")) or text.endswith((" ", "\r")))
+        for i, s in enumerate(lines if ends else ()):
+            if s[-1:] in (" ", "\r") and "\t" in s and not s.isspace():
+                repairs.add(_end_kind(s), i + 1)
+        return
+    dirty = {t for t in set().union(*(s[2] for s in sentences)) if t[-1:].isspace()}
+    for start, _, tags in sentences if dirty else ():
+        if not dirty.isdisjoint(tags):
+            for i, t in enumerate(tags):
+                if t in dirty:
+                    repairs.add(_end_kind(t), start + i)
+            tags[:] = [t.rstrip() for t in tags]
+
+
+def _end_kind(s: str) -> str:
+    return "cr" if "\r" in s[len(s.rstrip()) :] else "space"
 
 
 def _normalise_tags(sentences: list[tuple[int, list[str], list[str]]], scheme: str, path: PathLike) -> None:
@@ -589,7 +709,8 @@ def read_span_jsonl(
     """
     if nested not in ("outer", "error"):
         raise BertkitError(f"unknown nested {nested!r} (outer or error)")
-    records = _jsonl(_read_text(path), path)
+    repairs = _Repairs(path)
+    records = _jsonl(_forgive_invisible(_read_text(path), repairs), path)
     labelled = label_field in records[0][1]
     out = []
     for n, obj in records:
@@ -606,6 +727,7 @@ def read_span_jsonl(
                     char_tags[i] = ("I-" if j else "B-") + kind
             tags = [char_tags[i] for i in keep]
         out.append(TokenExample([text[i] for i in keep], tags, text, [(i, i + 1) for i in keep], n))
+    repairs.warn()
     return out
 
 
