@@ -62,18 +62,29 @@ def scores(probs_dev, probs_test, dev_y, test_y) -> dict:
 
 def run_bertkit(model_dir: Path, args, tmp: Path) -> dict:
     d, out = data_dir(), tmp / "bertkit"
-    cmd = ["bertkit", "finetune", "--task", "classify", "--multi-label", "--model", str(model_dir),
-           "--train", str(d / "train.tsv"), "--dev", str(d / "dev.tsv"), "--test", str(d / "test.tsv"),
-           "--text-column", "0", "--label-column", "1", "--labels", str(d / "emotions.txt"),
-           "--pos-weight", "auto", "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
-           "--lr", str(args.lr), "--warmup", str(args.warmup), "--weight-decay", str(args.weight_decay),
-           "--seed", str(args.seed), "--output", str(out), "--quiet", *args.bertkit_flags.split()]  # fmt: skip
+    files = ["--train", d / "train.tsv", "--dev", d / "dev.tsv", "--test", d / "test.tsv"]
+    columns = ["--text-column", "0", "--label-column", "1", "--labels", d / "emotions.txt"]
+    training = ["--epochs", args.epochs, "--batch-size", args.batch_size, "--lr", args.lr, "--warmup",
+                args.warmup, "--weight-decay", args.weight_decay, "--seed", args.seed]  # fmt: skip
+    start = ["bertkit", "finetune", "--task", "classify", "--multi-label", "--model", model_dir]
+    rest = ["--pos-weight", "auto", *training, "--output", out, "--quiet", *args.bertkit_flags.split()]
+    cmd = [str(x) for x in [*start, *files, *columns, *rest]]
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
     metrics = json.loads((out / "metrics.json").read_text())
     ev = tmp / "at05"
-    subprocess.run(["bertkit", "evaluate", "--model", str(out), "--data", str(d / "test.tsv"), "--text-column",
-                    "0", "--label-column", "1", "--threshold", "0.5", "--output", str(ev)], check=True)  # fmt: skip
+    evaluate = [
+        "bertkit",
+        "evaluate",
+        "--model",
+        out,
+        "--data",
+        d / "test.tsv",
+        *columns[:4],
+        "--threshold",
+        0.5,
+    ]
+    subprocess.run([str(x) for x in [*evaluate, "--output", ev]], check=True)
     at05 = json.loads((ev / "metrics.json").read_text())
     test = metrics["test"]
     return {
@@ -137,8 +148,8 @@ def run_tfidf(labels: list[str], splits: dict) -> dict:
 
 
 def table(results: dict) -> str:
-    rows = ["| run | test macro-F1, tuned thresholds | at 0.5 | test micro-F1, tuned | at 0.5 | training (s) |",
-            "|---|---|---|---|---|---|"]  # fmt: skip
+    head = "| run | test macro-F1, tuned thresholds | at 0.5 | test micro-F1, tuned | at 0.5 | training (s) |"
+    rows = [head, "|---|---|---|---|---|---|"]
     for name, r in results.items():
         cells = [r["macro_f1_tuned"], r["macro_f1_at_0.5"], r["micro_f1_tuned"], r["micro_f1_at_0.5"]]
         rows.append(f"| {name} | " + " | ".join(f"{v:.4f}" for v in cells) + f" | {r['train_seconds']} |")
@@ -177,7 +188,12 @@ def main() -> None:
           f"seed {args.seed}; {cpu_description()}\n\n{table(results)}")  # fmt: skip
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        out = {"args": vars(args), "cpu": cpu_description(), "python": sys.version.split()[0], "results": results}
+        out = {
+            "args": vars(args),
+            "cpu": cpu_description(),
+            "python": sys.version.split()[0],
+            "results": results,
+        }
         Path(args.json).write_text(json.dumps(out, indent=2))
 
 

@@ -14,14 +14,18 @@ from sklearn import metrics as skm
 
 import bertkit
 from bertkit.cli import main
-from bertkit.data.readers import LabelSets, read_text_classification
+from bertkit.data.readers import LabelSets
 from bertkit.errors import BertkitError
 from bertkit.metrics import multilabel_metrics
 from bertkit.tasks import registry
 from bertkit.tasks.multilabel import MultiLabelTask, global_threshold, per_label_thresholds
 
 LABELS = ["animal", "food", "weather"]
-WORDS = {"animal": ["cat", "dog", "horse"], "food": ["bread", "apple", "cheese"], "weather": ["rain", "snow", "wind"]}
+WORDS = {
+    "animal": ["cat", "dog", "horse"],
+    "food": ["bread", "apple", "cheese"],
+    "weather": ["rain", "snow", "wind"],
+}
 FILLER = ["the", "a", "was", "on", "and", "very", "today", "we", "saw", "some"]
 
 
@@ -120,7 +124,9 @@ def test_cli_bad_multilabel_input_is_one_line(tiny_dir, tmp_path, capsys):
     err = _cli_err(capsys, f"{base} {out} --thresholds {th}".split())
     assert err.endswith(f"{th}: line 3: 'plants' is not one of the model's labels (animal, food, weather)")
     th.write_text("animal\t0.3\nfood\t0.4\n", encoding="utf-8")
-    assert _cli_err(capsys, f"{base} {out} --thresholds {th}".split()).endswith(f"{th}: no threshold for labels weather")
+    assert _cli_err(capsys, f"{base} {out} --thresholds {th}".split()).endswith(
+        f"{th}: no threshold for labels weather"
+    )
     th.write_text("animal\t0.3\nfood\t1.5\nweather\t0.5\n", encoding="utf-8")
     err = _cli_err(capsys, f"{base} {out} --thresholds {th}".split())
     assert err.endswith(f"{th}: line 2: threshold of 'food' must be between 0 and 1, found '1.5'")
@@ -184,10 +190,16 @@ def test_multilabel_metrics_by_brute_force():
     scores = np.array([[rng.random() for _ in LABELS] for _ in range(40)])
     m = multilabel_metrics(true, pred, scores, LABELS)
     pairs = [(x in t, x in p) for t, p in zip(true, pred, strict=True) for x in LABELS]
-    tp, fp, fn = (sum(a and b for a, b in pairs), sum(b and not a for a, b in pairs), sum(a and not b for a, b in pairs))
+    tp, fp, fn = (
+        sum(a and b for a, b in pairs),
+        sum(b and not a for a, b in pairs),
+        sum(a and not b for a, b in pairs),
+    )
     assert m["micro_f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
     assert m["hamming_loss"] == pytest.approx((fp + fn) / len(pairs))
-    assert m["subset_accuracy"] == pytest.approx(np.mean([set(t) == set(p) for t, p in zip(true, pred, strict=True)]))
+    assert m["subset_accuracy"] == pytest.approx(
+        np.mean([set(t) == set(p) for t, p in zip(true, pred, strict=True)])
+    )
     per = []
     for x in LABELS:
         a = sum(x in t and x in p for t, p in zip(true, pred, strict=True))
@@ -200,7 +212,9 @@ def test_multilabel_metrics_by_brute_force():
     def samples_f1(t, p):
         return 1.0 if not t and not p else 2 * len(set(t) & set(p)) / (len(t) + len(p))
 
-    assert m["samples_f1"] == pytest.approx(np.mean([samples_f1(t, p) for t, p in zip(true, pred, strict=True)]))
+    assert m["samples_f1"] == pytest.approx(
+        np.mean([samples_f1(t, p) for t, p in zip(true, pred, strict=True)])
+    )
 
     def lrap(t, s):  # the definition, rank by rank
         if not t:
@@ -241,12 +255,16 @@ def test_trained_directory_scores_saves_and_loads_in_transformers(trained, hf):
         assert set(e["missed"]) == set(e["labels"]) - set(e["predicted"])
         assert set(e["spurious"]) == set(e["predicted"]) - set(e["labels"])
     config = json.loads((out / "config.json").read_text())
-    assert config["problem_type"] == "multi_label_classification" and len(config["bertkit"]["thresholds"]) == 3
+    assert (
+        config["problem_type"] == "multi_label_classification" and len(config["bertkit"]["thresholds"]) == 3
+    )
     ref = hf.BertForSequenceClassification.from_pretrained(out).eval()
     assert ref.config.problem_type == "multi_label_classification"
     assert ref.config.id2label == dict(enumerate(LABELS))
     ours = bertkit.BertForSequenceClassification.from_pretrained(out)
-    enc = bertkit.Tokenizer.from_pretrained(out)(["a cat in the rain", "bread"], padding=True, return_tensors="pt")
+    enc = bertkit.Tokenizer.from_pretrained(out)(
+        ["a cat in the rain", "bread"], padding=True, return_tensors="pt"
+    )
     with torch.inference_mode():
         assert torch.allclose(ours(**enc).logits, ref(**enc).logits, atol=1e-5)
 
@@ -258,12 +276,29 @@ def test_every_predicting_path_gives_the_same_label_sets(trained, tmp_path):
     want = clf(texts)
     config = json.loads((out / "config.json").read_text())
     for p in want:
-        over = [x for x, t in zip(LABELS, config["bertkit"]["thresholds"], strict=True) if p["scores"][x] >= t]
+        over = [
+            x for x, t in zip(LABELS, config["bertkit"]["thresholds"], strict=True) if p["scores"][x] >= t
+        ]
         assert sorted(p["labels"]) == sorted(over)
     src = tmp_path / "in.txt"
     src.write_text("\n".join(texts) + "\n", encoding="utf-8")
     dest = tmp_path / "p.jsonl"
-    assert main(["predict", "--model", str(out), "--input", str(src), "--output", str(dest), "--precision", "fp32"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(out),
+                "--input",
+                str(src),
+                "--output",
+                str(dest),
+                "--precision",
+                "fp32",
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(x) for x in dest.read_text().splitlines()]
     assert [r["labels"] for r in rows] == [p["labels"] for p in want]
     from fastapi.testclient import TestClient
@@ -273,7 +308,9 @@ def test_every_predicting_path_gives_the_same_label_sets(trained, tmp_path):
 
     with TestClient(create_app(out, runtime=compute_init(RuntimeArgs(precision="fp32")))) as c:
         r = c.post("/v1/classify", json={"texts": texts})
-        assert r.status_code == 200 and [p["labels"] for p in r.json()["predictions"]] == [p["labels"] for p in want]
+        assert r.status_code == 200 and [p["labels"] for p in r.json()["predictions"]] == [
+            p["labels"] for p in want
+        ]
     from bertkit.export import export_onnx
 
     export_onnx(out, out / "model.onnx")
@@ -281,12 +318,39 @@ def test_every_predicting_path_gives_the_same_label_sets(trained, tmp_path):
     assert [p["labels"] for p in onnx] == [p["labels"] for p in want]
     # one threshold given at prediction time replaces the tuned ones
     half = bertkit.pipeline("text-classification", model=out, precision="fp32", threshold=0.5)(texts)
-    assert [sorted(p["labels"]) for p in half] == [sorted(x for x in LABELS if p["scores"][x] >= 0.5) for p in want]
+    assert [sorted(p["labels"]) for p in half] == [
+        sorted(x for x in LABELS if p["scores"][x] >= 0.5) for p in want
+    ]
 
 
 def test_evaluate_reproduces_test_metrics(trained, tmp_path):
     out, dev = trained
-    assert main(["evaluate", "--model", str(out), "--data", str(dev), "--output", str(tmp_path / "ev"), "--precision", "fp32"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(out),
+                "--data",
+                str(dev),
+                "--output",
+                str(tmp_path / "ev"),
+                "--precision",
+                "fp32",
+            ]
+        )
+        == 0
+    )
     again = json.loads((tmp_path / "ev/metrics.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())["test"]
     assert again["macro_f1"] == pytest.approx(metrics["macro_f1"], abs=0.02)
+
+
+def test_search_kfold_on_multilabel(tiny_dir, tmp_path):
+    train = _jsonl(tmp_path / "t.jsonl", _texts(48, 5))
+    out = tmp_path / "search"
+    argv = (f"search --task classify --multi-label --model {tiny_dir} --train {train} --folds 2 "
+            f"--output {out} --max-steps 2 --batch-size 8 --grid lr=1e-4,1e-3 --quiet")  # fmt: skip
+    assert main(argv.split()) == 0
+    best = json.loads((out / "best.json").read_text())
+    assert best["grid_points"] == 2 and best["folds"] == 2 and 0.0 <= best["mean_macro_f1"] <= 1.0

@@ -4,6 +4,7 @@ count. Real errors stay errors."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -171,3 +172,49 @@ def test_a_file_of_invisible_characters_is_empty(tmp_path, name):
     with pytest.raises(BertkitError) as e:
         read(path)
     assert str(e.value) == f"{path}: file is empty (it holds only whitespace and invisible characters)"
+
+
+def test_csv_quoted_tsv_texts_are_unquoted_and_plain_quotes_kept(tmp_path, caplog):
+    rows = [
+        '"Three words. ""Dude. Stop."" "\t3\tid1',  # GoEmotions: a CSV writer's quoting in a TSV file
+        '"the movie" is "fine\t1\tid2',  # GLUE: plain, unbalanced quotes stay
+        '"a"" lone " quote"\t2\tid3',  # a lone quote inside: not CSV quoting, kept as is
+        '"""Hello"""\t0\tid4',
+    ]
+    path = write(tmp_path, "q.tsv", "\n".join(rows) + "\n")
+    with caplog.at_level(logging.WARNING, logger="bertkit"):
+        got = read_text_classification(path, text_column=0, label_column=1)
+    assert [e.text for e in got] == [
+        'Three words. "Dude. Stop." ',
+        '"the movie" is "fine',
+        rows[2].split("\t")[0],
+        '"Hello"',
+    ]
+    assert warnings(caplog) == [
+        f'{path}: line 1: 2 texts came CSV-quoted ("..." with "" inside) in a TSV file; unquoted'
+    ]
+
+
+def test_a_dirty_file_trains_and_warns_once_per_kind(tiny_dir, tmp_path, caplog):
+    from bertkit.cli import main
+
+    sentences = [
+        "EU B-ORG\nrejects O\nGerman B-MISC\ncall O",
+        "Peter B-PER\nBlackburn I-PER",
+        "BRUSSELS B-LOC\n1996 O",
+    ]
+    clean = "\n\n".join(sentences * 6) + "\n"
+    dirty = clean.replace("\n\n", "\n\ufeff\n", 3).replace("\n\n", "\n\u200b \n", 2)  # invisible-only lines
+    dirty = dirty.replace("\nPeter", "\n\ufeffPeter", 2)  # BOMs in the middle, as joined files leave
+    dirty = dirty.replace("B-PER\n", "B-PER  \n").replace("\n", "\r\n")  # trailing tag spaces, CRLF
+    path = write(tmp_path, "dirty.conll", dirty)
+    out = tmp_path / "out"
+    argv = f"finetune --task ner --model {tiny_dir} --train {path} --dev {path} --output {out} --max-steps 1"
+    with caplog.at_level(logging.WARNING, logger="bertkit"):
+        assert main([*argv.split(), "--quiet"]) == 0
+    mine = [w for w in warnings(caplog) if w.startswith(str(path))]
+    kinds = ["held only invisible characters", "began with a BOM", "ended in spaces"]
+    for kind in kinds:  # train and dev are the same file: each kind once per reading
+        assert sum(kind in w for w in mine) == 2, mine
+    assert len(mine) == 2 * len(kinds), mine
+    assert json.loads((out / "metrics.json").read_text())["dev"]["f1"] >= 0.0

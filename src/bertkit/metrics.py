@@ -66,7 +66,10 @@ def classification_metrics(
 
 
 def multilabel_metrics(
-    y_true: Sequence[Sequence[str]], y_pred: Sequence[Sequence[str]], scores: np.ndarray, labels: Sequence[str]
+    y_true: Sequence[Sequence[str]],
+    y_pred: Sequence[Sequence[str]],
+    scores: np.ndarray,
+    labels: Sequence[str],
 ) -> dict:
     """Multi-label scores, each scikit-learn's: micro/macro F1, precision and recall, samples F1,
     subset accuracy, Hamming loss, label ranking average precision (from `scores`, (N, L) in
@@ -96,7 +99,12 @@ def multilabel_metrics(
         "hamming_loss": float(skm.hamming_loss(t, p)),
         "lrap": float(skm.label_ranking_average_precision_score(t, np.asarray(scores, dtype=np.float64))),
         "per_label": {
-            name: {"precision": float(ps[i]), "recall": float(rs[i]), "f1": float(fs[i]), "support": int(ss[i])}
+            name: {
+                "precision": float(ps[i]),
+                "recall": float(rs[i]),
+                "f1": float(fs[i]),
+                "support": int(ss[i]),
+            }
             for i, name in enumerate(labels)
         },
     }

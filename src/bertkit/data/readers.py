@@ -142,6 +142,7 @@ _REPAIRS = {
     "bom": ("line", "began with a BOM (U+FEFF), as joined files leave; removed"),
     "space": ("tag", "ended in spaces; removed"),
     "cr": ("tag", "ended in a stray \\r (mixed line ends); removed"),
+    "quoted": ("text", 'came CSV-quoted ("..." with "" inside) in a TSV file; unquoted'),
 }
 
 
@@ -263,7 +264,9 @@ def read_text_classification(
         raise BertkitError(f"unknown {what}; pass format='tsv', 'csv' or 'jsonl'", path)
     if fmt == "jsonl":
         records = _jsonl(text, path)
-        examples = _jsonl_examples(records, path, text_column, pair_column, label_column, regression, label_sets)
+        examples = _jsonl_examples(
+            records, path, text_column, pair_column, label_column, regression, label_sets
+        )
         repairs.warn()
         return examples
     if fmt == "tsv":
@@ -311,16 +314,29 @@ def read_text_classification(
     for n, cells in data:
         if len(cells) != ncols:
             raise BertkitError(f"line {n}: expected {ncols} columns{shape}, found {len(cells)}", path)
-        text_value = cells[ti]
+        text_value = _unquote(cells[ti], n, repairs)
         if not text_value.strip():
             raise BertkitError(f"line {n}: empty text", path)
-        pair_value = None if pi is None else cells[pi]
+        pair_value = None if pi is None else _unquote(cells[pi], n, repairs)
         if pair_value is not None and not pair_value.strip():
             raise BertkitError(f"line {n}: empty pair text", path)
         label = None if li is None else _label(cells[li], regression, n, path, label_sets)
         out.append(TextExample(text_value, pair_value, label, n))
     repairs.warn()
     return out
+
+
+def _unquote(cell: str, n: int, repairs: _Repairs) -> str:
+    """A TSV cell a CSV writer quoted (GoEmotions: `"a ""b"" c"`) as its text; others as they are.
+    Only cells with a doubled quote inside and no lone one are taken for quoted: GLUE's TSV texts
+    hold plain, unbalanced quotes."""
+    if len(cell) < 4 or cell[0] != '"' or cell[-1] != '"' or '""' not in cell[1:-1]:
+        return cell
+    inner = cell[1:-1]
+    if '"' in inner.replace('""', ""):
+        return cell
+    repairs.add("quoted", n)
+    return inner.replace('""', '"')
 
 
 def _csv_rows(text: str, path: PathLike) -> list[tuple[int, list[str]]]:
@@ -388,7 +404,9 @@ class LabelSets:
         if isinstance(raw, int) and not isinstance(raw, bool):
             return [raw]
         if not isinstance(raw, list):
-            raise BertkitError(f"line {n}: labels must be a list of names or ids, found {_json_type(raw)}", path)
+            raise BertkitError(
+                f"line {n}: labels must be a list of names or ids, found {_json_type(raw)}", path
+            )
         return raw
 
     def _name(self, value: str, n: int, path: PathLike) -> str:
@@ -880,8 +898,9 @@ def check_labels(
                 raise BertkitError(
                     f"line {ex.line}: label {unseen[0]!r} never occurs in the training data ({known})", path
                 )
-            if unseen:
-                ex = replace(ex, label=tuple(dict.fromkeys(x if x in label2id else map_unknown_to for x in ex.label)))
+            if unseen and map_unknown_to is not None:  # (else raised just above)
+                mapped = (x if x in label2id else map_unknown_to for x in ex.label)
+                ex = replace(ex, label=tuple(dict.fromkeys(mapped)))
         elif isinstance(ex, TextExample) and isinstance(ex.label, str) and ex.label not in label2id:
             if map_unknown_to is None:
                 raise BertkitError(

@@ -34,7 +34,7 @@ GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)  # the global threshold's candida
 
 @dataclass
 class MultiLabelTask(ClassifyTask):
-    labels: list[str]  # type: ignore[assignment]  # (never None: no regression here)
+    labels: list[str]  # (never None: no regression here)
     thresholds: list[float] | None = None  # per label, in `labels` order
     threshold_mode: str = "per-label"
     pos_weight: list[float] | str | None = None  # per label; "auto" until `prepare` resolves it
@@ -44,9 +44,13 @@ class MultiLabelTask(ClassifyTask):
 
     def __post_init__(self) -> None:
         if self.class_weighting != "none" or self.class_weights is not None:
-            raise BertkitError("--class-weights weighs single-label classes; for multi-label use --pos-weight")
+            raise BertkitError(
+                "--class-weights weighs single-label classes; for multi-label use --pos-weight"
+            )
         if self.threshold_mode not in THRESHOLD_MODES:
-            raise BertkitError(f"threshold mode must be one of {', '.join(THRESHOLD_MODES)}, not {self.threshold_mode!r}")
+            raise BertkitError(
+                f"threshold mode must be one of {', '.join(THRESHOLD_MODES)}, not {self.threshold_mode!r}"
+            )
 
     # ---- reading and building -----------------------------------------------------------------
 
@@ -77,7 +81,9 @@ class MultiLabelTask(ClassifyTask):
 
         if any(e.label is None for e in train):
             raise BertkitError("the training file has no labels (pass --label-column)", args.train)
-        labels = read_label_file(args.labels_file) if getattr(args, "labels_file", None) else label_vocab(train)
+        labels = (
+            read_label_file(args.labels_file) if getattr(args, "labels_file", None) else label_vocab(train)
+        )
         _refuse_numbers(labels, train, args.train)
         settings = cls.settings(vars(args), skip=("labels", "thresholds", "pos_weight"))
         task = cls(labels, **settings)
@@ -184,7 +190,10 @@ class MultiLabelTask(ClassifyTask):
         if true == got:
             return None
         row = {"index": index, "line": example.line, "text": example.text, "pair": example.pair}
-        missed, spurious = [x for x in self.labels if x in true - got], [x for x in self.labels if x in got - true]
+        missed, spurious = (
+            [x for x in self.labels if x in true - got],
+            [x for x in self.labels if x in got - true],
+        )
         return {**row, "labels": list(example.label), "predicted": pred["labels"], "missed": missed,
                 "spurious": spurious, "scores": pred["scores"]}  # fmt: skip
 
@@ -260,7 +269,9 @@ def read_label_values(path: str | Path, labels: list[str], what: str, below: flo
         try:
             obj = json.loads("\n".join(line for _, line in lines))
         except json.JSONDecodeError as e:
-            raise BertkitError(f"line {e.lineno}: not a JSON object of {what}s per label ({e.msg})", path) from None
+            raise BertkitError(
+                f"line {e.lineno}: not a JSON object of {what}s per label ({e.msg})", path
+            ) from None
         if not isinstance(obj, dict):
             raise BertkitError(f"expected a JSON object of {what}s per label", path)
         rows = [(1, str(k), v) for k, v in obj.items()]
