@@ -354,3 +354,18 @@ def test_search_kfold_on_multilabel(tiny_dir, tmp_path):
     assert main(argv.split()) == 0
     best = json.loads((out / "best.json").read_text())
     assert best["grid_points"] == 2 and best["folds"] == 2 and 0.0 <= best["mean_macro_f1"] <= 1.0
+
+
+def test_pos_weight_file_and_its_errors(tmp_path):
+    from bertkit.tasks.multilabel import _pos_weight_arg
+
+    f = tmp_path / "pw.json"
+    f.write_text('{"weather": 4, "animal": 2.5, "food": 1}', encoding="utf-8")
+    assert _pos_weight_arg(str(f), LABELS) == [2.5, 1.0, 4.0]  # in label order
+    assert _pos_weight_arg("auto", LABELS) == "auto" and _pos_weight_arg("none", LABELS) is None
+    f.write_text('{"weather": 4, "animal": -1, "food": 1}', encoding="utf-8")
+    with pytest.raises(BertkitError, match=r"pos_weight of 'animal' must be a positive number, found -1"):
+        _pos_weight_arg(str(f), LABELS)
+    f.write_text('{"weather": 4, "animal": 1, "food": 1,', encoding="utf-8")
+    with pytest.raises(BertkitError, match=r"line 1: not a JSON object of pos_weights per label"):
+        _pos_weight_arg(str(f), LABELS)
