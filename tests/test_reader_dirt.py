@@ -198,10 +198,10 @@ def test_csv_quoted_tsv_texts_are_unquoted_and_plain_quotes_kept(tmp_path, caplo
 def test_a_dirty_file_trains_and_warns_once_per_kind(tiny_dir, tmp_path, caplog):
     from bertkit.cli import main
 
-    sentences = [
-        "EU B-ORG\nrejects O\nGerman B-MISC\ncall O",
-        "Peter B-PER\nBlackburn I-PER",
-        "BRUSSELS B-LOC\n1996 O",
+    sentences = [  # tab-separated: a space split would drop the tags' trailing spaces unseen
+        "EU\tB-ORG\nrejects\tO\nGerman\tB-MISC\ncall\tO",
+        "Peter\tB-PER\nBlackburn\tI-PER",
+        "BRUSSELS\tB-LOC\n1996\tO",
     ]
     clean = "\n\n".join(sentences * 6) + "\n"
     dirty = clean.replace("\n\n", "\n\ufeff\n", 3).replace("\n\n", "\n\u200b \n", 2)  # invisible-only lines
