@@ -112,10 +112,39 @@ class Task:
         """Model inputs for the examples (with `with_labels`, their targets too)."""
         raise NotImplementedError
 
+    def build_model(self, config: BertConfig) -> torch.nn.Module:
+        """A freshly initialised model of the task for `config` (a distillation student)."""
+        return self.model_class(config)
+
     def loss(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The loss of a batch, divided by its `loss_norm` (see `loss_count`); `model` is the task's
-        `model_class`."""
+        `model_class`. Tasks that can be distilled split it: loss_from(model, outputs(model, batch), ...)."""
         raise NotImplementedError
+
+    # ---- distillation (bertkit.distill asks these; None / an error: the task cannot be distilled)
+
+    # What the outputs are scores of: "softmax" (one class among several: a KL at a temperature),
+    # "sigmoid" (independent labels: binary cross-entropy at a temperature) or "value" (a number:
+    # squared error); None: not distilled.
+    soft_targets: ClassVar[str | None] = None
+
+    def outputs(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The scores the loss reads: (B, C) per sequence, or (B, T, C) per token."""
+        raise BertkitError(f"{self.name} models cannot be distilled")
+
+    def loss_from(self, model: Any, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """`loss` from the outputs already computed; `model` gives what else the loss needs (a CRF)."""
+        raise BertkitError(f"{self.name} models cannot be distilled")
+
+    def soft_positions(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """Where soft targets apply: a (B, T) bool mask for per-token outputs; None: every row."""
+        return None
+
+    def blank_labels(self, feat: dict) -> Any:
+        """Labels of the right shape for a feature that has none (a distillation example labelled
+        by the teacher alone): they carry no hard loss, which distillation leaves out for such rows,
+        but keep batches, `loss_count` and `soft_positions` as for labelled ones."""
+        raise BertkitError(f"{self.name} models cannot be distilled")
 
     def predict(
         self, model: Any, feats: list[dict], examples: Sequence, pad_id: int, max_tokens: int = 8192
