@@ -441,7 +441,7 @@ class TeacherLogits:
             return torch.from_numpy(np.asarray(self.values[self.start[idx]], dtype=np.float32))
         out = torch.zeros(len(idx), T, self.values.shape[1])
         for b, i in enumerate(idx):
-            rows = np.asarray(self.values[self.start[i] : self.start[i + 1]])
+            rows = np.array(self.values[self.start[i] : self.start[i + 1]], dtype=np.float32)  # a copy
             out[b, : len(rows)] = torch.from_numpy(rows)
         return out
 
