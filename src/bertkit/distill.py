@@ -32,7 +32,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -58,11 +58,14 @@ from bertkit.finetune import (
     write_output,
 )
 from bertkit.inference import InferenceOptions, forward_batches, prepare
-from bertkit.model import BertModel, attention_probs, extended_mask, split_heads
+from bertkit.model import BertModel, Layer, attention_probs, extended_mask, split_heads
 from bertkit.runtime import Runtime, local_runtime
 from bertkit.tasks.base import Task
 from bertkit.tokenizer import Tokenizer
 from bertkit.train import Evaluation, TrainArgs, fit, set_seed
+
+if TYPE_CHECKING:
+    from bertkit.checkpoint import PretrainedMixin
 
 LAYER_LOSSES = ("none", "hidden", "attention", "both")
 CACHE, CACHE_INFO = "teacher-logits.npy", "teacher-logits.json"
@@ -191,7 +194,7 @@ def evenly_spaced(n_teacher: int, k: int) -> list[int]:
 
 
 def encoder_of(model: nn.Module) -> BertModel:
-    return next(m for m in model.modules() if isinstance(m, BertModel))
+    return [m for m in model.modules() if isinstance(m, BertModel)][0]
 
 
 def keep_layers(model: nn.Module, picked: list[int]) -> None:
@@ -215,7 +218,7 @@ class Taps:
         def keep(store: list) -> Callable:
             return lambda module, inputs, output: store.append(output)
 
-        layers = list(self.encoder.layers)
+        layers = cast("list[Layer]", list(self.encoder.layers))
         watched = [(self.encoder.embeddings, self.hidden), *((m, self.hidden) for m in layers)]
         watched += [(m.attn.qkv, self.qkv) for m in layers]
         self.handles = [m.register_forward_hook(keep(store)) for m, store in watched]
@@ -281,7 +284,7 @@ class Distilled(nn.Module):
         return outputs, hidden, t.qkv
 
     def save_pretrained(self, directory: Path) -> None:
-        self.student.save_pretrained(directory)  # type: ignore[operator]
+        cast("PretrainedMixin", self.student).save_pretrained(directory)
         if self.project is not None:
             state = {k: v.detach().contiguous() for k, v in self.project.state_dict().items()}
             save_safetensors(state, Path(directory) / PROJECTION)
@@ -317,35 +320,36 @@ class DistillLoss:
 @dataclass
 class Plan:
     """How the student starts: `init` "teacher" (its layers `picked` copied, with the embeddings,
-    pooler and head), a preset name, or a model directory (`directory`); `config` the student's."""
+    pooler and head), a preset name, or a model directory (`directory`); `config` the student's
+    (before a copy's layers are dropped), `teacher` the teacher's."""
 
     init: str
     config: BertConfig
+    teacher: BertConfig
     picked: list[int] | None = None
     directory: bool = False
-    teacher_layers: int = 0
-    teacher_hidden: int = 0
-    teacher_heads: int = 0
 
     @property
     def layers(self) -> int:
         return len(self.picked) if self.picked is not None else self.config.num_hidden_layers
+
+    @property
+    def teacher_layers(self) -> int:
+        return self.teacher.num_hidden_layers
 
 
 def plan_student(settings: DistillArgs, teacher_dir: Path, tokenizer: Tokenizer) -> Plan:
     """The student the settings ask for, checked against the teacher (nothing built yet)."""
     teacher = BertConfig.from_pretrained(teacher_dir)
     n = teacher.num_hidden_layers
-    sizes = dict(
-        teacher_layers=n, teacher_hidden=teacher.hidden_size, teacher_heads=teacher.num_attention_heads
-    )
     if settings.student is None:
         k = (n + 1) // 2 if settings.student_layers is None else settings.student_layers
         if not 1 <= k <= n:
             raise BertkitError(
                 f"--student-layers {k}: the teacher has {n} layers (give 1 to {n})", teacher_dir
             )
-        return check_layer_loss(Plan("teacher", teacher, evenly_spaced(n, k), **sizes), settings.layer_loss)
+        copy = BertConfig.from_pretrained(teacher_dir)  # the student's own object (layers dropped)
+        return check_layer_loss(Plan("teacher", copy, teacher, evenly_spaced(n, k)), settings.layer_loss)
     spec = settings.student
     if Path(spec).is_dir():
         theirs = Tokenizer.from_pretrained(spec)
@@ -353,11 +357,11 @@ def plan_student(settings: DistillArgs, teacher_dir: Path, tokenizer: Tokenizer)
             raise BertkitError(
                 "--student has another vocabulary than the teacher's (it must read the same tokens)", spec
             )
-        plan = Plan(str(spec), BertConfig.from_pretrained(spec), directory=True, **sizes)
+        plan = Plan(str(spec), BertConfig.from_pretrained(spec), teacher, directory=True)
     elif spec in PRESETS:
         same = ("vocab_size", "pad_token_id", "max_position_embeddings", "type_vocab_size", "layer_norm_eps")
         config = BertConfig.preset(spec, **{k: getattr(teacher, k) for k in same})
-        plan = Plan(spec, config, **sizes)
+        plan = Plan(spec, config, teacher)
     else:
         raise BertkitError(
             f"--student {spec!r} is neither a model directory nor a preset ({', '.join(PRESETS)})"
@@ -373,10 +377,11 @@ def check_layer_loss(plan: Plan, kind: str) -> Plan:
             f"--layer-loss {kind}: the student has {plan.layers} layers, "
             f"more than the teacher's {plan.teacher_layers}"
         )
-    if kind in ("attention", "both") and plan.config.num_attention_heads != plan.teacher_heads:
+    heads, theirs = plan.config.num_attention_heads, plan.teacher.num_attention_heads
+    if kind in ("attention", "both") and heads != theirs:
         raise BertkitError(
-            f"--layer-loss {kind}: the student has {plan.config.num_attention_heads} attention heads, "
-            f"the teacher {plan.teacher_heads} (attention is compared head by head)"
+            f"--layer-loss {kind}: the student has {heads} attention heads, the teacher {theirs} "
+            "(attention is compared head by head)"
         )
     return plan
 
@@ -406,8 +411,9 @@ def wrap_student(
     """The student with its projection to the teacher's hidden size, when the hidden-state loss
     needs one (learned with it; restored from `last` when resuming)."""
     hidden = encoder_of(student).config.hidden_size
-    wants = settings.layer_loss in ("hidden", "both") and hidden != plan.teacher_hidden
-    project = nn.Linear(hidden, plan.teacher_hidden) if wants else None
+    theirs = plan.teacher.hidden_size
+    wants = settings.layer_loss in ("hidden", "both") and hidden != theirs
+    project = nn.Linear(hidden, theirs) if wants else None
     model = Distilled(student, task, settings.layer_loss != "none", project)
     if last is not None:
         model.load_projection(last)
@@ -468,7 +474,8 @@ def write_teacher_logits(teacher: nn.Module, task: Task, feats: list[dict], pad:
     (renamed into place when complete); returns what the cache holds."""
     root.mkdir(parents=True, exist_ok=True)
     partial = root / f".{CACHE}.partial-{os.getpid()}"
-    out, start, per_token = None, np.zeros(1, np.int64), False
+    out: np.memmap | None = None
+    start, per_token = np.zeros(1, np.int64), False
     with torch.inference_mode():
         for idx, _, logits in forward_batches(teacher, lambda b: task.outputs(teacher, b), feats, pad, 8192):
             values = logits.float().cpu().numpy()
@@ -617,7 +624,7 @@ def layer_loss(job: Job, student: nn.Module) -> LayerLoss | None:
     hidden, attention = layer_pairs(
         encoder_of(student).config.num_hidden_layers, job.plan.teacher_layers, kind
     )
-    return LayerLoss(job.task, teacher, hidden, attention, job.plan.teacher_heads)
+    return LayerLoss(job.task, teacher, hidden, attention, job.plan.teacher.num_attention_heads)
 
 
 def train_student(job: Job, log_dir: Path | None) -> tuple[Trained, dict[str, Any]]:
@@ -642,7 +649,8 @@ def train_student(job: Job, log_dir: Path | None) -> tuple[Trained, dict[str, An
     )
 
     def evaluate(m: nn.Module) -> dict:
-        return task.metrics(data.dev, dev_predictions(task, m.student, dev_feats, data.dev, pad))
+        student = cast(Distilled, m).student
+        return task.metrics(data.dev, dev_predictions(task, student, dev_feats, data.dev, pad))
 
     evaluation = Evaluation(evaluate, task.main_metric, task.greater_is_better)
     record = {"args": run, "train_features": len(feats)}

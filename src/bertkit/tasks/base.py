@@ -2,7 +2,8 @@
 
 A task object knows how its examples are read (`formats`, `read`), built from the command line
 (`from_args`), turned into features and batches (`features`, `loss_count`), trained (`loss`,
-`main_metric`), decoded (`predict`) and scored (`metrics`, `error`); what it saves with the model
+`main_metric`), distilled (`outputs`, `loss_from`, `soft_targets`, `soft_positions`,
+`blank_labels`), decoded (`predict`) and scored (`metrics`, `error`); what it saves with the model
 (`info`, `from_info`); how the pipelines, `bertkit predict` and the server hand it inputs and
 show its answers (`call_items`, `examples_of`, `present`, `example_from_line`, `output_row`,
 `parse_request`); and what its ONNX graph gives (`onnx_outputs`, `onnx_model`). The table of
@@ -123,10 +124,12 @@ class Task:
 
     # ---- distillation (bertkit.distill asks these; None / an error: the task cannot be distilled)
 
-    # What the outputs are scores of: "softmax" (one class among several: a KL at a temperature),
-    # "sigmoid" (independent labels: binary cross-entropy at a temperature) or "value" (a number:
-    # squared error); None: not distilled.
-    soft_targets: ClassVar[str | None] = None
+    @property
+    def soft_targets(self) -> str | None:
+        """What the outputs are scores of: "softmax" (one class among several: a KL at a
+        temperature), "sigmoid" (independent labels: binary cross-entropy at a temperature) or
+        "value" (a number: squared error); None: the task cannot be distilled."""
+        return None
 
     def outputs(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The scores the loss reads: (B, C) per sequence, or (B, T, C) per token."""

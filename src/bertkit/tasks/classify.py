@@ -183,7 +183,7 @@ class ClassifyTask(Task):
         return model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).logits
 
     @property
-    def soft_targets(self) -> str | None:  # type: ignore[override]
+    def soft_targets(self) -> str | None:
         return "value" if self.regression else "softmax"
 
     def blank_labels(self, feat: dict) -> Any:

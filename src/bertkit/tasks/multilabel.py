@@ -144,7 +144,7 @@ class MultiLabelTask(ClassifyTask):
             self.pos_weight = np.clip(ratio, 1.0, POS_WEIGHT_CLIP).round(4).tolist()
 
     @property
-    def soft_targets(self) -> str | None:  # type: ignore[override]
+    def soft_targets(self) -> str | None:
         return "sigmoid"
 
     def blank_labels(self, feat: dict) -> Any:

@@ -277,7 +277,9 @@ class NerTask(Task):
             feats.append(f)
         return feats
 
-    soft_targets = "softmax"  # a CRF head's emissions too: each token's scores over the tags
+    @property
+    def soft_targets(self) -> str | None:
+        return "softmax"  # a CRF head's emissions too: each token's scores over the tags
 
     def outputs(self, tagger: NerTagger, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return tagger(batch)  # forward: through DDP's wrapper, when there is one

@@ -32,8 +32,8 @@ def names() -> list[str]:
 
 
 def distillable() -> list[str]:
-    """The tasks `bertkit distill` takes: those whose outputs are soft targets (Task.soft_targets)."""
-    return [name for name, cls in TASKS.items() if cls.soft_targets is not None]
+    """The tasks `bertkit distill` takes: those that give their outputs apart from their loss."""
+    return [name for name, cls in TASKS.items() if cls.outputs is not Task.outputs]
 
 
 def task_class(name: str, settings: dict | None = None) -> type[Task]:
