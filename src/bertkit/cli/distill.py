@@ -97,24 +97,26 @@ def run(args: argparse.Namespace) -> None:
 
     output = Path(args.output)
     resumable = Resumable.beside(output, args.save_every, args.resume)
-    task = registry.from_dir(args.teacher)
-    if task.name != args.task:
-        raise BertkitError(
-            f"--task {args.task}, but the teacher was fine-tuned for {task.name}", args.teacher
-        )
-    opts = flags.data_opts(args)
-    data = Data(
-        read_labelled(task, args.train, args.format, opts),
-        read_labelled(task, args.dev, args.format, opts),
-        read_labelled(task, args.test, args.format, opts) if args.test else None,
-        read_unlabeled(task, args.unlabeled, args.unlabeled_format, opts) if args.unlabeled else [],
-    )
-    settings = DistillArgs(args.student_layers, args.student, args.temperature, args.alpha, args.layer_loss)
     rt = flags.runtime(args, distributed=True)
     try:
+        task = registry.from_dir(args.teacher)
+        if task.name != args.task:
+            raise BertkitError(
+                f"--task {args.task}, but the teacher was fine-tuned for {task.name}", args.teacher
+            )
+        opts = flags.data_opts(args)
+        data = Data(
+            read_labelled(task, args.train, args.format, opts),
+            read_labelled(task, args.dev, args.format, opts),
+            read_labelled(task, args.test, args.format, opts) if args.test else None,
+            read_unlabeled(task, args.unlabeled, args.unlabeled_format, opts) if args.unlabeled else [],
+        )
+        settings = DistillArgs(
+            args.student_layers, args.student, args.temperature, args.alpha, args.layer_loss
+        )
+        targs = flags.train_args(args, TrainArgs())
         if rt.main:
             print(f"distilling on {rt.describe()}")
-        targs = flags.train_args(args, TrainArgs())
         metrics = distill(
             task,
             Path(args.teacher),
