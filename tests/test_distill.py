@@ -278,9 +278,19 @@ def _distill(s: dict, out: Path, *more: str) -> int:
     return main(argv)
 
 
-def test_student_learns_the_teacher_and_loads_in_transformers(sentiment, tmp_path, hf):
-    out = tmp_path / "student"
+@pytest.fixture(scope="module")
+def student(sentiment):
+    out = sentiment["dir"] / "student"
     assert _distill(sentiment, out, "--student-layers", "2", "--epochs", "4", "--lr", "1e-3") == 0
+    return out
+
+
+def _texts(path: Path) -> list[str]:
+    return [line.split("\t")[0] for line in path.read_text().splitlines()[1:]]
+
+
+def test_student_learns_the_teacher_and_loads_in_transformers(sentiment, student, hf):
+    out = student
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["teacher"]["test"]["accuracy"] >= 0.9, metrics["teacher"]  # a (near) perfect teacher
     d = metrics["distill"]
@@ -290,11 +300,11 @@ def test_student_learns_the_teacher_and_loads_in_transformers(sentiment, tmp_pat
     assert d["student_size"]["bytes"] == 4 * d["student_size"]["parameters"]
     for name in ("report/test/report.md", "tokenizer.json", "train_args.json"):
         assert (out / name).is_file(), name
-    assert not (out / D.PROJECTION).exists() and not list(tmp_path.glob(".student.*"))
+    assert not (out / D.PROJECTION).exists() and not list(out.parent.glob(".student.*"))
     config = json.loads((out / "config.json").read_text())
     assert config["num_hidden_layers"] == 2 and config["bertkit"]["task"] == "classify"
     # the student answers as its teacher does, far better than chance (one class in two)
-    texts = [line.split("\t")[0] for line in sentiment["test"].read_text().splitlines()[1:]]
+    texts = _texts(sentiment["test"])
     mine = bertkit.pipeline("text-classification", model=out, precision="fp32")(texts)
     theirs = bertkit.pipeline("text-classification", model=sentiment["teacher"], precision="fp32")(texts)
     agree = sum(a["label"] == b["label"] for a, b in zip(mine, theirs, strict=True)) / len(texts)
@@ -305,6 +315,29 @@ def test_student_learns_the_teacher_and_loads_in_transformers(sentiment, tmp_pat
     enc = Tokenizer.from_pretrained(out)(texts[:4], padding=True, return_tensors="pt")
     with torch.inference_mode():
         assert torch.allclose(ours(**enc).logits, ref(**enc).logits, atol=1e-5)
+
+
+def test_every_predicting_path_takes_the_student(sentiment, student, tmp_path):
+    from bertkit.export import export_onnx
+    from bertkit.int8 import available
+
+    texts = _texts(sentiment["test"])[:12]
+    want = [
+        p["label"] for p in bertkit.pipeline("text-classification", model=student, precision="fp32")(texts)
+    ]
+    src, dest = tmp_path / "in.txt", tmp_path / "out.jsonl"
+    src.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    assert main(["predict", "--model", str(student), "--input", str(src), "--output", str(dest)]) == 0
+    assert [json.loads(x)["label"] for x in dest.read_text().splitlines()] == want
+    onnx_dir = tmp_path / "onnx"
+    shutil.copytree(student, onnx_dir)
+    export_onnx(onnx_dir, onnx_dir / "model.onnx")
+    assert [
+        p["label"] for p in bertkit.pipeline("text-classification", model=onnx_dir, backend="onnx")(texts)
+    ] == want
+    if available():
+        int8 = bertkit.pipeline("text-classification", model=student, int8=True)(texts)
+        assert sum(p["label"] == w for p, w in zip(int8, want, strict=True)) >= len(want) - 1
 
 
 def test_cache_is_written_once_and_a_resumed_run_reuses_it(sentiment, tmp_path, monkeypatch):

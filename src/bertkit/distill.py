@@ -444,7 +444,7 @@ class TeacherLogits:
     def batch(self, idx: list[int], T: int) -> torch.Tensor:
         """Features `idx` as a batch: (B, C), or (B, T, C) zero-padded to T tokens."""
         if not self.per_token:
-            return torch.from_numpy(np.asarray(self.values[self.start[idx]], dtype=np.float32))
+            return torch.from_numpy(np.array(self.values[self.start[idx]], dtype=np.float32))
         out = torch.zeros(len(idx), T, self.values.shape[1])
         for b, i in enumerate(idx):
             rows = np.array(self.values[self.start[i] : self.start[i + 1]], dtype=np.float32)  # a copy

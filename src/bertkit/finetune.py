@@ -191,7 +191,9 @@ def check_training(args: TrainArgs, rt: Runtime) -> None:
         raise BertkitError(f"--head-lr-mult must be a positive number, not {args.head_lr_mult:g}")
 
 
-def resuming(epoch_batches: Callable[..., Iterator[dict]], state: dict | None, args: TrainArgs):
+def resuming(
+    epoch_batches: Callable[..., Iterator[dict]], state: dict | None, args: TrainArgs
+) -> Callable[[int], Iterator[dict]]:
     """`batches(epoch)` for `fit`: the epoch's batches, less those a resumed run trained on."""
     first = state
 
