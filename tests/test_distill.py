@@ -77,6 +77,7 @@ def _conll(path: Path, n: int, seed: int) -> Path:
 
 
 FAST = ["--batch-size", "8", "--quiet", "--precision", "fp32"]
+TRAIN = 120  # toy training texts: 15 batches of 8 an epoch
 
 
 # --------------------------------------------------------------------------- the student
@@ -130,9 +131,10 @@ def test_student_copying_every_layer_has_no_layer_loss(tiny_dir, tmp_path):
     teacher = task.load_model(t_dir)
     loss = D.LayerLoss(task, teacher, hidden, attention, 2)
     batch = _batch(tok, ["a good film", "the plot was dull and very long"])
-    out, h, qkv = model(batch)
-    assert len(h) == 5 and len(qkv) == 4
-    assert float(loss(h, qkv, batch)) == pytest.approx(0.0, abs=1e-10)
+    with torch.no_grad():
+        out, h, qkv = model(batch)
+        assert len(h) == 5 and len(qkv) == 4
+        assert float(loss(h, qkv, batch)) == pytest.approx(0.0, abs=1e-10)
     # a 2-layer copy is compared with teacher layers 2 and 4 (indices 1, 3): not zero, but those
     # pairs alone, checked against the teacher's own hidden states
     assert D.layer_pairs(2, 4, "hidden")[0] == [(0, 0), (1, 2), (2, 4)]
@@ -263,11 +265,11 @@ def sentiment(tiny_dir, tmp_path_factory):
     bertkit.BertModel(config).save_pretrained(base)
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
         shutil.copy(tiny_dir / name, base / name)
-    train, dev = _tsv(d / "train.tsv", _sentiment(160, 1)), _tsv(d / "dev.tsv", _sentiment(40, 2))
-    test = _tsv(d / "test.tsv", _sentiment(80, 3))
+    train, dev = _tsv(d / "train.tsv", _sentiment(TRAIN, 1)), _tsv(d / "dev.tsv", _sentiment(24, 2))
+    test = _tsv(d / "test.tsv", _sentiment(48, 3))
     teacher = d / "teacher"
     argv = ["finetune", "--task", "classify", "--model", str(base), "--train", str(train), "--dev", str(dev),
-            "--output", str(teacher), "--epochs", "4", "--lr", "1e-3", *FAST]  # fmt: skip
+            "--output", str(teacher), "--epochs", "3", "--lr", "1e-3", *FAST]  # fmt: skip
     assert main(argv) == 0
     return {"teacher": teacher, "train": train, "dev": dev, "test": test, "dir": d}
 
@@ -281,7 +283,7 @@ def _distill(s: dict, out: Path, *more: str) -> int:
 @pytest.fixture(scope="module")
 def student(sentiment):
     out = sentiment["dir"] / "student"
-    assert _distill(sentiment, out, "--student-layers", "2", "--epochs", "4", "--lr", "1e-3") == 0
+    assert _distill(sentiment, out, "--student-layers", "2", "--epochs", "3", "--lr", "1e-3") == 0
     return out
 
 
@@ -350,24 +352,24 @@ def test_cache_is_written_once_and_a_resumed_run_reuses_it(sentiment, tmp_path, 
 
     def dying(self, model, batch):
         calls["loss"] += 1
-        if calls["loss"] == 25:  # in the second epoch (20 batches an epoch)
+        if calls["loss"] == 18:  # in the second epoch (15 batches an epoch)
             raise KeyboardInterrupt
         return real_loss(self, model, batch)
 
     monkeypatch.setattr(D, "write_teacher_logits", write)
     monkeypatch.setattr(D.DistillLoss, "__call__", dying)
     out = tmp_path / "out"
-    assert _distill(sentiment, out, "--epochs", "3", "--save-every", "5", "--lr", "1e-3") == 130
-    assert calls["write"] == 1  # once for three epochs
+    assert _distill(sentiment, out, "--epochs", "2", "--save-every", "5", "--lr", "1e-3") == 130
+    assert calls["write"] == 1  # once for every epoch
     cache = tmp_path / "out-checkpoints"
-    assert (cache / D.CACHE).is_file() and (cache / "step-00000020").is_dir()
-    assert _distill(sentiment, out, "--epochs", "3", "--save-every", "5", "--lr", "1e-3", "--resume") == 0
+    assert (cache / D.CACHE).is_file() and (cache / "step-00000015").is_dir()
+    assert _distill(sentiment, out, "--epochs", "2", "--save-every", "5", "--lr", "1e-3", "--resume") == 0
     assert calls["write"] == 1  # the resumed run read the cache
     assert (out / "model.safetensors").is_file() and not cache.exists()
     # the resumed run ends where an uninterrupted one does
     monkeypatch.setattr(D.DistillLoss, "__call__", real_loss)
     whole = tmp_path / "whole"
-    assert _distill(sentiment, whole, "--epochs", "3", "--lr", "1e-3") == 0
+    assert _distill(sentiment, whole, "--epochs", "2", "--lr", "1e-3") == 0
     assert calls["write"] == 2
     a, b = (bertkit.BertForSequenceClassification.from_pretrained(p).state_dict() for p in (out, whole))
     for k in a:
@@ -381,7 +383,7 @@ def test_unlabeled_texts_join_the_training(sentiment, tmp_path):
     argv = ["--unlabeled", str(unlabeled), "--student", "tiny", "--layer-loss", "both", "--epochs", "1"]
     assert _distill(sentiment, out, *argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["distill"]["unlabeled_examples"] == 30 and metrics["train"]["examples"] == 160
+    assert metrics["distill"]["unlabeled_examples"] == 30 and metrics["train"]["examples"] == TRAIN
     assert metrics["distill"]["student"] == "tiny" and metrics["distill"]["layers_copied"] is None
 
 
