@@ -307,7 +307,7 @@ class DistillLoss:
 
     def __call__(self, model: nn.Module, batch: dict) -> torch.Tensor:
         outputs, hidden, qkv = model(batch)  # through DDP's wrapper, when there is one
-        student = getattr(model, "module", model).student
+        student = cast(Distilled, getattr(model, "module", model)).student
         hard = hard_loss(self.task, student, outputs, batch)
         soft = soft_loss(self.task, outputs, batch["teacher_logits"], batch, self.temperature)
         loss = self.alpha * hard + (1 - self.alpha) * soft

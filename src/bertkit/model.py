@@ -130,7 +130,8 @@ def split_heads(qkv: torch.Tensor, n_head: int) -> tuple[torch.Tensor, torch.Ten
     """The fused projection's output (B, T, 3H) as queries, keys and values (B, nh, T, hs) each."""
     B, T, H3 = qkv.shape
     q, k, v = qkv.split(H3 // 3, dim=-1)
-    return tuple(x.view(B, T, n_head, -1).transpose(1, 2) for x in (q, k, v))  # type: ignore[return-value]
+    q, k, v = (x.view(B, T, n_head, -1).transpose(1, 2) for x in (q, k, v))
+    return q, k, v
 
 
 def attention_probs(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
