@@ -29,10 +29,13 @@ POS, NEG = ["good", "great", "wonderful", "brilliant"], ["bad", "awful", "dull",
 FILLER = ["the", "film", "was", "a", "story", "with", "some", "very", "and", "plot", "today"]
 
 
-def make_teacher(dest: Path, tiny_dir: Path, info: dict, labels: list[str], layers: int = 4) -> Path:
+def make_teacher(
+    dest: Path, tiny_dir: Path, info: dict, labels: list[str], layers: int = 4, dropout: float = 0.1
+) -> Path:
     """A fine-tuned-looking directory: the tiny BERT's vocabulary, `layers` random layers, a head."""
     config = BertConfig.from_pretrained(tiny_dir)
     config.num_hidden_layers = layers
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = dropout
     config.set_labels(labels)
     config.extra["bertkit"] = info
     torch.manual_seed(3)
@@ -450,3 +453,40 @@ def test_bad_input_is_one_line_and_writes_nothing(tiny_dir, tmp_path, capsys, mo
     assert (
         not out.exists() and not list(tmp_path.glob(".out*")) and not (tmp_path / "out-checkpoints").exists()
     )
+
+
+def test_two_processes_equal_one(tiny_dir, tmp_path):
+    """torchrun with 2 processes (gloo) takes the one-process steps: gold and unlabeled rows mixed,
+    soft targets from the cache, hidden-state and attention losses (dropout off, fp32)."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    t_dir = make_teacher(tmp_path / "t", tiny_dir, {"task": "classify"}, ["neg", "pos"], dropout=0.0)
+    train, dev = _tsv(tmp_path / "train.tsv", _sentiment(45, 1)), _tsv(tmp_path / "dev.tsv", _sentiment(8, 2))
+    unlabeled = tmp_path / "more.txt"
+    unlabeled.write_text("\n".join(t for t, _ in _sentiment(14, 9)) + "\n", encoding="utf-8")
+
+    def args(out: Path) -> list[str]:
+        return ["distill", "--task", "classify", "--teacher", str(t_dir), "--train", str(train), "--dev",
+                str(dev), "--unlabeled", str(unlabeled), "--output", str(out), "--layer-loss", "both",
+                "--device", "cpu", "--precision", "fp32", "--batch-size", "8", "--epochs", "1",
+                "--lr", "2e-3", "--quiet"]  # fmt: skip
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = [sys.executable, "-m", "bertkit", *args(tmp_path / "one")]
+    two = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+           "bertkit", *args(tmp_path / "two")]  # fmt: skip
+    for cmd in (one, two):
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+        assert r.returncode == 0, r.stderr[-3000:]
+    wa, wb = (load_file(tmp_path / d / "model.safetensors") for d in ("one", "two"))
+    assert wa.keys() == wb.keys()
+    assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) <= 1e-5
+    ma, mb = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "two"))
+    # 45 + 14 features, 8 a batch: the last batch's 3 split 2 + 1, so each rank's divisor matters
+    assert ma["train"]["steps"] == mb["train"]["steps"] == 8
+    assert ma["teacher"] == mb["teacher"] and mb["distill"]["unlabeled_examples"] == 14
+    assert not list(tmp_path.glob(".two.*")), "rank 1 must not stage an output, the cache is gone"
