@@ -388,6 +388,12 @@ def test_unlabeled_texts_join_the_training(sentiment, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["distill"]["unlabeled_examples"] == 30 and metrics["train"]["examples"] == TRAIN
     assert metrics["distill"]["student"] == "tiny" and metrics["distill"]["layers_copied"] is None
+    # the task's own format, its labels unused
+    table = _tsv(tmp_path / "more.tsv", _sentiment(20, 8))
+    argv = ["--unlabeled", str(table), "--unlabeled-format", "tsv", "--max-steps", "2"]
+    assert _distill(sentiment, tmp_path / "again", *argv) == 0
+    metrics = json.loads((tmp_path / "again" / "metrics.json").read_text())
+    assert metrics["distill"]["unlabeled_examples"] == 20
 
 
 def test_a_wider_student_learns_a_projection_that_is_not_saved(sentiment, tmp_path, hf):
@@ -403,12 +409,15 @@ def test_a_wider_student_learns_a_projection_that_is_not_saved(sentiment, tmp_pa
 def test_ner_student_loads_in_transformers(tiny_dir, tmp_path, hf, head):
     t_dir = make_teacher(tmp_path / "t", tiny_dir, {"task": "ner", "head": head}, TAGS)
     train, dev = _conll(tmp_path / "train.txt", 24, 1), _conll(tmp_path / "dev.txt", 8, 2)
+    unlabeled = tmp_path / "news.txt"
+    unlabeled.write_text("Peter Smith visited Paris.\nThe film was good in Paris\n", encoding="utf-8")
     out = tmp_path / "out"
     argv = ["distill", "--task", "ner", "--teacher", str(t_dir), "--train", str(train), "--dev", str(dev),
-            "--output", str(out), "--epochs", "1", *FAST]  # fmt: skip
+            "--unlabeled", str(unlabeled), "--output", str(out), "--epochs", "1", *FAST]  # fmt: skip
     assert main(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert "f1" in metrics["teacher"]["dev"] and metrics["distill"]["student_layers"] == 2
+    assert metrics["distill"]["unlabeled_examples"] == 2
     assert (out / "ner_head.safetensors").is_file() == (head == "crf")
     ref = hf.BertForTokenClassification.from_pretrained(out).eval()
     tagger = bertkit.pipeline("ner", model=out, precision="fp32")
