@@ -355,7 +355,7 @@ def test_resume_builds_the_same_groups_and_continues_exactly():
 
 
 def test_resume_refuses_another_head_lr_mult(tmp_path):
-    from bertkit.finetune import Resumable, _resume_from, run_settings
+    from bertkit.finetune import Resumable, resume_from, run_settings
     from bertkit.resume import write_checkpoint
 
     def checkpoint(root, args_saved):
@@ -366,13 +366,13 @@ def test_resume_refuses_another_head_lr_mult(tmp_path):
     run1 = run_settings(TrainArgs(), FP32)
     ck = checkpoint(tmp_path / "a", run1)
     with pytest.raises(BertkitError, match=r"--resume with head-lr-mult 5.0, but the run used 1.0"):
-        _resume_from(ck, run5, 10, FP32)
-    assert _resume_from(ck, run1, 10, FP32)[1]["step"] == 1
+        resume_from(ck, run5, 10, FP32)
+    assert resume_from(ck, run1, 10, FP32)[1]["step"] == 1
     # a checkpoint from before the setting existed ran with 1
     old = checkpoint(tmp_path / "b", {k: v for k, v in run1.items() if k != "head_lr_mult"})
-    assert _resume_from(old, run1, 10, FP32)[1]["step"] == 1
+    assert resume_from(old, run1, 10, FP32)[1]["step"] == 1
     with pytest.raises(BertkitError, match=r"--resume with head-lr-mult 5.0, but the run used 1.0"):
-        _resume_from(old, run5, 10, FP32)
+        resume_from(old, run5, 10, FP32)
 
 
 # ---- the command line -------------------------------------------------------------------------------

@@ -131,6 +131,7 @@ def test_finetune_puts_model_batches_and_autocast_on_cuda(fake_cuda, head_dir, t
     "argv",
     [
         ["finetune", "--task", "classify", "--model", "m", "--train", "t", "--dev", "d", "--output", "o"],
+        ["distill", "--task", "classify", "--teacher", "m", "--train", "t", "--dev", "d", "--output", "o"],
         ["evaluate", "--model", "m", "--data", "d", "--output", "o"],
         ["predict", "--model", "m"],
         ["embed", "--model", "m", "--output", "o.npy"],

@@ -38,10 +38,17 @@ LABEL_KEYS = ("labels", "start_positions", "end_positions")
 
 
 def training_batches(
-    task: Task, feats: list[dict], args: TrainArgs, pad_id: int, rt: Runtime
+    task: Task,
+    feats: list[dict],
+    args: TrainArgs,
+    pad_id: int,
+    rt: Runtime,
+    extra: Callable[[list[int], list[int]], dict] | None = None,
 ) -> tuple[Callable[..., Iterator[dict]], int]:
     """`batches(epoch, skip)`: this rank's slices of the epoch's batches (the order a function of
-    seed and epoch alone), less the first `skip`, which a resumed run has already trained on."""
+    seed and epoch alone), less the first `skip`, which a resumed run has already trained on.
+    `extra(mine, whole)`: more fields for the batch of rows `mine` (this rank's feature indices,
+    empty for a rank left without any) of the whole batch `whole` (distillation's teacher logits)."""
     lengths = [len(f["input_ids"]) for f in feats]
     keys = [k for k in LABEL_KEYS if k in feats[0]]
 
@@ -53,7 +60,8 @@ def training_batches(
             batch = pad_batch([feats[i] for i in (mine or idx[:1])], pad_id, keys)
             # a rank left without examples (a last batch smaller than the world) adds nothing
             norm = task.loss_count([feats[i] for i in idx]) / rt.world if mine else float("inf")
-            yield {**batch, "loss_norm": max(norm, 1e-12)}
+            more = extra(mine, idx) if extra is not None else {}
+            yield {**batch, **more, "loss_norm": max(norm, 1e-12)}
 
     return batches, -(-len(feats) // args.batch_size)
 
@@ -88,7 +96,7 @@ def run_settings(args: TrainArgs, rt: Runtime) -> dict[str, Any]:
     return {**{k: getattr(args, k) for k in SAME_RUN}, "precision": "bf16" if rt.bf16 else "fp32"}
 
 
-def _resume_from(ck: Resumable, run: dict, n_train: int, rt: Runtime) -> tuple[Path | None, dict | None]:
+def resume_from(ck: Resumable, run: dict, n_train: int, rt: Runtime) -> tuple[Path | None, dict | None]:
     """The newest complete checkpoint and its trainer state, checked against this run."""
     from bertkit.resume import checkpoints, read_trainer_state, remove_partial
 
@@ -138,7 +146,7 @@ class Trained:
     examples: int  # training examples
 
 
-def _checkpointing(
+def checkpointing(
     resumable: Resumable,
     state: dict | None,
     run: dict,
@@ -148,6 +156,7 @@ def _checkpointing(
 ) -> Checkpointing:
     from bertkit.resume import write_checkpoint
 
+    """The run's checkpoints; `model` (its save_pretrained) writes the weights of each."""
     every = resumable.every or (state or {}).get("every")
 
     def save(trainer_state: dict) -> None:  # called on every rank; rank 0 writes
@@ -164,13 +173,46 @@ def _checkpointing(
     return Checkpointing(save=save, every=every, resume=state)
 
 
-def _wrap(model: torch.nn.Module, rt: Runtime) -> torch.nn.Module:
+def ddp_wrap(model: torch.nn.Module, rt: Runtime) -> torch.nn.Module:
     if not rt.distributed:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [rt.device.index] if rt.device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids)
+
+
+def check_training(args: TrainArgs, rt: Runtime) -> None:
+    """Refuse training settings that cannot run (before anything is read or written)."""
+    per_rank, rem = divmod(args.batch_size, rt.world)
+    if rem or per_rank == 0:
+        raise BertkitError(f"--batch-size {args.batch_size} must be a multiple of the {rt.world} processes")
+    if not args.head_lr_mult > 0:
+        raise BertkitError(f"--head-lr-mult must be a positive number, not {args.head_lr_mult:g}")
+
+
+def resuming(
+    epoch_batches: Callable[..., Iterator[dict]], state: dict | None, args: TrainArgs
+) -> Callable[[int], Iterator[dict]]:
+    """`batches(epoch)` for `fit`: the epoch's batches, less those a resumed run trained on."""
+    first = state
+
+    def batches(epoch: int) -> Iterator[dict]:
+        nonlocal first
+        skip = 0
+        if first is not None and epoch == first["epoch"]:  # batches the checkpointed run trained on
+            skip, first = first["epoch_step"] * args.grad_accum, None
+        return epoch_batches(epoch, skip)
+
+    return batches
+
+
+def stop_if_signalled(result: TrainResult, rt: Runtime) -> None:
+    """A run stopped by SIGTERM/SIGINT (its checkpoint written) ends as an interruption."""
+    if result.stopped_by in ("SIGTERM", "SIGINT"):
+        if rt.main:
+            print(f"stopped by {result.stopped_by} at step {result.steps}; continue with --resume")
+        raise KeyboardInterrupt
 
 
 def train_model(
@@ -186,11 +228,7 @@ def train_model(
     """Build `task`'s model from `model_dir` and train it, keeping the best weights on the dev set.
     With `resumable`, checkpoints are written as it trains and a resumed run continues exactly."""
     rt = rt or local_runtime()
-    per_rank, rem = divmod(args.batch_size, rt.world)
-    if rem or per_rank == 0:
-        raise BertkitError(f"--batch-size {args.batch_size} must be a multiple of the {rt.world} processes")
-    if not args.head_lr_mult > 0:
-        raise BertkitError(f"--head-lr-mult must be a positive number, not {args.head_lr_mult:g}")
+    check_training(args, rt)
     set_seed(args.seed)
     tokenizer = Tokenizer.from_pretrained(model_dir)
     config = BertConfig.from_pretrained(model_dir)
@@ -200,31 +238,21 @@ def train_model(
         raise BertkitError("no training examples with labels")
     task.prepare(train_feats, args.batch_size)  # first: a bad --class-weights file stops the run here
     run = run_settings(args, rt)
-    last, state = _resume_from(resumable, run, len(train_feats), rt) if resumable else (None, None)
+    last, state = resume_from(resumable, run, len(train_feats), rt) if resumable else (None, None)
     model = task.load_model(last or model_dir, config=config, ignore_mismatched_sizes=True).to(rt.device)
     dev_feats = task.features(tokenizer, dev_examples)
     pad = tokenizer.pad_token_id
     epoch_batches, steps = training_batches(task, train_feats, args, pad, rt)
-    first = state
-
-    def batches(epoch: int) -> Iterator[dict]:
-        nonlocal first
-        skip = 0
-        if first is not None and epoch == first["epoch"]:  # batches the checkpointed run trained on
-            skip, first = first["epoch_step"] * args.grad_accum, None
-        return epoch_batches(epoch, skip)
+    batches = resuming(epoch_batches, state, args)
 
     def evaluate(m: torch.nn.Module) -> dict:
         return task.metrics(dev_examples, dev_predictions(task, m, dev_feats, dev_examples, pad))
 
     evaluation = Evaluation(evaluate, task.main_metric, task.greater_is_better)
     record = {"args": run, "train_features": len(train_feats)}
-    ck = _checkpointing(resumable, state, record, model, rt, log_dir) if resumable else None
-    result = fit(_wrap(model, rt), batches, steps, task.loss, args, rt, evaluation, log_dir, ck)
-    if result.stopped_by in ("SIGTERM", "SIGINT"):
-        if rt.main:
-            print(f"stopped by {result.stopped_by} at step {result.steps}; continue with --resume")
-        raise KeyboardInterrupt
+    ck = checkpointing(resumable, state, record, model, rt, log_dir) if resumable else None
+    result = fit(ddp_wrap(model, rt), batches, steps, task.loss, args, rt, evaluation, log_dir, ck)
+    stop_if_signalled(result, rt)
     return Trained(model, tokenizer, config, result, dev_feats, len(train_examples))
 
 
@@ -244,23 +272,53 @@ def finetune(
     """Train `task`'s model from `model_dir`; returns the metrics written to metrics.json (on
     every rank). The checkpoints of a `resumable` run are removed once the output is in place."""
     rt = rt or local_runtime()
+
+    def train(stage: Path | None) -> Trained:
+        return train_model(task, model_dir, train_examples, dev_examples, args, rt, stage, resumable)
+
+    def write(stage: Path, t: Trained) -> dict[str, Any]:
+        return write_output(stage, task, t, dev_examples, test_examples, args, write_report)
+
+    return staged_run(output, overwrite, rt, resumable, train, write)
+
+
+def staged_run(
+    output: Path,
+    overwrite: bool,
+    rt: Runtime,
+    resumable: Resumable | None,
+    train: Callable[[Path | None], Trained],
+    write: Callable[[Path, Trained], dict[str, Any]],
+) -> dict[str, Any]:
+    """`train(stage)` on every rank (rank 0 gets the staging folder, its log's place), then
+    `write(stage, trained)` on rank 0 and the stage renamed into place; the metrics `write`
+    returns, on every rank. A `resumable` run's checkpoints are removed once the output is in place."""
     check_new_output(output, overwrite)  # on every rank: a refusal must stop them all
     stage_ctx = staged_output(output, overwrite) if rt.main else contextlib.nullcontext(None)
     with stage_ctx as stage:
-        t = train_model(task, model_dir, train_examples, dev_examples, args, rt, stage, resumable)
+        t = train(stage)
         metrics: dict[str, Any] = {}
         if rt.main:
             assert stage is not None  # rank 0 stages the output
-            metrics = _write_output(stage, task, t, dev_examples, test_examples, args, write_report)
+            metrics = write(stage, t)
     rt.barrier()
     if rt.main and resumable is not None and resumable.root.is_dir():
         shutil.rmtree(resumable.root, ignore_errors=True)
     return rt.broadcast(metrics)
 
 
-def _write_output(
-    stage: Path, task: Task, t: Trained, dev: list, test: list | None, args: TrainArgs, report
+def write_output(
+    stage: Path,
+    task: Task,
+    t: Trained,
+    dev: list,
+    test: list | None,
+    args: TrainArgs,
+    report,
+    more: dict[str, Any] | None = None,
 ) -> dict:
+    """The trained model, tokenizer, metrics.json (dev/test scores, training, and `more`),
+    train_args.json and the report, written into `stage`."""
     pad = t.tokenizer.pad_token_id
     metrics: dict[str, Any] = {}
     reports = {}
@@ -282,6 +340,7 @@ def _write_output(
         "steps": r.steps,
     }
     metrics["train"] |= {"best_step": r.best_step, "examples": t.examples}
+    metrics |= more or {}
     t.config.extra["bertkit"] = task.info()
     cast("PretrainedMixin", t.model).save_pretrained(stage)
     t.tokenizer.save_pretrained(stage)

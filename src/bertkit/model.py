@@ -126,6 +126,23 @@ class Packing:
         return x.reshape(self.B * self.T, -1).index_select(0, self.batch_index)
 
 
+def split_heads(qkv: torch.Tensor, n_head: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The fused projection's output (B, T, 3H) as queries, keys and values (B, nh, T, hs) each."""
+    B, T, H3 = qkv.shape
+    q, k, v = qkv.split(H3 // 3, dim=-1)
+    q, k, v = (x.view(B, T, n_head, -1).transpose(1, 2) for x in (q, k, v))
+    return q, k, v
+
+
+def attention_probs(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Attention probabilities (B, nh, T, T), softmax(q k^T / sqrt(hs)) over the keys `mask`
+    allows: the eager path's (before dropout), and what distillation's attention loss compares."""
+    att = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        att = att.masked_fill(~mask, torch.finfo(att.dtype).min)
+    return att.softmax(dim=-1)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention with one fused QKV projection and an output projection."""
 
@@ -152,21 +169,13 @@ class SelfAttention(nn.Module):
             qkv = packing.pad(qkv)  # (N, 3H) -> (R, L, 3H): attention needs the sequences apart
             mask = packing.mask
         B, T, H3 = qkv.shape
-        H = H3 // 3
-        q, k, v = qkv.split(H, dim=-1)
-        q = q.view(B, T, self.n_head, -1).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_head, -1).transpose(1, 2)
-        v = v.view(B, T, self.n_head, -1).transpose(1, 2)
+        q, k, v = split_heads(qkv, self.n_head)
         p = self.dropout_p if self.training else 0.0
         if self.impl == "sdpa":
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         else:
-            att = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, nh, T, T)
-            if mask is not None:
-                att = att.masked_fill(~mask, torch.finfo(att.dtype).min)
-            att = F.dropout(att.softmax(dim=-1), p=p)
-            y = att @ v  # (B, nh, T, hs)
-        y = y.transpose(1, 2).reshape(B, T, H)
+            y = F.dropout(attention_probs(q, k, mask), p=p) @ v  # (B, nh, T, hs)
+        y = y.transpose(1, 2).reshape(B, T, H3 // 3)
         return packing.unpad(y) if packing is not None else y  # (N, H) or (B, T, H)
 
 

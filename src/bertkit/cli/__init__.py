@@ -9,7 +9,7 @@ import sys
 
 from bertkit.errors import BertkitError
 
-VERBS = ("model", "text", "pretrain", "finetune", "evaluate", "search", "embed", "serve", "export")
+VERBS = ("model", "text", "pretrain", "finetune", "distill", "evaluate", "search", "embed", "serve", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

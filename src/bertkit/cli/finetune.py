@@ -36,19 +36,7 @@ def add_parser(sub) -> None:
     flags.add_decision(ft)
     flags.add_training(ft, TrainArgs())
     flags.add_runtime(ft)
-    ck = ft.add_argument_group("checkpoints")
-    ck.add_argument(
-        "--save-every",
-        type=int,
-        default=None,
-        help="write a checkpoint every N optimizer steps (and on SIGTERM/Ctrl-C) to OUTPUT-checkpoints/, "
-        "removed once the run completes",
-    )
-    ck.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue from the newest checkpoint in OUTPUT-checkpoints/ (same settings; checked)",
-    )
+    flags.add_checkpoints(ft)
     ft.set_defaults(func=run)
 
 
@@ -81,10 +69,14 @@ def run(args: argparse.Namespace) -> None:
         )
     finally:
         rt.close()
-    if not rt.main:
-        return
+    if rt.main:
+        show(metrics, args.output)
+
+
+def show(metrics: dict, output: str) -> None:
+    """The run's dev/test scores and time, as the command ends."""
     for split in ("dev", "test"):
         if split in metrics:
             shown = {k: round(v, 4) for k, v in metrics[split].items() if isinstance(v, float)}
             print(f"{split}: {shown}")
-    print(f"trained in {metrics['train']['seconds']} s; model and report in {args.output}")
+    print(f"trained in {metrics['train']['seconds']} s; model and report in {output}")

@@ -134,6 +134,22 @@ def data_opts(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def add_checkpoints(p: argparse.ArgumentParser) -> None:
+    ck = p.add_argument_group("checkpoints")
+    ck.add_argument(
+        "--save-every",
+        type=int,
+        default=None,
+        help="write a checkpoint every N optimizer steps (and on SIGTERM/Ctrl-C) to OUTPUT-checkpoints/, "
+        "removed once the run completes",
+    )
+    ck.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest checkpoint in OUTPUT-checkpoints/ (same settings; checked)",
+    )
+
+
 def add_decision(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("multi-label decision")
     g.add_argument(

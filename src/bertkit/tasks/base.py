@@ -2,7 +2,8 @@
 
 A task object knows how its examples are read (`formats`, `read`), built from the command line
 (`from_args`), turned into features and batches (`features`, `loss_count`), trained (`loss`,
-`main_metric`), decoded (`predict`) and scored (`metrics`, `error`); what it saves with the model
+`main_metric`), distilled (`outputs`, `loss_from`, `soft_targets`, `soft_positions`,
+`blank_labels`), decoded (`predict`) and scored (`metrics`, `error`); what it saves with the model
 (`info`, `from_info`); how the pipelines, `bertkit predict` and the server hand it inputs and
 show its answers (`call_items`, `examples_of`, `present`, `example_from_line`, `output_row`,
 `parse_request`); and what its ONNX graph gives (`onnx_outputs`, `onnx_model`). The table of
@@ -112,10 +113,41 @@ class Task:
         """Model inputs for the examples (with `with_labels`, their targets too)."""
         raise NotImplementedError
 
+    def build_model(self, config: BertConfig) -> torch.nn.Module:
+        """A freshly initialised model of the task for `config` (a distillation student)."""
+        return self.model_class(config)
+
     def loss(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The loss of a batch, divided by its `loss_norm` (see `loss_count`); `model` is the task's
-        `model_class`."""
+        `model_class`. Tasks that can be distilled split it: loss_from(model, outputs(model, batch), ...)."""
         raise NotImplementedError
+
+    # ---- distillation (bertkit.distill asks these; None / an error: the task cannot be distilled)
+
+    @property
+    def soft_targets(self) -> str | None:
+        """What the outputs are scores of: "softmax" (one class among several: a KL at a
+        temperature), "sigmoid" (independent labels: binary cross-entropy at a temperature) or
+        "value" (a number: squared error); None: the task cannot be distilled."""
+        return None
+
+    def outputs(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The scores the loss reads: (B, C) per sequence, or (B, T, C) per token."""
+        raise BertkitError(f"{self.name} models cannot be distilled")
+
+    def loss_from(self, model: Any, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """`loss` from the outputs already computed; `model` gives what else the loss needs (a CRF)."""
+        raise BertkitError(f"{self.name} models cannot be distilled")
+
+    def soft_positions(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """Where soft targets apply: a (B, T) bool mask for per-token outputs; None: every row."""
+        return None
+
+    def blank_labels(self, feat: dict) -> Any:
+        """Labels of the right shape for a feature that has none (a distillation example labelled
+        by the teacher alone): they carry no hard loss, which distillation leaves out for such rows,
+        but keep batches, `loss_count` and `soft_positions` as for labelled ones."""
+        raise BertkitError(f"{self.name} models cannot be distilled")
 
     def predict(
         self, model: Any, feats: list[dict], examples: Sequence, pad_id: int, max_tokens: int = 8192

@@ -179,8 +179,20 @@ class ClassifyTask(Task):
             feats.append(f)
         return feats
 
+    def outputs(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).logits
+
+    @property
+    def soft_targets(self) -> str | None:
+        return "value" if self.regression else "softmax"
+
+    def blank_labels(self, feat: dict) -> Any:
+        return 0.0 if self.regression else 0
+
     def loss(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).logits
+        return self.loss_from(model, self.outputs(model, batch), batch)
+
+    def loss_from(self, model, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         norm = batch.get("loss_norm", float(len(logits)))  # see Task.loss_count
         if self.regression:
             return F.mse_loss(logits.squeeze(-1).float(), batch["labels"].float(), reduction="sum") / norm

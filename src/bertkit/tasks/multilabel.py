@@ -143,10 +143,16 @@ class MultiLabelTask(ClassifyTask):
             ratio = (len(hot) - pos) / np.maximum(pos, 1)
             self.pos_weight = np.clip(ratio, 1.0, POS_WEIGHT_CLIP).round(4).tolist()
 
-    def loss(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    @property
+    def soft_targets(self) -> str | None:
+        return "sigmoid"
+
+    def blank_labels(self, feat: dict) -> Any:
+        return (0.0,) * len(self.labels)
+
+    def loss_from(self, model, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Binary cross-entropy averaged over labels, summed over texts / the batch's loss_norm:
         `transformers`' BCEWithLogitsLoss (a mean over all N x L) when the batch is one process's."""
-        logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).logits
         weight = None if self.pos_weight is None else torch.tensor(self.pos_weight, device=logits.device)
         bce = F.binary_cross_entropy_with_logits(
             logits.float(), batch["labels"].float(), pos_weight=weight, reduction="none"

@@ -277,8 +277,31 @@ class NerTask(Task):
             feats.append(f)
         return feats
 
+    @property
+    def soft_targets(self) -> str | None:
+        return "softmax"  # a CRF head's emissions too: each token's scores over the tags
+
+    def outputs(self, tagger: NerTagger, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return tagger(batch)  # forward: through DDP's wrapper, when there is one
+
+    def soft_positions(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        return batch["labels"] != IGNORE  # each word's first sub-token
+
+    def blank_labels(self, feat: dict) -> Any:
+        """The O tag (else tag 0) at each word's first sub-token, IGNORE elsewhere."""
+        o_id = self.labels.index("O") if "O" in self.labels else 0
+        return [o_id if w >= 0 else IGNORE for w in feat["words"]]
+
+    def build_model(self, config: BertConfig) -> NerTagger:
+        return NerTagger(config, self.head)
+
     def loss(self, tagger: NerTagger, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        emissions = tagger(batch).float()  # forward: through DDP's wrapper, when there is one
+        return self.loss_from(tagger, self.outputs(tagger, batch), batch)
+
+    def loss_from(
+        self, tagger: NerTagger, emissions: torch.Tensor, batch: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        emissions = emissions.float()
         crf = getattr(tagger, "module", tagger).crf
         if crf is None:
             flat = (emissions.flatten(0, 1), batch["labels"].flatten())

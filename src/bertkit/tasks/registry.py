@@ -31,6 +31,11 @@ def names() -> list[str]:
     return list(TASKS)
 
 
+def distillable() -> list[str]:
+    """The tasks `bertkit distill` takes: those that give their outputs apart from their loss."""
+    return [name for name, cls in TASKS.items() if cls.outputs is not Task.outputs]
+
+
 def task_class(name: str, settings: dict | None = None) -> type[Task]:
     """The task `name` names, or its variant when `settings` (options or saved info) set its flag."""
     if name not in TASKS:

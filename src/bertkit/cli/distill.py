@@ -1,0 +1,138 @@
+"""`bertkit distill`: a fine-tuned directory (the teacher) trains a smaller one (the student)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bertkit.cli import flags
+from bertkit.tasks.registry import FORMATS
+from bertkit.train import TrainArgs
+
+
+def add_parser(sub) -> None:
+    from bertkit.distill import LAYER_LOSSES, DistillArgs
+    from bertkit.tasks.registry import distillable
+
+    d = DistillArgs()
+    p = sub.add_parser(
+        "distill",
+        help="distil a fine-tuned model into a smaller one (knowledge distillation)",
+        description="Train a student on the soft targets of a fine-tuned classification or NER model "
+        "(the teacher) and the gold labels. The student is a copy of the teacher with fewer layers, or "
+        "a preset / model directory of the teacher's vocabulary; the output is an ordinary fine-tuned "
+        "directory (model, tokenizer, metrics.json with the teacher's scores, report/).",
+    )
+    p.add_argument("--task", choices=distillable(), required=True, help="the teacher's task (checked)")
+    p.add_argument("--teacher", required=True, help="the fine-tuned model directory to distil")
+    p.add_argument("--train", required=True, help="labelled training file (the teacher's labels)")
+    p.add_argument("--dev", required=True, help="development file: evaluated during training, picks the best")
+    p.add_argument("--test", help="test file, evaluated once with the best weights (the teacher's too)")
+    p.add_argument(
+        "--unlabeled",
+        help="in-domain texts without labels, taught by the teacher's soft targets alone: one text a "
+        'line, or JSON lines with "text" (as bertkit predict reads them)',
+    )
+    p.add_argument(
+        "--unlabeled-format",
+        choices=FORMATS,
+        default=None,
+        help="read --unlabeled with the task's reader in this format instead (its labels are not used)",
+    )
+    p.add_argument(
+        "--output", required=True, help="output directory (must be new or empty unless --overwrite)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory at the end")
+    g = p.add_argument_group("distillation")
+    g.add_argument(
+        "--student-layers",
+        type=int,
+        default=None,
+        help="the student is the teacher with K evenly spaced encoder layers (layer j takes the teacher's "
+        "(j+1)*N/K-1: 6 -> 3 keeps 1, 3, 5), its embeddings, pooler and head (default: half the layers, "
+        "rounded up)",
+    )
+    g.add_argument(
+        "--student",
+        default=None,
+        help="instead: a preset (tiny, mini, small, medium, base, large), randomly initialised, or a model "
+        "directory with the teacher's vocabulary (a pretrained mini); the task head is new",
+    )
+    g.add_argument(
+        "--temperature",
+        type=float,
+        default=d.temperature,
+        help="softmax temperature T of the soft targets; their loss is scaled by T^2 "
+        f"(default {d.temperature:g})",
+    )
+    g.add_argument(
+        "--alpha",
+        type=float,
+        default=d.alpha,
+        help="weight of the gold-label loss, 1 - alpha that of the teacher's soft targets "
+        f"(default {d.alpha:g})",
+    )
+    g.add_argument(
+        "--layer-loss",
+        choices=LAYER_LOSSES,
+        default=d.layer_loss,
+        help="also match mapped layers' hidden states (MSE, through a learned projection when the sizes "
+        "differ), attention probabilities (MSE), both, or none (default); needs the teacher's forward "
+        "each step",
+    )
+    flags.add_data(p)
+    flags.add_training(p, TrainArgs())
+    flags.add_runtime(p)
+    flags.add_checkpoints(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from bertkit.cli.finetune import show
+    from bertkit.distill import Data, DistillArgs, distill, read_labelled, read_unlabeled
+    from bertkit.errors import BertkitError
+    from bertkit.finetune import Resumable
+    from bertkit.report import write_report
+    from bertkit.tasks import registry
+
+    output = Path(args.output)
+    resumable = Resumable.beside(output, args.save_every, args.resume)
+    rt = flags.runtime(args, distributed=True)
+    try:
+        task = registry.from_dir(args.teacher)
+        if task.name != args.task:
+            raise BertkitError(
+                f"--task {args.task}, but the teacher was fine-tuned for {task.name}", args.teacher
+            )
+        opts = flags.data_opts(args)
+        data = Data(
+            read_labelled(task, args.train, args.format, opts),
+            read_labelled(task, args.dev, args.format, opts),
+            read_labelled(task, args.test, args.format, opts) if args.test else None,
+            read_unlabeled(task, args.unlabeled, args.unlabeled_format, opts) if args.unlabeled else [],
+        )
+        settings = DistillArgs(
+            args.student_layers, args.student, args.temperature, args.alpha, args.layer_loss
+        )
+        targs = flags.train_args(args, TrainArgs())
+        if rt.main:
+            print(f"distilling on {rt.describe()}")
+        metrics = distill(
+            task,
+            Path(args.teacher),
+            data,
+            output,
+            targs,
+            settings,
+            args.overwrite,
+            write_report,
+            resumable,
+            rt,
+        )
+    finally:
+        rt.close()
+    if rt.main:
+        d = metrics["distill"]
+        print(f"student: {d['student_layers']} layers ({d['student']}), {d['compression']}x fewer parameters")
+        print(f"teacher: { {s: m.get(task.main_metric) for s, m in metrics['teacher'].items()} }")
+        show(metrics, args.output)
