@@ -58,7 +58,7 @@ class ClassifyTask(Task):
 
         if fmt == "folders" or (fmt is None and is_folder_dataset(path)):
             return read_folder_classification(path)
-        keep = ("text_column", "pair_column", "label_column", "header", "regression")
+        keep = ("text_column", "pair_column", "label_column", "header", "regression", "label_sets")
         return read_text_classification(
             path, fmt, **{k: v for k, v in opts.items() if k in keep and v is not None}
         )

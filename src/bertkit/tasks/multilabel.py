@@ -56,8 +56,9 @@ class MultiLabelTask(ClassifyTask):
 
     @classmethod
     def read(cls, path: str | Path, fmt: str | None = None, **opts: Any) -> list:
+        """Classification's TSV/CSV/JSONL reader, each label cell read as a set (`LabelSets`)."""
         from bertkit.data.folders import is_folder_dataset
-        from bertkit.data.readers import LabelSets, read_label_file, read_text_classification
+        from bertkit.data.readers import LabelSets, read_label_file
 
         if fmt == "folders" or (fmt is None and is_folder_dataset(path)):
             raise BertkitError(
@@ -71,9 +72,7 @@ class MultiLabelTask(ClassifyTask):
         if opts.get("labels_file"):
             names, source = read_label_file(opts["labels_file"]), str(opts["labels_file"])
         sets = LabelSets(opts.get("label_separator") or ",", tuple(names) if names else None, source)
-        keep = ("text_column", "pair_column", "label_column", "header")
-        kw = {k: v for k, v in opts.items() if k in keep and v is not None}
-        return read_text_classification(path, fmt, label_sets=sets, **kw)
+        return super().read(path, fmt, **{**opts, "label_sets": sets})
 
     @classmethod
     def from_args(cls, args: Any, train: list) -> MultiLabelTask:
@@ -88,7 +87,7 @@ class MultiLabelTask(ClassifyTask):
         settings = cls.settings(vars(args), skip=("labels", "thresholds", "pos_weight"))
         task = cls(labels, **settings)
         task.pos_weight = _pos_weight_arg(getattr(args, "pos_weight", None), labels)
-        task.thresholds = thresholds_arg(args, labels)
+        task.thresholds = thresholds_arg(vars(args), labels)
         if task.thresholds is not None:
             task.threshold_mode = "fixed"
         return task
@@ -244,10 +243,9 @@ def global_threshold(probs: np.ndarray, truth: np.ndarray) -> list[float]:
     return [best] * truth.shape[1]
 
 
-def thresholds_arg(opts: Any, labels: list[str]) -> list[float] | None:
+def thresholds_arg(opts: dict, labels: list[str]) -> list[float] | None:
     """The thresholds `--threshold X` (all labels) or `--thresholds FILE` give (None: neither)."""
-    get = opts.get if isinstance(opts, dict) else lambda k: getattr(opts, k, None)
-    value, path = get("threshold"), get("thresholds")
+    value, path = opts.get("threshold"), opts.get("thresholds")
     if value is not None and path is not None:
         raise BertkitError("--threshold and --thresholds exclude each other")
     if value is not None:
