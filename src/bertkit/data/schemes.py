@@ -36,9 +36,9 @@ ALIASES = {"iob": "iob2", "bio": "iob2", "iobes": "bioes", "bmeos": "bmes", "bil
 CHOICES = ("auto", *NAMES, *ALIASES)  # what --tag-scheme and --output-scheme take
 
 # The begin, inside, end and single-token letters of the schemes shaped like BIOES.
-_LETTERS = {"bioes": "BIES", "bmes": "BMES", "bilou": "BILU"}
+_LETTERS = {"bioes": tuple("BIES"), "bmes": tuple("BMES"), "bilou": tuple("BILU")}
 # The prefixes each scheme's tags may have.
-_PREFIXES = {"iob1": "BI", "iob2": "BI", "ioe": "IE", **_LETTERS}
+_PREFIXES = {"iob1": "BI", "iob2": "BI", "ioe": "IE", **{k: "".join(v) for k, v in _LETTERS.items()}}
 # The scheme a prefix gives away, for "tag 'E-PER' is BIOES, not IOB1".
 _IMPLIED = {"E": "bioes", "S": "bioes", "M": "bmes", "L": "bilou", "U": "bilou"}
 # What the warning about repaired entity beginnings calls the inside tags.
@@ -110,8 +110,8 @@ def to_iob2(sentences: Sequence[tuple[int, list[str]]], scheme: str, path: PathL
         if use in _LETTERS:
             if strict:
                 _check_closed(tags, start, use, path)
-            b, i, e, s = _LETTERS[use]
-            to = {b: "B", i: "I", e: "I", s: "B"}
+            begin, inside, end, single = _LETTERS[use]
+            to = {begin: "B", inside: "I", end: "I", single: "B"}
             tags[:] = [t if t == "O" else to[t[0]] + t[1:] for t in tags]
         elif use == "ioe":
             tags[:] = _ioe_to_iob2(tags)
