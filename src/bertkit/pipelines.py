@@ -188,14 +188,16 @@ def evaluate_dir(
     options: InferenceOptions | None = None,
     runtime: Runtime | None = None,
     decision: dict | None = None,
+    output_scheme: str | None = None,
 ) -> dict:
-    """Evaluate a fine-tuned directory on a labelled file; write the report to `output`."""
+    """Evaluate a fine-tuned directory on a labelled file; write the report to `output`, its
+    tags (NER) in `output_scheme` (see `Task.with_output_scheme`)."""
     from bertkit.data.readers import check_labels
     from bertkit.fileio import staged_output
     from bertkit.report import write_report
 
     pipe = Pipeline(model_dir, runtime, options, decision)
-    task = pipe.task
+    task = pipe.task.with_output_scheme(output_scheme)
     examples = registry.load_examples(task.name, data, fmt, **reader_opts(task, opts))
     labels = task.labels_to_check
     if labels:
@@ -243,12 +245,14 @@ def predict_stream(
     options: InferenceOptions | None = None,
     runtime: Runtime | None = None,
     decision: dict | None = None,
+    output_scheme: str | None = None,
 ) -> None:
-    """JSON lines in (or plain text lines, or a file in the task's format), JSON lines out."""
+    """JSON lines in (or plain text lines, or a file in the task's format), JSON lines out; NER
+    tags in `output_scheme` (see `Task.with_output_scheme`)."""
     from bertkit.fileio import atomic_open
 
     pipe = Pipeline(model_dir, runtime, options, decision)
-    task = pipe.task
+    task = pipe.task.with_output_scheme(output_scheme)
     if fmt:
         examples = registry.load_examples(task.name, source, fmt, **reader_opts(task, opts))
     else:

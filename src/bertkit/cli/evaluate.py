@@ -15,6 +15,7 @@ def add_parser(sub) -> None:
     ev.add_argument("--output", required=True, help="report directory to write")
     ev.add_argument("--unknown-label", default=None, help="map labels the model does not know to this one")
     flags.add_data(ev)
+    flags.add_output(ev)
     flags.add_decision(ev)
     flags.add_engine(ev, backend=True)
     flags.add_runtime(ev)
@@ -32,6 +33,7 @@ def add_parser(sub) -> None:
     pr.add_argument("--input", default="-", help="input file, or - for standard input (default)")
     pr.add_argument("--output", default="-", help="output file, or - for standard output (default)")
     flags.add_data(pr)
+    flags.add_output(pr)
     flags.add_decision(pr)
     flags.add_engine(pr, backend=True)
     flags.add_runtime(pr)
@@ -51,6 +53,7 @@ def evaluate(args: argparse.Namespace) -> None:
         decision=flags.decision_opts(args),
         options=flags.engine(args),
         runtime=flags.runtime(args),
+        output_scheme=args.output_scheme,
     )
     shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
     print(f"{shown}\nreport in {args.output}")
@@ -62,5 +65,13 @@ def predict(args: argparse.Namespace) -> None:
     opts, engine, rt = flags.data_opts(args), flags.engine(args), flags.runtime(args)
     decision = flags.decision_opts(args)
     predict_stream(
-        args.model, args.input, args.output, args.format, opts, options=engine, runtime=rt, decision=decision
+        args.model,
+        args.input,
+        args.output,
+        args.format,
+        opts,
+        options=engine,
+        runtime=rt,
+        decision=decision,
+        output_scheme=args.output_scheme,
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from bertkit.data.schemes import ALIASES, CHOICES, NAMES
 from bertkit.runtime import PRECISIONS, Runtime, RuntimeArgs, compute_init
 from bertkit.tasks.registry import FORMATS
 from bertkit.train import TrainArgs
@@ -93,11 +94,16 @@ def add_data(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--tag-column", type=int, default=None, help="CoNLL: tag column index (default -1, the last)"
     )
+    aliases = ", ".join(f"{a}={s}" for a, s in ALIASES.items())
     g.add_argument(
+        "--tag-scheme",
         "--scheme",
-        choices=["auto", "iob1", "iob2", "bioes"],
+        dest="scheme",
+        choices=CHOICES,
         default=None,
-        help="CoNLL tagging scheme of the file (default auto); tags are normalised to IOB2",
+        metavar="SCHEME",
+        help=f"CoNLL tag scheme of the file: auto (default: detected from the tags), or one of "
+        f"{', '.join(NAMES)} ({aliases}), checked strictly; tags are read as IOB2",
     )
     g.add_argument(
         "--labels",
@@ -132,6 +138,18 @@ def data_opts(args: argparse.Namespace) -> dict[str, Any]:
         "labels_file": args.labels_file,
         "label_separator": args.label_separator,
     }
+
+
+def add_output(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("output")
+    g.add_argument(
+        "--output-scheme",
+        choices=CHOICES,
+        default=None,
+        metavar="SCHEME",
+        help=f"ner: the tag scheme of the tags written ({', '.join(NAMES)}; default iob2), or auto: "
+        "the scheme of the model's training file, saved with the model",
+    )
 
 
 def add_checkpoints(p: argparse.ArgumentParser) -> None:

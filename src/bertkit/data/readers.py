@@ -28,6 +28,8 @@ from operator import add, sub
 from pathlib import Path
 from typing import Any, cast
 
+from bertkit.data import schemes
+from bertkit.data.schemes import detect as detect_scheme  # noqa: F401 - re-exported, as before
 from bertkit.errors import BertkitError
 
 log = logging.getLogger("bertkit")
@@ -49,13 +51,15 @@ class TextExample:
 @dataclass
 class TokenExample:
     """One sentence: tokens, IOB2 tags (None when the file has none), the sentence as text and
-    each token's (start, end) character span in it; `line` is the line of the first token."""
+    each token's (start, end) character span in it; `line` is the line of the first token;
+    `scheme` the tag scheme its CoNLL file was read in (None: no tags, or not a CoNLL file)."""
 
     tokens: list[str]
     tags: list[str] | None
     text: str
     offsets: list[tuple[int, int]]
     line: int
+    scheme: str | None = None
 
 
 @dataclass
@@ -504,7 +508,6 @@ def _str_field(obj: dict, name: str, n: int, path: PathLike) -> str:
 
 # --------------------------------------------------------------------------- token tagging
 
-_SCHEMES = ("auto", "iob1", "iob2", "bioes")
 _CJK = re.compile(
     "[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef\U00020000-\U0002fa1f]"
 )
@@ -526,14 +529,16 @@ def read_conll(
     columns as the first. `-DOCSTART-` lines are skipped (`docstart=True`). `tag_column=None`
     reads tokens only (for prediction). `strip_digit_suffix` drops the word-position digit that
     Weibo NER appends to each character (`科0` -> `科`). Tags come back as IOB2. `scheme` names
-    the file's scheme, checked strictly, or "auto" (see `detect_scheme`), which repairs stray
-    I- tags with a warning. `join` lays out `TokenExample.text`: "space", "none" or "auto"
-    (see `_join_for`). A line of only whitespace and invisible characters (BOM, zero-width
-    spaces, word joiner, no-break space) is a blank line; a BOM beginning a line is dropped, and
-    tags lose trailing spaces and a stray \r; each kind is one warning (see `_Repairs`).
+    the file's scheme (IOB1, IOB2, IOE, BIOES, BMES, BILOU or an alias: see `schemes`), checked
+    strictly, or "auto" (see `detect_scheme`), which repairs stray I- tags with a warning and
+    refuses mixed schemes; the scheme read is logged and set in each `TokenExample.scheme`.
+    `join` lays out `TokenExample.text`: "space", "none" or "auto" (see `_join_for`). A line of
+    only whitespace and invisible characters (BOM, zero-width spaces, word joiner, no-break
+    space) is a blank line; a BOM beginning a line is dropped, and tags lose trailing spaces and
+    a stray \r; each kind is one warning (see `_Repairs`).
     """
-    if scheme not in _SCHEMES or join not in ("auto", "space", "none"):
-        raise BertkitError(f"scheme must be one of {_SCHEMES} and join one of auto, space, none")
+    if scheme not in schemes.CHOICES or join not in ("auto", "space", "none"):
+        raise BertkitError(f"scheme must be one of {schemes.CHOICES} and join one of auto, space, none")
     repairs = _Repairs(path)
     text = _forgive_invisible(_read_text(path), repairs)
     lines = _lines(text)
@@ -576,9 +581,12 @@ def read_conll(
             toks[:] = [t[:-1] for t in toks]
         if "" in toks or any(map(str.isspace, toks)):
             raise BertkitError(f"line {start + [t.strip() for t in toks].index('')}: empty token", path)
+    read_as = None
     if tag_column is not None:
         _clean_tag_ends(text, lines, sentences, tc % ncols == ncols - 1, repairs)
-        _normalise_tags(sentences, scheme, path)
+        read_as = schemes.to_iob2([(start, tags) for start, _, tags in sentences], scheme, path)
+        how = "detected; --tag-scheme forces one" if scheme == "auto" else "as given"
+        log.info("%s: tags read as %s (%s)", path, read_as.upper(), how)
     width = 1 if _join_for([s[1] for s in sentences], join) == "space" else 0
     out = []
     for start, toks, iob2 in sentences:
@@ -588,7 +596,7 @@ def read_conll(
             ends = list(map(add, ends, range(len(toks))))
         offsets = list(zip(map(sub, ends, lens), ends, strict=True))
         text = (" " if width else "").join(toks)
-        out.append(TokenExample(toks, None if tag_column is None else iob2, text, offsets, start))
+        out.append(TokenExample(toks, None if tag_column is None else iob2, text, offsets, start, read_as))
     repairs.warn()
     return out
 
@@ -622,73 +630,6 @@ def _clean_tag_ends(
 
 def _end_kind(s: str) -> str:
     return "cr" if "\r" in s[len(s.rstrip()) :] else "space"
-
-
-def _normalise_tags(sentences: list[tuple[int, list[str], list[str]]], scheme: str, path: PathLike) -> None:
-    """Check every tag and rewrite each sentence's tags as IOB2, in place."""
-    strict = scheme != "auto"
-    seen = set().union(*(s[2] for s in sentences))
-    bad = {t for t in seen if t != "O" and not (t[:1] in "BIES" and t[1:2] == "-" and t[2:])}
-    if strict and scheme != "bioes":
-        bad |= {t for t in seen - bad if t[0] in "ES"}
-    if bad:
-        line, tag = next((s + i, t) for s, _, tags in sentences for i, t in enumerate(tags) if t in bad)
-        what = f"BIOES, not {scheme.upper()}" if tag[:2] in ("E-", "S-") else "not O, B-X, I-X, E-X or S-X"
-        raise BertkitError(f"line {line}: tag {tag!r} is {what}", path)
-    use = scheme if strict else detect_scheme([s[2] for s in sentences])
-    repaired: list[int] = []
-    for start, _, tags in sentences:
-        if use == "bioes":
-            if strict:
-                _check_bioes(tags, start, path)
-            tags[:] = [("B" if t[0] == "S" else "I") + t[1:] if t[0] in "SE" else t for t in tags]
-        # IOB1 and IOB2 read alike (an I- that cannot continue an entity begins one): they differ
-        # only in what a strict scheme rejects.
-        for i in _starts(tags, "I"):
-            if strict and use == "iob2":
-                where = f"follows {tags[i - 1]}" if i else "begins a sentence"
-                raise BertkitError(
-                    f"line {start + i}: tag {tags[i]} {where} (IOB2 requires B-{tags[i][2:]} first)", path
-                )
-            repaired.append(start + i)
-            tags[i] = "B" + tags[i][1:]
-    if repaired and use != "iob1":
-        log.warning(
-            "%s: %d entities begin with I-/E- (first at line %d); read as B- (scheme=%r makes this an error)",
-            path, len(repaired), repaired[0], use,
-        )  # fmt: skip
-
-
-def _starts(tags: Sequence[str], prefix: str) -> list[int]:
-    """Positions where a `prefix` tag begins an entity: at the start, after O or another type."""
-    return [i for i, t in enumerate(tags) if t[0] == prefix and (not i or tags[i - 1][2:] != t[2:])]
-
-
-def _check_bioes(tags: list[str], start: int, path: PathLike) -> None:
-    """Strict BIOES: I-X/E-X only inside an entity opened by B-X, and every B-X closed by E-X."""
-    for i, (p, t) in enumerate(zip(("O", *tags), (*tags, "O"), strict=True)):
-        inside = p[0] in "BI"
-        if inside != (t[0] in "IE") or (inside and p[2:] != t[2:]):
-            if inside:
-                raise BertkitError(f"line {start + i - 1}: entity {p} is not closed with E-{p[2:]}", path)
-            raise BertkitError(f"line {start + i}: tag {t} follows {p} (BIOES requires B-{t[2:]})", path)
-
-
-def detect_scheme(sequences: Iterable[Sequence[str]]) -> str:
-    """Which scheme a file's tag sequences use: "bioes", "iob1" or "iob2".
-
-    Any S- or E- tag means BIOES. Otherwise count the entities that begin (at the start of a
-    sentence, after O or after another type) with I- and those that begin with B-: IOB2 begins
-    every entity with B-; IOB1 begins them with I- and uses B- only between two adjacent entities
-    of one type. IOB1 when I- beginnings outnumber B- beginnings, else IOB2. A majority, not
-    "any", because real files carry slips both ways: CoNLL-2003's IOB1 train begins 2 entities
-    with B- (among 23,429), Weibo NER's IOB2 train and test begin 14 with I-.
-    """
-    seqs = list(sequences)
-    if any(t[0] in "SE" for t in set().union(*seqs)):
-        return "bioes"
-    i_starts = sum(len(_starts(s, "I")) for s in seqs)
-    return "iob1" if i_starts > sum(len(_starts(s, "B")) for s in seqs) else "iob2"
 
 
 def _join_for(sentences: list[list[str]], join: str) -> str:

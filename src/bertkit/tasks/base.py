@@ -6,8 +6,8 @@ A task object knows how its examples are read (`formats`, `read`), built from th
 `blank_labels`), decoded (`predict`) and scored (`metrics`, `error`); what it saves with the model
 (`info`, `from_info`); how the pipelines, `bertkit predict` and the server hand it inputs and
 show its answers (`call_items`, `examples_of`, `present`, `example_from_line`, `output_row`,
-`parse_request`); and what its ONNX graph gives (`onnx_outputs`, `onnx_model`). The table of
-tasks is `tasks.registry`; nothing outside `tasks/` asks a task's name.
+`with_output_scheme`, `parse_request`); and what its ONNX graph gives (`onnx_outputs`,
+`onnx_model`). The table of tasks is `tasks.registry`; nothing outside `tasks/` asks a task's name.
 """
 
 from __future__ import annotations
@@ -174,6 +174,12 @@ class Task:
         given = [k for k in ("threshold", "thresholds") if opts.get(k) is not None]
         if given:
             raise BertkitError(f"--{given[0]} applies to multi-label classification models only")
+        return self
+
+    def with_output_scheme(self, scheme: str | None) -> Task:
+        """The task writing its rows' tags in `scheme` (`--output-scheme`; None: as it predicts)."""
+        if scheme is not None:
+            raise BertkitError(f"--output-scheme applies to NER models, not {self.name} ones")
         return self
 
     def serving(self) -> Task:

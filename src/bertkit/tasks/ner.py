@@ -22,6 +22,7 @@ longer a distribution over paths; so a CRF head with class weights is refused, n
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from bertkit.config import BertConfig
+from bertkit.data import schemes
 from bertkit.errors import BertkitError
 from bertkit.fileio import save_safetensors
 from bertkit.heads import BertForTokenClassification
@@ -151,6 +153,7 @@ class NerTask(Task):
     decode: str = "constrained"  # softmax head: "constrained" (valid IOB2, Viterbi) or "argmax"
     class_weighting: str = weights.NONE  # softmax head: "none", "auto" or a weights file
     class_weights: list[float] | None = None  # per tag, in label order; set by `prepare`
+    tag_scheme: str | None = None  # the training file's tag scheme (data.schemes); None: unknown
 
     name = "ner"
     main_metric = "f1"
@@ -161,6 +164,8 @@ class NerTask(Task):
     # very different numbers of words, so the softmax loss is a sum divided by this constant:
     # every word weighs the same, as with randomly mixed batches, instead of each batch.
     words_per_batch: float | None = field(default=None, init=False, repr=False)
+    # The scheme of the tags `output_row` and `error` write (`with_output_scheme`); not saved.
+    output_scheme: str = field(default="iob2", init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.decode not in DECODES:
@@ -186,7 +191,8 @@ class NerTask(Task):
     def from_args(cls, args: Any, train: list) -> NerTask:
         from bertkit.data.readers import label_vocab
 
-        return cls(label_vocab(train), **cls.settings(vars(args)))
+        read_as = next((e.scheme for e in train if e.scheme is not None), None)  # None: span JSONL
+        return cls(label_vocab(train), **cls.settings(vars(args)), tag_scheme=read_as)
 
     def prepare(self, train_feats: list[dict], batch_size: int) -> None:
         words = sum(sum(1 for x in f["labels"] if x != IGNORE) for f in train_feats)
@@ -211,6 +217,19 @@ class NerTask(Task):
 
     def present(self, pred: dict) -> Any:
         return pred["entities"]
+
+    def with_output_scheme(self, scheme: str | None) -> NerTask:
+        """The task writing tags in `scheme`; "auto" is the training file's (`tag_scheme`)."""
+        task = copy.copy(self)
+        task.output_scheme = schemes.output_scheme(scheme, self.tag_scheme)
+        return task
+
+    def written(self, tags: list[str]) -> list[str]:
+        """IOB2 tags as `output_row` and `error` write them: in `output_scheme`."""
+        return schemes.from_iob2(tags, self.output_scheme)
+
+    def output_row(self, example: Any, pred: dict) -> dict:
+        return {"text": example.text, **pred, "tags": self.written(pred["tags"])}
 
     @property
     def onnx_needs_torch(self) -> bool:
@@ -404,7 +423,7 @@ class NerTask(Task):
             "index": index,
             "line": example.line,
             "text": example.text,
-            "tags": list(example.tags),
-            "predicted": pred["tags"],
+            "tags": self.written(list(example.tags)),
+            "predicted": self.written(pred["tags"]),
             "entities": pred["entities"],
         }
