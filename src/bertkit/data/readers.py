@@ -28,7 +28,7 @@ from operator import add, sub
 from pathlib import Path
 from typing import Any, cast
 
-from bertkit.data import schemes
+import bertkit.data.schemes as schemes
 from bertkit.data.schemes import detect as detect_scheme  # noqa: F401 - re-exported, as before
 from bertkit.errors import BertkitError
 
