@@ -25,7 +25,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -50,6 +50,9 @@ from bertkit.runtime import Runtime, compute_init
 from bertkit.tasks.batching import IGNORE
 from bertkit.tokenizer import Tokenizer
 from bertkit.train import Checkpointing, Evaluation, TrainArgs, fit
+
+if TYPE_CHECKING:
+    from bertkit.data.shards import ShardedCorpus
 
 
 def pretrain_defaults() -> TrainArgs:
@@ -278,6 +281,8 @@ def pretrain(args: PretrainArgs, rt: Runtime | None = None) -> dict[str, Any]:
             f"of ≤ {args.max_seq_length} tokens; {steps_per_epoch} steps an epoch of {t.batch_size} "
             f"({dist.describe()})"
         )
+        if args.whole_word_mask:
+            print(f"whole-word masking: {_word_source(train_docs, args.word_list)}")
 
     targs = replace(t, keep_best=False, progress=t.progress and dist.main)
     first = resume_state
@@ -354,6 +359,8 @@ def pretrain(args: PretrainArgs, rt: Runtime | None = None) -> dict[str, Any]:
             "train_seconds": round(result.seconds, 1),
         }
         summary |= {"tokens_per_second": round(rate), "stopped_by": result.stopped_by, **metrics}
+        if args.whole_word_mask:
+            summary["whole_words"] = _word_source(train_docs, args.word_list)
         write_json(out / "pretrain_metrics.json", summary)
         print(f"pretrained {result.steps} steps in {seconds:.0f} s; held-out {metrics}; model in {out}")
     if rt is None:  # the process group this call joined
@@ -432,6 +439,18 @@ def evaluate_mlm(model, batches: list[dict], dist: Runtime) -> dict[str, float]:
         metrics["nsp_accuracy"] = (sums[3] / sums[4]).item()
     metrics["mlm_perplexity"] = math.exp(min(metrics["mlm_loss"], 50.0))
     return metrics
+
+
+def _word_source(docs: ShardedCorpus, word_list: str | None) -> str:
+    """What whole-word masking takes a word to be, in words, for the log."""
+    found = ["WordPiece ## pieces"]
+    if docs.segmenter:
+        found.append(f"the shards' {docs.segmenter} word boundaries")
+    if word_list:
+        found.append(f"the words of {word_list}")
+    if len(found) == 1:
+        found.append("each CJK character alone (build the shards with --segmenter for Chinese words)")
+    return ", ".join(found)
 
 
 def _wrap(model: BertForPreTraining, dist: Runtime, fsdp: bool) -> torch.nn.Module:

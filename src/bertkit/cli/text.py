@@ -42,6 +42,13 @@ def add_parser(sub) -> None:
         help="start a new shard after this many tokens, at a document end (default 50000000)",
     )
     sh.add_argument(
+        "--segmenter",
+        choices=["jieba", "rjieba", "spaces"],
+        help="record word boundaries for `pretrain --whole-word-mask` (Chinese): cut each line with "
+        "jieba or rjieba (pip install bertkit[zh]), or 'spaces' for a corpus already segmented (one "
+        "line of space-separated words per line, e.g. a segmentation file); default: none",
+    )
+    sh.add_argument(
         "--overwrite", action="store_true", help="rebuild an output built from other inputs or options"
     )
     sh.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -103,6 +110,7 @@ def shards(args: argparse.Namespace) -> None:
         strip_gutenberg=not args.no_strip_gutenberg,
         dedupe_lines=args.dedupe_lines,
         shard_tokens=args.shard_tokens,
+        segmenter=args.segmenter,
         overwrite=args.overwrite,
         progress=not args.quiet,
     )
@@ -111,6 +119,8 @@ def shards(args: argparse.Namespace) -> None:
             f"{name}: {split['documents']:,} documents, {split['lines']:,} lines, "
             f"{split['tokens']:,} tokens in {len(split['shards'])} shard(s)"
         )
+    if args.segmenter:
+        print(f"word boundaries from {args.segmenter} beside the tokens (for --whole-word-mask)")
     print(
         f"shards in {args.output} ({manifest['dtype']}); built in {manifest['seconds']} s, "
         f"this run {time.perf_counter() - start:.1f} s"

@@ -236,6 +236,10 @@ class InMemoryDocs:
         """(tokens of document d, (N,); offsets of its lines into them, (L+1,))."""
         return self._docs[d]
 
+    def document_words(self, d: int) -> None:
+        """No word boundaries beyond WordPiece's (see `ShardedCorpus.document_words`)."""
+        return None
+
 
 def line_lengths(docs) -> Iterator[np.ndarray]:
     for d in range(len(docs)):
@@ -273,35 +277,52 @@ class InstanceMaker:
         tokens, offsets = self.docs.document_tokens(d)
         sp = self.special
         if not self.nsp:
-            ids = np.concatenate([[sp.cls], tokens[s:e], [sp.sep]]).astype(np.int64)
-            types = np.zeros(len(ids), dtype=np.int64)
+            pieces = [(d, s, e)]
             nsp_label = None
         else:
-            a, b, nsp_label = self._pair(rng, d, tokens, offsets, s, e)
-            ids = np.concatenate([[sp.cls], a, [sp.sep], b, [sp.sep]]).astype(np.int64)
-            types = np.concatenate([np.zeros(len(a) + 2, np.int64), np.ones(len(b) + 1, np.int64)])
-        cont = self.whole_words.continuation(ids) if self.whole_words is not None else None
+            pieces, nsp_label = self._pair(rng, d, offsets, s, e)
+        segments = [self.docs.document_tokens(p)[0][a:b] for p, a, b in pieces]
+        ids = np.concatenate([[sp.cls], *(np.append(x, sp.sep) for x in segments)]).astype(np.int64)
+        types = np.zeros(len(ids), dtype=np.int64)
+        if nsp_label is not None:
+            types[len(segments[0]) + 2 :] = 1
+        cont = self._continuation(ids, pieces) if self.whole_words is not None else None
         ids, labels = mask_tokens(ids, rng, self.masking, sp, cont)
         out = {"input_ids": ids, "token_type_ids": types, "labels": labels}
         if nsp_label is not None:
             out["next_sentence_label"] = np.asarray(nsp_label, dtype=np.int64)
         return out
 
-    def _pair(self, rng, d, tokens, offsets, s, e) -> tuple[np.ndarray, np.ndarray, int]:
+    def _continuation(self, ids: np.ndarray, pieces: list[tuple[int, int, int]]) -> np.ndarray:
+        """(T,) bool: which tokens of `ids` ([CLS] piece [SEP] ...) continue a word, from the
+        vocabulary and word list (`whole_words`) and from the corpus's own word boundaries
+        (`document_words`, where a segmenter recorded them)."""
+        assert self.whole_words is not None
+        cont = self.whole_words.continuation(ids)
+        at = 1  # after [CLS]
+        for d, a, b in pieces:
+            words = self.docs.document_words(d)
+            if words is not None:
+                cont[at + 1 : at + b - a] |= words[a + 1 : b]  # a piece's first token starts a word
+            at += b - a + 1  # the piece and its [SEP]
+        return cont
+
+    def _pair(self, rng, d, offsets, s, e) -> tuple[list[tuple[int, int, int]], int]:
+        """The two segments, as (document, start, end) token ranges, and the NSP label."""
         inner = offsets[(offsets > s) & (offsets < e)]  # line boundaries inside the span
         if len(inner):
             cut = int(rng.choice(inner))
         else:  # one line (or part of one): cut it in the middle
             cut = s + (e - s) // 2 if e - s > 1 else e
-        a, b = tokens[s:cut], tokens[cut:e]
-        if len(b) and rng.random() >= 0.5:
-            return a, b, 0
+        if e - cut and rng.random() >= 0.5:
+            return [(d, s, cut), (d, cut, e)], 0
         other = int(rng.integers(0, len(self.docs) - 1))
         other += other >= d  # any document but this one
         o_tokens, o_offsets = self.docs.document_tokens(other)
         starts = o_offsets[:-1][np.diff(o_offsets) > 0]  # lines with tokens
         start = int(rng.choice(starts)) if len(starts) else 0
-        return a, o_tokens[start : start + max(1, len(b))], 1
+        stop = min(start + max(1, e - cut), len(o_tokens))
+        return [(d, s, cut), (other, start, stop)], 1
 
 
 def collate(instances: list[dict[str, np.ndarray]], pad_id: int) -> dict[str, torch.Tensor]:

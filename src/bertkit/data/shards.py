@@ -10,6 +10,8 @@ Layout of the output directory, for each split ("train", "heldout"), shard k:
     {split}-{k:05d}.tokens.bin   token ids, 1-D, little-endian uint16 (vocab_size <= 65535) or uint32
     {split}-{k:05d}.lines.bin    int64: each line's start offset into the tokens, then the end
     {split}-{k:05d}.docs.bin     int64: each document's first line index into the lines, then the end
+    {split}-{k:05d}.words.bin    uint8, one a token: 1 where the token continues the word of the
+                                 token before it (only with a segmenter, see `bertkit.data.segment`)
     manifest.json                counts, sha256 of every file, the tokenizer, the inputs, the options
 
 A line is a "sentence" and a document a run of lines, as in google-research/bert's
@@ -42,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from bertkit.data.segment import SEGMENTERS, continuation, load_segmenter, word_starts
 from bertkit.data.text import DOC_MODES, PathArg, ReadStats, iter_document_lines, resolve_files
 from bertkit.errors import BertkitError
 from bertkit.fileio import staged_output, write_json
@@ -51,6 +54,7 @@ FORMAT, FORMAT_VERSION = "bertkit-shards", 1
 MANIFEST = "manifest.json"
 SPLITS = ("train", "heldout")
 KINDS = ("tokens", "lines", "docs")  # the files of a shard: {name}.{kind}.bin
+WORDS = "words"  # the optional fourth file: word-continuation flags (uint8, one a token)
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")  # what from_pretrained reads
 OFFSET = np.dtype("<i8")  # line and document offsets
 MIN_HELDOUT_DOCS = 10  # hold out whole documents only when heldout × documents reaches this
@@ -73,6 +77,7 @@ def build_shards(
     strip_gutenberg: bool = True,
     dedupe_lines: bool = False,
     shard_tokens: int = 50_000_000,
+    segmenter: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -85,6 +90,8 @@ def build_shards(
     of lines, a bounded number at a time, so memory does not grow with the corpus; the output
     does not depend on `workers`. workers=1 tokenizes in this process; None uses os.cpu_count()
     processes, or this process alone for a corpus under 4 MB (spawning would cost more).
+    With `segmenter` (one of `bertkit.data.segment.SEGMENTERS`) each line is also cut into words
+    and every shard gets a words file (which tokens continue a word), for whole-word masking.
 
     Held-out split, deterministic (no random numbers): a unit of text is held out when the
     BLAKE2b hash of its position, as a fraction of 2⁶⁴, is below `heldout`. The unit is a whole
@@ -104,7 +111,7 @@ def build_shards(
     no text, an unreadable, non-gzip, binary or non-UTF-8 file (with the line), a missing
     tokenizer or one lacking [PAD] [UNK] [CLS] [SEP] [MASK]."""
     start = time.perf_counter()
-    options = _options(heldout, doc_mode, strip_gutenberg, dedupe_lines, shard_tokens)
+    options = _options(heldout, doc_mode, strip_gutenberg, dedupe_lines, shard_tokens, segmenter)
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise BertkitError(f"workers must be a positive integer, not {workers!r}")
     files = resolve_files(inputs)
@@ -206,10 +213,24 @@ class ShardedCorpus:
         first = int(lines[0])
         return shard.tokens[first : int(lines[-1])], np.asarray(lines, dtype=np.int64) - first
 
+    @property
+    def segmenter(self) -> str | None:
+        """The segmenter whose word boundaries the shards hold (see `document_words`), or None."""
+        return self._manifest["options"].get("segmenter")
+
+    def document_words(self, i: int) -> np.ndarray | None:
+        """Word-continuation flags of document i's tokens, (N,) bool (True: the token continues
+        the word of the token before it), or None when the shards were built without a segmenter."""
+        shard, d = self._locate(i)
+        if shard.words is None:
+            return None
+        lines = shard.lines[shard.docs[d] : shard.docs[d + 1] + 1]
+        return shard.words[int(lines[0]) : int(lines[-1])].astype(bool)
+
     def verify(self) -> None:
         """Check the sha256 of every shard file of this split against the manifest."""
         for record in self._records:
-            for kind in KINDS:
+            for kind in record["files"]:
                 path = self.directory / _shard_file(record["name"], kind)
                 if _sha256(path) != record["files"][kind]["sha256"]:
                     raise BertkitError("shard file altered: sha256 differs from the manifest", path)
@@ -272,12 +293,13 @@ def _tokenize(
     stats = ReadStats()
     doc_mode, strip, dedupe = (options[k] for k in ("doc_mode", "strip_gutenberg", "dedupe_lines"))
     lines = iter_document_lines(files, doc_mode, strip, dedupe, stats=stats)
-    stream = _Stream(stage, dtype)
-    encoded = _encoded_chunks(_chunks(lines), tokenizer, workers, dtype)
+    segmenter = options.get("segmenter")
+    stream = _Stream(stage, dtype, words=segmenter is not None)
+    encoded = _encoded_chunks(_chunks(lines), tokenizer, workers, dtype, segmenter)
     total = sum(f.stat().st_size for f in files)
     with stream, _progress_bar(total, progress) as bar, contextlib.closing(encoded):
-        for keys, tokens, lengths in encoded:
-            stream.append(keys, tokens, lengths)
+        for keys, (tokens, lengths, words) in encoded:
+            stream.append(keys, tokens, lengths, words)
             bar.update(stats.bytes_read - bar.n)
     if stream.num_lines == 0:
         names = ", ".join(map(str, files[:3])) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
@@ -305,50 +327,72 @@ def _chunks(lines: Iterator[tuple[int, int, str]]) -> Iterator[tuple[list[str], 
         yield texts, np.array(keys, dtype=np.int64)
 
 
+Encoded = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # tokens, line lengths, word flags
+
+
 class _Encoder:
-    """Lines → (token ids, flat in `dtype`; int64 token count of each line), without [CLS]/[SEP]."""
+    """Lines → (token ids, flat in `dtype`; int64 token count of each line; with a segmenter,
+    uint8 word-continuation flags, one a token, else None), without [CLS]/[SEP]."""
 
-    def __init__(self, backend: Any, dtype: np.dtype):
+    def __init__(self, backend: Any, dtype: np.dtype, segmenter: str | None = None):
         self.backend, self.dtype = backend, dtype
+        self.segmenter = segmenter
+        self.segment = load_segmenter(segmenter) if segmenter else None
 
-    def __call__(self, lines: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        ids = [e.ids for e in self.backend.encode_batch(lines, add_special_tokens=False)]
+    def __call__(self, lines: list[str]) -> Encoded:
+        encodings = self.backend.encode_batch(lines, add_special_tokens=False)
+        ids = [e.ids for e in encodings]
         lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-        return np.fromiter(chain.from_iterable(ids), dtype=self.dtype, count=int(lengths.sum())), lengths
+        tokens = np.fromiter(chain.from_iterable(ids), dtype=self.dtype, count=int(lengths.sum()))
+        if self.segment is None:
+            return tokens, lengths, None
+        flags = [self._flags(line, e.offsets) for line, e in zip(lines, encodings, strict=True)]
+        words = np.concatenate(flags).astype(np.uint8) if flags else np.zeros(0, np.uint8)
+        return tokens, lengths, words
+
+    def _flags(self, line: str, offsets: list[tuple[int, int]]) -> np.ndarray:
+        assert self.segment is not None
+        starts = word_starts(line, self.segment(line))  # the words of every segmenter spell the line
+        return continuation(starts, [a for a, _ in offsets])
 
 
 _worker_encoder: _Encoder | None = None  # set in each tokenizing process by _start_worker
 
 
-def _start_worker(tokenizer_json: str, dtype: str) -> None:
+def _start_worker(tokenizer_json: str, dtype: str, segmenter: str | None) -> None:
     global _worker_encoder
     import tokenizers
 
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per process: `workers` is the core count
-    _worker_encoder = _Encoder(tokenizers.Tokenizer.from_str(tokenizer_json), np.dtype(dtype))
+    _worker_encoder = _Encoder(tokenizers.Tokenizer.from_str(tokenizer_json), np.dtype(dtype), segmenter)
 
 
-def _encode_in_worker(lines: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def _encode_in_worker(lines: list[str]) -> Encoded:
     assert _worker_encoder is not None, "tokenizing process not initialised"
     return _worker_encoder(lines)
 
 
 def _encoded_chunks(
-    chunks: Iterator[tuple[list[str], np.ndarray]], tokenizer: Tokenizer, workers: int, dtype: np.dtype
-) -> Generator[tuple[np.ndarray, np.ndarray, np.ndarray], None, None]:
-    """(keys, tokens, lengths) of each chunk, in order. With workers > 1, spawned processes
+    chunks: Iterator[tuple[list[str], np.ndarray]],
+    tokenizer: Tokenizer,
+    workers: int,
+    dtype: np.dtype,
+    segmenter: str | None = None,
+) -> Generator[tuple[np.ndarray, Encoded], None, None]:
+    """(keys, (tokens, lengths, words)) of each chunk, in order. With workers > 1, spawned processes
     (safe where forking a process with threads is not) get the tokenizer as its JSON, so they run
     exactly the one loaded here, and at most 2 × workers chunks are in flight."""
     if workers == 1:
-        encode = _Encoder(tokenizer.backend, dtype)
+        encode = _Encoder(tokenizer.backend, dtype, segmenter)
         for lines, keys in chunks:
-            yield keys, *encode(lines)
+            yield keys, encode(lines)
         return
+    load_segmenter(segmenter) if segmenter else None  # a missing package fails here, not in a worker
     pool = ProcessPoolExecutor(
         workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_start_worker,
-        initargs=(tokenizer.backend.to_str(), dtype.str),
+        initargs=(tokenizer.backend.to_str(), dtype.str, segmenter),
     )
     try:
         pending: deque = deque()
@@ -356,10 +400,10 @@ def _encoded_chunks(
             pending.append((keys, pool.submit(_encode_in_worker, lines)))
             if len(pending) >= 2 * workers:
                 keys, future = pending.popleft()
-                yield keys, *future.result()
+                yield keys, future.result()
         while pending:
             keys, future = pending.popleft()
-            yield keys, *future.result()
+            yield keys, future.result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -388,16 +432,20 @@ class _Stream:
     tokens; line offsets (0, then each line's end); each document's first line (then the line
     count, written on closing) and its (file index, document index) key. A context manager."""
 
-    def __init__(self, stage: Path, dtype: np.dtype):
-        self.paths = {k: stage / f".stream.{k}" for k in ("tokens", "lines", "docs", "keys")}
+    def __init__(self, stage: Path, dtype: np.dtype, words: bool = False):
+        kinds = ("tokens", "lines", "docs", "keys") + ((WORDS,) if words else ())
+        self.paths = {k: stage / f".stream.{k}" for k in kinds}
         self._files = {k: open(p, "wb") for k, p in self.paths.items()}  # noqa: SIM115 - closed below
         self._files["lines"].write(np.zeros(1, OFFSET).tobytes())
         self.dtype = dtype
         self.num_tokens = self.num_lines = self.num_docs = self.empty_lines = 0
         self._last_key: np.ndarray | None = None
 
-    def append(self, keys: np.ndarray, tokens: np.ndarray, lengths: np.ndarray) -> None:
-        """keys (n, 2) int64, tokens (sum of lengths,), lengths (n,) int64 of one chunk."""
+    def append(
+        self, keys: np.ndarray, tokens: np.ndarray, lengths: np.ndarray, words: np.ndarray | None = None
+    ) -> None:
+        """keys (n, 2) int64, tokens (sum of lengths,), lengths (n,) int64 of one chunk; words
+        (sum of lengths,) uint8 when the stream keeps word flags."""
         keep = lengths > 0
         self.empty_lines += int(len(lengths) - keep.sum())
         keys, lengths = keys[keep], lengths[keep]
@@ -412,6 +460,9 @@ class _Stream:
         self._files["keys"].write(keys[new_doc].astype(OFFSET).tobytes())
         self._files["lines"].write((self.num_tokens + np.cumsum(lengths)).astype(OFFSET).tobytes())
         self._files["tokens"].write(tokens.tobytes())  # the dropped lines had no tokens
+        if WORDS in self._files:
+            assert words is not None and len(words) == len(tokens)
+            self._files[WORDS].write(words.tobytes())
         self.num_docs += int(new_doc.sum())
         self.num_lines += len(lengths)
         self.num_tokens += int(lengths.sum())
@@ -426,14 +477,15 @@ class _Stream:
         for f in self._files.values():
             f.close()
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         """Read-only maps of the closed, non-empty stream: tokens (T,), line offsets (L+1,),
-        document first lines (D+1,), document keys (D, 2)."""
+        document first lines (D+1,), document keys (D, 2), word flags (T,) or None."""
         tokens = np.memmap(self.paths["tokens"], dtype=self.dtype, mode="r")
         lines = np.memmap(self.paths["lines"], dtype=OFFSET, mode="r")
         docs = np.memmap(self.paths["docs"], dtype=OFFSET, mode="r")
         keys = np.memmap(self.paths["keys"], dtype=OFFSET, mode="r", shape=(self.num_docs, 2))
-        return tokens, lines, docs, keys
+        words = np.memmap(self.paths[WORDS], dtype=np.uint8, mode="r") if WORDS in self.paths else None
+        return tokens, lines, docs, keys, words
 
     def remove(self) -> None:
         for p in self.paths.values():
@@ -448,7 +500,7 @@ def _write_splits(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Cut the stream into held-out units (see build_shards), then copy the text into the shards
     of each split in reading order: (split summaries for the manifest, the held-out rule used)."""
-    tokens, lines, docs, keys = stream.arrays()
+    tokens, lines, docs, keys, words = stream.arrays()
     whole = heldout * stream.num_docs >= MIN_HELDOUT_DOCS
     block = BLOCK_LINES if stream.num_lines >= 2 * BLOCK_LINES else max(1, stream.num_lines // 2)
     threshold = int(heldout * 2.0**64)
@@ -456,7 +508,7 @@ def _write_splits(
     units = lambda: _iter_units(docs, keys, paths, None if whole else block)
     count, forced = _fix_ups(units(), threshold)
     # Training lines between held-out blocks of a document form one training document.
-    writers = {s: _ShardWriter(stage, s, tokens.dtype, shard_tokens) for s in SPLITS}
+    writers = {s: _ShardWriter(stage, s, tokens.dtype, shard_tokens, words) for s in SPLITS}
     run: list[int] | None = None  # [doc, first line, end line] of the training run being built
     index = held_units = 0
     for unit_docs, starts, ends, hashes in units():
@@ -567,8 +619,12 @@ class _ShardWriter:
     """The shards of one split: documents appended in order, a new shard once the open one
     holds `shard_tokens` tokens."""
 
-    def __init__(self, directory: Path, split: str, dtype: np.dtype, shard_tokens: int):
+    def __init__(
+        self, directory: Path, split: str, dtype: np.dtype, shard_tokens: int, words: np.ndarray | None = None
+    ):
         self.directory, self.split, self.dtype, self.shard_tokens = directory, split, dtype, shard_tokens
+        self.words = words  # the stream's word flags (T,), copied beside the tokens when given
+        self.kinds = KINDS + ((WORDS,) if words is not None else ())
         self.records: list[dict[str, Any]] = []
         self._files: dict[str, _HashedFile] | None = None
         self._docs = self._lines = self._tokens = 0  # of the open shard
@@ -579,7 +635,7 @@ class _ShardWriter:
             self._close_shard()
         if self._files is None:
             name = f"{self.split}-{len(self.records):05d}"
-            self._files = {k: _HashedFile(self.directory / _shard_file(name, k)) for k in KINDS}
+            self._files = {k: _HashedFile(self.directory / _shard_file(name, k)) for k in self.kinds}
         base, stop = int(lines[first]), int(lines[end])
         self._files["docs"].write(np.array([self._lines], dtype=OFFSET))
         for a in range(first, end, COPY_STEP):
@@ -587,6 +643,8 @@ class _ShardWriter:
             self._files["lines"].write((lines[a:b] - base + self._tokens).astype(OFFSET))
         for a in range(base, stop, COPY_STEP):
             self._files["tokens"].write(tokens[a : min(a + COPY_STEP, stop)])
+            if self.words is not None:
+                self._files[WORDS].write(self.words[a : min(a + COPY_STEP, stop)])
         self._docs += 1
         self._lines += end - first
         self._tokens += stop - base
@@ -626,9 +684,12 @@ class _MappedShard:
             "tokens": int(record["tokens"]) * dtype.itemsize,
             "lines": (int(record["lines"]) + 1) * OFFSET.itemsize,
             "docs": (int(record["documents"]) + 1) * OFFSET.itemsize,
+            WORDS: int(record["tokens"]),
         }
         arrays = {}
-        for kind, dt in (("tokens", dtype), ("lines", OFFSET), ("docs", OFFSET)):
+        kinds = [("tokens", dtype), ("lines", OFFSET), ("docs", OFFSET)]
+        kinds += [(WORDS, np.dtype(np.uint8))] if WORDS in record["files"] else []
+        for kind, dt in kinds:
             path = directory / _shard_file(name, kind)
             try:
                 size = path.stat().st_size
@@ -642,6 +703,7 @@ class _MappedShard:
                 )
             arrays[kind] = np.memmap(path, dtype=dt, mode="r") if size else np.zeros(0, dt)
         self.tokens, self.lines, self.docs = arrays["tokens"], arrays["lines"], arrays["docs"]
+        self.words: np.ndarray | None = arrays.get(WORDS)  # (T,) uint8 word-continuation flags
         ends = (int(self.lines[0]), int(self.lines[-1]), int(self.docs[0]), int(self.docs[-1]))
         if ends != (0, len(self.tokens), 0, len(self.lines) - 1):
             raise BertkitError("shard offsets are inconsistent (rebuild the shards)", directory / name)
@@ -655,7 +717,12 @@ def _shard_file(name: str, kind: str) -> str:
 
 
 def _options(
-    heldout: float, doc_mode: str, strip_gutenberg: bool, dedupe_lines: bool, shard_tokens: int
+    heldout: float,
+    doc_mode: str,
+    strip_gutenberg: bool,
+    dedupe_lines: bool,
+    shard_tokens: int,
+    segmenter: str | None = None,
 ) -> dict[str, Any]:
     if isinstance(heldout, bool) or not isinstance(heldout, (int, float)) or not 0 < heldout < 1:
         raise BertkitError(f"heldout must be a fraction between 0 and 1 (exclusive), not {heldout!r}")
@@ -663,13 +730,17 @@ def _options(
         raise BertkitError(f"doc_mode must be one of {', '.join(DOC_MODES)}, not {doc_mode!r}")
     if isinstance(shard_tokens, bool) or not isinstance(shard_tokens, int) or shard_tokens < 1:
         raise BertkitError(f"shard_tokens must be a positive integer, not {shard_tokens!r}")
-    return {
+    if segmenter is not None and segmenter not in SEGMENTERS:
+        raise BertkitError(f"segmenter must be one of {', '.join(SEGMENTERS)}, not {segmenter!r}")
+    options = {
         "doc_mode": doc_mode,
         "heldout": float(heldout),
         "strip_gutenberg": bool(strip_gutenberg),
         "dedupe_lines": bool(dedupe_lines),
         "shard_tokens": shard_tokens,
     }
+    # only when given, so shards built before segmenters existed are still reused
+    return options | ({"segmenter": segmenter} if segmenter else {})
 
 
 def _sha256(path: Path) -> str:
