@@ -4,6 +4,8 @@ reports in the training file's scheme."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import random
@@ -280,7 +282,11 @@ def bmes_model(tiny_dir, tmp_path_factory):
     write_conll(train, bmes_sentences(48, 0))
     out = d / "model"
     args = f"finetune --task ner --model {tiny_dir} --train {train} --dev {train} --output {out} --lr 2e-3 "
-    assert main([*args.split(), "--epochs", "15", "--batch-size", "16", "--quiet", "--seed", "0"]) == 0
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main([*args.split(), "--epochs", "15", "--batch-size", "16", "--quiet", "--seed", "0"]) == 0
+    # the scheme read is named as the run starts
+    assert f"{train}: tags read as BMES (trained as IOB2" in printed.getvalue()
     return out, train
 
 

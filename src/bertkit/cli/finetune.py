@@ -54,6 +54,8 @@ def run(args: argparse.Namespace) -> None:
         targs = flags.train_args(args, TrainArgs())
         if rt.main:
             print(f"fine-tuning on {rt.describe()}")
+            if (read_as := task.read_as()) is not None:
+                print(f"{args.train}: {read_as}")
         metrics = finetune(
             task,
             Path(args.model),

@@ -51,6 +51,10 @@ class Task:
         property here so that a task may also derive it from its settings, as classification does)."""
         return "accuracy"
 
+    def read_as(self) -> str | None:
+        """How the training file was read, for the log (e.g. the NER tag scheme); None: nothing to say."""
+        return None
+
     # ---- reading and building -----------------------------------------------------------------
 
     @classmethod

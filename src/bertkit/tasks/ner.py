@@ -194,6 +194,11 @@ class NerTask(Task):
         read_as = next((e.scheme for e in train if e.scheme is not None), None)  # None: span JSONL
         return cls(label_vocab(train), **cls.settings(vars(args)), tag_scheme=read_as)
 
+    def read_as(self) -> str | None:
+        if self.tag_scheme is None:
+            return None
+        return f"tags read as {self.tag_scheme.upper()} (trained as IOB2; the scheme is saved with the model)"
+
     def prepare(self, train_feats: list[dict], batch_size: int) -> None:
         words = sum(sum(1 for x in f["labels"] if x != IGNORE) for f in train_feats)
         self.words_per_batch = max(1.0, words * batch_size / max(1, len(train_feats)))
