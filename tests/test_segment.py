@@ -221,3 +221,14 @@ def test_pretrain_masks_the_shards_words(tmp_path, monkeypatch, tok_dir, capsys)
     assert "the shards' spaces word boundaries" in capsys.readouterr().out
     metrics = (out / "pretrain_metrics.json").read_text()
     assert "spaces word boundaries" in metrics
+
+
+def test_pretrain_on_raw_text_segments_it(tmp_path, tok_dir, capsys):
+    path = corpus(tmp_path / "c", SEGMENTED)
+    out = tmp_path / "model"
+    args = ["pretrain", "--corpus", str(path), "--tokenizer", str(tok_dir), "--output", str(out)]
+    args += ["--segmenter", "spaces", "--doc-mode", "blank-line", "--config", "tiny", "--whole-word-mask"]
+    args += ["--max-steps", "1", "--batch-size", "4", "--max-seq-length", "32", "--quiet", "--workers", "1"]
+    assert main(args) == 0
+    assert ShardedCorpus(out / "data").segmenter == "spaces"
+    assert "the shards' spaces word boundaries" in capsys.readouterr().out

@@ -84,6 +84,7 @@ class PretrainArgs:
     doc_mode: str = "file"
     heldout: float = 0.01
     workers: int | None = None
+    segmenter: str | None = None  # raw text: word boundaries recorded in the shards (data.segment)
     fsdp: bool = False
     resume: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -135,6 +136,7 @@ def prepare(args: PretrainArgs, dist: Runtime) -> tuple[Tokenizer, Path]:
                 workers=args.workers,
                 heldout=args.heldout,
                 doc_mode=args.doc_mode,
+                segmenter=args.segmenter,
                 progress=args.train.progress,
             )
     dist.barrier()

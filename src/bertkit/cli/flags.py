@@ -79,6 +79,19 @@ def engine(args: argparse.Namespace):
     )
 
 
+def add_segmenter(p: argparse.ArgumentParser) -> None:
+    """Word boundaries recorded in token shards (`bertkit shards`, and `pretrain` on raw text)."""
+    from bertkit.data.segment import SEGMENTERS
+
+    p.add_argument(
+        "--segmenter",
+        choices=SEGMENTERS,
+        help="record word boundaries for --whole-word-mask (Chinese): cut each line with jieba or "
+        "rjieba (pip install bertkit[zh]), or 'spaces' for a corpus already segmented (one line of "
+        "space-separated words per line, e.g. a segmentation file); default: none",
+    )
+
+
 def add_data(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data format")
     g.add_argument(

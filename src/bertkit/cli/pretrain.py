@@ -75,6 +75,7 @@ def add_parser(sub) -> None:
         "--heldout", type=float, default=d.heldout, help="share of the corpus held out (default 0.01)"
     )
     pt.add_argument("--workers", type=int, help="tokenizing processes (default: CPU count)")
+    flags.add_segmenter(pt)
     pt.add_argument("--fsdp", action="store_true", help="shard parameters with FSDP (under torchrun)")
     pt.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output")
     flags.add_training(pt, pretrain_defaults(), fine_tuning=False)

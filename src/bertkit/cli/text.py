@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from bertkit.cli import flags
+
 
 def add_parser(sub) -> None:
     sh = sub.add_parser(
@@ -41,13 +43,7 @@ def add_parser(sub) -> None:
         default=50_000_000,
         help="start a new shard after this many tokens, at a document end (default 50000000)",
     )
-    sh.add_argument(
-        "--segmenter",
-        choices=["jieba", "rjieba", "spaces"],
-        help="record word boundaries for `pretrain --whole-word-mask` (Chinese): cut each line with "
-        "jieba or rjieba (pip install bertkit[zh]), or 'spaces' for a corpus already segmented (one "
-        "line of space-separated words per line, e.g. a segmentation file); default: none",
-    )
+    flags.add_segmenter(sh)
     sh.add_argument(
         "--overwrite", action="store_true", help="rebuild an output built from other inputs or options"
     )
