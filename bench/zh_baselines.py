@@ -18,8 +18,6 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
-import subprocess
 import time
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from bertkit.data.readers import read_text_classification
+from bertkit.runtime import cpu_description
 
 ROOT = Path(__file__).resolve().parent
 
@@ -39,14 +38,6 @@ def _gain_module():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(x.split(":", 1)[1].strip() for x in out.splitlines() if x.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or "unknown"
 
 
 def classification_sets(d: Path) -> dict[str, dict]:
@@ -136,7 +127,7 @@ def main() -> None:
 
     gain = _gain_module()
     d = gain.data_dir()
-    results: dict = {"cpu": cpu_model(), "threads": os.cpu_count(), "tfidf": {}, "crf_floor": {}}
+    results: dict = {"cpu": cpu_description(), "threads": os.cpu_count(), "tfidf": {}, "crf_floor": {}}
     for name, s in classification_sets(d).items():
         results["tfidf"][name] = tfidf(s["train"], s["score"], s["opts"], args.c) | {"split": s["split"]}
         print(f"{name}: TF-IDF {results['tfidf'][name]}", flush=True)
@@ -147,7 +138,7 @@ def main() -> None:
             print(f"{task['name']}: random + CRF {floor}", flush=True)
     recipes = {Path(g).stem: json.loads(Path(g).read_text()) for g in args.gain}
     results["recipes"] = {k: v["pretraining"] for k, v in recipes.items()}
-    print(f"\nCPU: {results['cpu']}\n")
+    print(f"\n{results['cpu']}\n")
     print(f"| set | metric | {' | '.join(f'pretrained ({k})' for k in recipes)} | random init | baseline |")
     print("|---|---|" + "---|" * (len(recipes) + 2))
     for task in gain.tasks("zh", d):

@@ -274,13 +274,12 @@ class InstanceMaker:
     def make(self, epoch: int, i: int) -> dict[str, np.ndarray]:
         rng = np.random.default_rng([self.seed, epoch, i])
         d, s, e = int(self.spans.doc[i]), int(self.spans.start[i]), int(self.spans.end[i])
-        tokens, offsets = self.docs.document_tokens(d)
         sp = self.special
         if not self.nsp:
             pieces = [(d, s, e)]
             nsp_label = None
         else:
-            pieces, nsp_label = self._pair(rng, d, offsets, s, e)
+            pieces, nsp_label = self._pair(rng, d, self.docs.document_tokens(d)[1], s, e)
         segments = [self.docs.document_tokens(p)[0][a:b] for p, a, b in pieces]
         ids = np.concatenate([[sp.cls], *(np.append(x, sp.sep) for x in segments)]).astype(np.int64)
         types = np.zeros(len(ids), dtype=np.int64)

@@ -31,8 +31,8 @@ def load_segmenter(name: str) -> Callable[[str], list[str]]:
     """The segmenter called `name` (one of SEGMENTERS); a missing package is a BertkitError."""
     if name == "spaces":
         return str.split
-    if name not in SEGMENTERS:
-        raise BertkitError(f"unknown segmenter {name!r}; expected one of {', '.join(SEGMENTERS)}")
+    if name not in SEGMENTERS:  # never imports an arbitrary module by name
+        raise BertkitError(f"segmenter must be one of {', '.join(SEGMENTERS)}, not {name!r}")
     try:
         module = __import__(name)
     except ImportError:

@@ -208,8 +208,7 @@ class ShardedCorpus:
     def document_tokens(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """(token ids of document i, (N,), a read-only view in the stored dtype; int64 offsets
         of its lines into them, (L+1,), from 0 to N), without copying the tokens."""
-        shard, d = self._locate(i)
-        lines = shard.lines[shard.docs[d] : shard.docs[d + 1] + 1]  # (L+1,) offsets into the shard
+        shard, lines = self._document_lines(i)
         first = int(lines[0])
         return shard.tokens[first : int(lines[-1])], np.asarray(lines, dtype=np.int64) - first
 
@@ -220,12 +219,12 @@ class ShardedCorpus:
 
     def document_words(self, i: int) -> np.ndarray | None:
         """Word-continuation flags of document i's tokens, (N,) bool (True: the token continues
-        the word of the token before it), or None when the shards were built without a segmenter."""
-        shard, d = self._locate(i)
+        the word of the token before it), a read-only view without copying, or None when the
+        shards were built without a segmenter."""
+        shard, lines = self._document_lines(i)
         if shard.words is None:
             return None
-        lines = shard.lines[shard.docs[d] : shard.docs[d + 1] + 1]
-        return shard.words[int(lines[0]) : int(lines[-1])].astype(bool)
+        return shard.words[int(lines[0]) : int(lines[-1])].view(np.bool_)  # the flags are 0 or 1
 
     def verify(self) -> None:
         """Check the sha256 of every shard file of this split against the manifest."""
@@ -234,6 +233,11 @@ class ShardedCorpus:
                 path = self.directory / _shard_file(record["name"], kind)
                 if _sha256(path) != record["files"][kind]["sha256"]:
                     raise BertkitError("shard file altered: sha256 differs from the manifest", path)
+
+    def _document_lines(self, i: int) -> tuple[_MappedShard, np.ndarray]:
+        """The shard holding document i and its line offsets into that shard, (L+1,)."""
+        shard, d = self._locate(i)
+        return shard, shard.lines[shard.docs[d] : shard.docs[d + 1] + 1]
 
     def _locate(self, i: int) -> tuple[_MappedShard, int]:
         n = self.num_docs
@@ -336,7 +340,6 @@ class _Encoder:
 
     def __init__(self, backend: Any, dtype: np.dtype, segmenter: str | None = None):
         self.backend, self.dtype = backend, dtype
-        self.segmenter = segmenter
         self.segment = load_segmenter(segmenter) if segmenter else None
 
     def __call__(self, lines: list[str]) -> Encoded:
@@ -387,7 +390,8 @@ def _encoded_chunks(
         for lines, keys in chunks:
             yield keys, encode(lines)
         return
-    load_segmenter(segmenter) if segmenter else None  # a missing package fails here, not in a worker
+    if segmenter:
+        load_segmenter(segmenter)  # a missing package fails here, not in a worker
     pool = ProcessPoolExecutor(
         workers,
         mp_context=multiprocessing.get_context("spawn"),
