@@ -161,24 +161,33 @@ def repeated(names: list[str], repeats: int) -> list[str]:
     return order
 
 
+# bertkit's modes, each against the fastest other engine of its class:
+# (summary key, bertkit engine, class, what the class is)
+RATIOS = (
+    ("auto_vs_fastest_exact", "bertkit auto", "exact", "mean cosine >= 0.9999"),
+    ("int8_vs_fastest_any", "bertkit int8", "any", "any precision"),
+    ("fp32_vs_fastest_fp32", "bertkit fp32", "fp32", "fp32"),
+    ("openvino_auto_vs_fastest_exact", "bertkit openvino auto", "exact", "mean cosine >= 0.9999"),
+    ("openvino_int8_vs_fastest_any", "bertkit openvino int8", "any", "any precision"),
+)
+
+
 def summarize(rows: list[dict]) -> dict:
-    """bertkit's three modes against the fastest other engine of their class."""
+    """bertkit's modes against the fastest other engine of their class (RATIOS)."""
     others = [r for r in rows if not r["engine"].startswith("bertkit")]
-
-    def fastest(rs):
-        return max(rs, key=lambda r: r["per_second"]) if rs else None
-
-    def ratio(mine: str, pool) -> dict | None:
-        me, ref = next((r for r in rows if r["engine"] == mine), None), fastest(pool)
-        if me is None or ref is None:
-            return None
-        return {"ratio": me["per_second"] / ref["per_second"], "against": ref["engine"]}
-
-    return {
-        "auto_vs_fastest_exact": ratio("bertkit auto", [r for r in others if r["mean_cosine"] >= 0.9999]),
-        "int8_vs_fastest_any": ratio("bertkit int8", others),
-        "fp32_vs_fastest_fp32": ratio("bertkit fp32", [r for r in others if "fp32" in r["engine"]]),
+    pools = {
+        "exact": [r for r in others if r["mean_cosine"] >= 0.9999],
+        "any": others,
+        "fp32": [r for r in others if "fp32" in r["engine"]],
     }
+    out: dict = {}
+    for key, mine, pool, _ in RATIOS:
+        me = next((r for r in rows if r["engine"] == mine), None)
+        ref = max(pools[pool], key=lambda r: r["per_second"]) if pools[pool] else None
+        out[key] = None if me is None or ref is None else {
+            "ratio": me["per_second"] / ref["per_second"], "against": ref["engine"]
+        }  # fmt: skip
+    return out
 
 
 def measure(model_name: str, model_dir: Path, corpora: dict, calib: list[str], work: Path, names, args):
@@ -231,11 +240,8 @@ def print_run(run: dict) -> None:
             f"| {r['engine']} | {r['per_second']:,.0f} | {r['tokens_per_second']:,.0f} | "
             f"{r['mean_cosine']:.5f} | {r['min_cosine']:.4f} |"
         )
-    for key, label in (
-        ("auto_vs_fastest_exact", "bertkit auto / fastest engine with mean cosine >= 0.9999"),
-        ("int8_vs_fastest_any", "bertkit int8 / fastest engine of any precision"),
-        ("fp32_vs_fastest_fp32", "bertkit fp32 / fastest fp32 engine"),
-    ):
+    for key, mine, _, what in RATIOS:
+        label = f"{mine} / fastest engine of {what}"
         if run.get(key):
             print(f"\n{label} ({run[key]['against']}): **{run[key]['ratio']:.2f}x**", end="")
     print()

@@ -267,6 +267,33 @@ def head_dir(tiny_dir):
     return make
 
 
+@pytest.fixture(scope="session")
+def tagger_dir(tiny_dir):
+    """A function writing a NER directory with a random `head` (crf / bilstm-crf) over the tiny
+    BERT, five IOB2 labels."""
+    import shutil
+
+    import torch
+
+    import bertkit
+    from bertkit.tasks.ner import NerTagger
+
+    def make(dest: Path, head: str) -> Path:
+        config = bertkit.BertConfig.from_pretrained(tiny_dir)
+        config.set_labels(["O", "B-PER", "I-PER", "B-LOC", "I-LOC"])
+        config.extra["bertkit"] = {"task": "ner", "head": head}
+        torch.manual_seed(2)
+        tagger = NerTagger(config, head)
+        encoder = bertkit.BertModel.from_pretrained(tiny_dir).state_dict()
+        tagger.model.bert.load_state_dict(encoder, strict=False)
+        tagger.save_pretrained(dest)
+        for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
+            shutil.copy(tiny_dir / name, dest / name)
+        return dest
+
+    return make
+
+
 class _Exploit:
     """Pickles to a call of os.system: what a malicious checkpoint carries."""
 

@@ -86,30 +86,12 @@ def test_export_bad_model_dir(tmp_path):
     assert not (tmp_path / "x.onnx").exists()
 
 
-def _tagger_dir(tiny_dir, dest, head: str):
-    """A NER directory with a random `head` (crf / bilstm-crf) over the tiny BERT."""
-    import shutil
-
-    from bertkit.tasks.ner import NerTagger
-
-    config = bertkit.BertConfig.from_pretrained(tiny_dir)
-    config.set_labels(["O", "B-PER", "I-PER", "B-LOC", "I-LOC"])
-    config.extra["bertkit"] = {"task": "ner", "head": head}
-    torch.manual_seed(2)
-    tagger = NerTagger(config, head)
-    tagger.model.bert.load_state_dict(bertkit.BertModel.from_pretrained(tiny_dir).state_dict(), strict=False)
-    tagger.save_pretrained(dest)
-    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(tiny_dir / name, dest / name)
-    return dest
-
-
-def test_export_bilstm_crf_emissions(tiny_dir, tmp_path):
+def test_export_bilstm_crf_emissions(tagger_dir, tmp_path):
     """The graph of a BiLSTM-CRF tagger holds the BiLSTM (packed by length in ONNX too): its
     emissions match PyTorch's on a batch of other lengths than the export saw."""
     from bertkit.tasks.ner import NerTagger
 
-    d = _tagger_dir(tiny_dir, tmp_path / "bilstm", "bilstm-crf")
+    d = tagger_dir(tmp_path / "bilstm", "bilstm-crf")
     out = tmp_path / "bilstm.onnx"
     r = run_cli("export", "--model", d, "--output", out)
     assert r.returncode == 0, r.stderr
@@ -125,7 +107,7 @@ def test_export_bilstm_crf_emissions(tiny_dir, tmp_path):
     assert np.abs(got - want)[real].max() <= 1e-4
 
 
-def test_backend_onnx_matches_torch(head_dir, tiny_dir, tmp_path):
+def test_backend_onnx_matches_torch(head_dir, tagger_dir, tmp_path):
     """`--backend onnx` predictions equal the PyTorch fp32 ones: a classifier (with a text
     longer than the model's windows) and a CRF tagger (Viterbi in PyTorch on ONNX emissions)."""
     long = " ".join(TEXTS * 30)  # > 512 tokens: several windows, logits averaged
@@ -134,7 +116,7 @@ def test_backend_onnx_matches_torch(head_dir, tiny_dir, tmp_path):
             "text-classification",
             head_dir(tmp_path / "clf", BertForSequenceClassification, "classify", ["a", "b", "c"]),
         ),
-        ("ner", _tagger_dir(tiny_dir, tmp_path / "crf", "crf")),
+        ("ner", tagger_dir(tmp_path / "crf", "crf")),
     ]
     for task, d in cases:
         r = run_cli("export", "--model", d, "--output", d / "model.onnx")

@@ -142,3 +142,20 @@ def test_onnx_backend_serves_the_same_answers(clf_dir, tmp_path):
     want = bertkit.pipeline("text-classification", model=clf_dir, precision="fp32")(SENTENCES)
     assert [g["label"] for g in got] == [w["label"] for w in want]
     assert np.allclose([g["score"] for g in got], [w["score"] for w in want], atol=1e-5)
+
+
+def test_openvino_backend_serves_the_same_answers(clf_dir):
+    """`serve --backend openvino`: classification and embeddings on OpenVINO give PyTorch fp32's."""
+    pytest.importorskip("openvino", reason="openvino (dev extra) is not installed")
+    from bertkit.inference import InferenceOptions
+    from bertkit.runtime import RuntimeArgs, compute_init
+
+    fp32 = compute_init(RuntimeArgs(precision="fp32"), distributed=False)
+    with TestClient(create_app(clf_dir, InferenceOptions(backend="openvino"), runtime=fp32)) as c:
+        got = c.post("/v1/classify", json={"texts": SENTENCES}).json()["predictions"]
+        vectors = c.post("/v1/embed", json={"texts": SENTENCES}).json()["embeddings"]
+    want = bertkit.pipeline("text-classification", model=clf_dir, precision="fp32")(SENTENCES)
+    assert [g["label"] for g in got] == [w["label"] for w in want]
+    assert np.allclose([g["score"] for g in got], [w["score"] for w in want], atol=1e-5)
+    emb = bertkit.pipeline("feature-extraction", model=clf_dir, precision="fp32")(SENTENCES)
+    assert np.allclose(vectors, emb, atol=1e-4)

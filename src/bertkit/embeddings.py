@@ -22,7 +22,7 @@ import torch
 from bertkit.errors import BertkitError
 from bertkit.inference import InferenceOptions, forward_batches, prepare
 from bertkit.model import BertModel
-from bertkit.runtime import Runtime
+from bertkit.runtime import Runtime, local_runtime
 from bertkit.tokenizer import Tokenizer
 
 POOLINGS = ("mean", "cls")
@@ -89,14 +89,23 @@ class EmbeddingPipeline:
             raise BertkitError(f"pooling must be one of {', '.join(POOLINGS)}, not {self.pooling!r}")
         self.normalize = st.get("normalize", False) if normalize is None else normalize
         self.tokenizer = Tokenizer.from_pretrained(d)
-        self.options = options or InferenceOptions.from_env()
+        self.options = o = options or InferenceOptions.from_env()
+        shared = encoder is not None
         if encoder is None:
-            encoder = prepare(BertModel.from_pretrained(d, add_pooling_layer=False), self.options, runtime)
-        self.model = model = encoder
-        self.max_length = min(
-            max_length or st.get("max_length") or 10**9, model.config.max_position_embeddings
-        )
-        self.dim = model.config.hidden_size
+            encoder = BertModel.from_pretrained(d, add_pooling_layer=False)
+        config = encoder.config
+        self.model: torch.nn.Module
+        if shared:
+            self.model = encoder
+        elif o.backend == "openvino":
+            from bertkit.openvino_backend import openvino_runner
+
+            rt = runtime or local_runtime()
+            self.model = openvino_runner(encoder, ("last_hidden_state",), o, rt, self.tokenizer)
+        else:
+            self.model = prepare(encoder, o, runtime)
+        self.max_length = min(max_length or st.get("max_length") or 10**9, config.max_position_embeddings)
+        self.dim = config.hidden_size
 
     @torch.inference_mode()
     def __call__(

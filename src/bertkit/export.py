@@ -43,7 +43,7 @@ CHECK_TEXTS = [
 ]
 
 
-class _Graph(nn.Module):
+class Graph(nn.Module):
     """The model as a function of three tensors returning a tuple (what the exporter traces)."""
 
     def __init__(self, model: nn.Module, outputs: tuple[str, ...]):
@@ -56,6 +56,26 @@ class _Graph(nn.Module):
             return (cast("NerTagger", self.model).emissions(batch),)
         out = self.model(input_ids, attention_mask, token_type_ids)
         return tuple(getattr(out, name) for name in self.outputs)
+
+
+def traceable(model: nn.Module) -> nn.Module:
+    """`model` made ready to be traced, in place: eval, fp32, and attention by the plain formula
+    (it converts to standard operators). Trace it on inputs with padding (`example_inputs`): a
+    mask of all ones takes the no-mask branch, which would be traced into the graph."""
+    from bertkit.model import BertModel
+
+    model.eval().float()
+    for m in model.modules():
+        if isinstance(m, BertModel):
+            m.set_attention_impl("eager")
+    return model
+
+
+def example_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask, token_type_ids) of two rows, the second padded."""
+    ids = torch.tensor([[101, 2000, 2001, 2002, 2003, 2004, 2005, 102], [101, 2006, 2007, 102, 0, 0, 0, 0]])
+    mask = (ids != 0).long()
+    return ids, mask, torch.zeros_like(ids)
 
 
 def load_for_export(model_dir: Path) -> tuple[nn.Module, tuple[str, ...]]:
@@ -75,15 +95,11 @@ def export_onnx(model_dir: str | Path, output: str | Path, int8: bool = False, o
         import onnxruntime as ort
     except ImportError:
         raise BertkitError("ONNX export needs onnxruntime: pip install 'bertkit[onnx]'") from None
-    from bertkit.model import BertModel
     from bertkit.tokenizer import Tokenizer
 
     model_dir, output = Path(model_dir), Path(output)
     model, outputs = load_for_export(model_dir)
-    model.eval().float()
-    for m in model.modules():  # the plain formula exports to standard ONNX operators
-        if isinstance(m, BertModel):
-            m.set_attention_impl("eager")
+    traceable(model)
     tok = Tokenizer.from_pretrained(model_dir)
     enc = tok(CHECK_TEXTS, padding=True, truncation=True, max_length=128, return_tensors="pt")
     feed = tuple(enc[k] for k in INPUTS)
@@ -94,7 +110,7 @@ def export_onnx(model_dir: str | Path, output: str | Path, int8: bool = False, o
         prefix=".export-", dir=output.parent if output.parent.is_dir() else None
     ) as tmp:
         fp32 = Path(tmp) / "model.onnx"
-        graph = _Graph(model, outputs).eval()  # eval: the exporter restores the wrapper's mode after
+        graph = Graph(model, outputs).eval()  # eval: the exporter restores the wrapper's mode after
         with torch.inference_mode():
             want = graph(*feed)
         with torch.no_grad(), warnings.catch_warnings():

@@ -44,7 +44,7 @@ from bertkit.tasks.batching import pad_batch, sorted_order
 ModelT = TypeVar("ModelT", bound=nn.Module)
 R = TypeVar("R")
 
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("torch", "onnx", "openvino")
 
 
 @dataclass
@@ -55,8 +55,9 @@ class InferenceOptions:
     compile: bool = False  # torch.compile the encoder (first batches of each shape are slow)
     prepack: bool = True  # CPU weights reordered once for oneDNN, post-ops fused (bertkit.fused)
     streams: int = 0  # batches run at once, each on threads/streams threads (CPU); 0: auto
-    backend: str = "torch"  # "onnx": a task head's forward pass by ONNX Runtime (onnx_backend.py)
+    backend: str = "torch"  # "onnx": ONNX Runtime (onnx_backend.py); "openvino" (openvino_backend.py)
     onnx_file: str | None = None  # the exported graph for backend "onnx" (default DIR/model.onnx)
+    calibration: str | None = None  # texts int8 on backend "openvino" calibrates on (else random tokens)
 
     @classmethod
     def from_env(cls, **overrides) -> InferenceOptions:
@@ -134,6 +135,16 @@ def streams_for(options: InferenceOptions, device: torch.device) -> int:
     return 2 if device.type == "cpu" and torch.get_num_threads() >= 2 else 1
 
 
+def streams_of(model: nn.Module) -> int:
+    """The batches `model` runs at once: its encoder's `streams` (set by `prepare`), an OpenVINO
+    runner's optimal number of requests, else one (an ONNX Runtime session)."""
+    for m in model.modules():
+        streams = getattr(m, "streams", None)
+        if isinstance(streams, int):
+            return streams
+    return 1
+
+
 def forward_batches(
     model: nn.Module,
     fn: Callable[[dict[str, torch.Tensor]], R],
@@ -143,15 +154,14 @@ def forward_batches(
     keys: Sequence[str] = (),
 ) -> Iterator[tuple[list[int], dict[str, torch.Tensor], R]]:
     """(indices, batch, fn(batch)) for each of `batches(...)` in order, on `model`'s device.
-    `fn` (the forward pass) runs on the encoder's `streams` batches at once (set by `prepare`;
-    one for a model without an encoder, an ONNX Runtime session): on a
-    CPU each stream is a thread of its own with threads/streams intra-op threads, which keeps
+    `fn` (the forward pass) runs on `streams_of(model)` batches at once: on a CPU each stream
+    is a thread of its own with threads/streams intra-op threads, which keeps
     both cores busy where one batch's small operations cannot (the GIL is released inside
     torch's kernels)."""
     it = batches(features, pad_id, max_tokens, device_of(model), keys)
     head = list(itertools.islice(it, 2))
     it = itertools.chain(head, it)
-    streams = next((enc.streams for enc in encoders(model)), 1)
+    streams = streams_of(model)
     if streams <= 1 or len(head) < 2:  # one batch (a single request): all threads on it
         for idx, batch in it:
             yield idx, batch, fn(batch)

@@ -59,10 +59,11 @@ class OnnxRunner(nn.Module):
 
 
 class OnnxTagger(nn.Module):
-    """A NER tagger whose emissions (BERT, and the BiLSTM where there is one) come from ONNX
-    Runtime; the CRF, if any, stays a PyTorch module (Viterbi decoding is not in the graph)."""
+    """A NER tagger whose emissions (BERT, and the BiLSTM where there is one) come from a graph
+    runner (ONNX Runtime, or OpenVINO's `OpenvinoRunner`); the CRF, if any, stays a PyTorch
+    module (Viterbi decoding is not in the graph)."""
 
-    def __init__(self, runner: OnnxRunner, crf: nn.Module | None):
+    def __init__(self, runner: nn.Module, crf: nn.Module | None):
         super().__init__()
         self.runner, self.crf = runner, crf
 

@@ -38,7 +38,7 @@ __all__ = ["FillMaskPipeline", "Pipeline", "evaluate_dir", "pipeline", "predict_
 
 
 class Pipeline:
-    """A fine-tuned directory's task on the inference engine (or ONNX Runtime)."""
+    """A fine-tuned directory's task on the inference engine (or ONNX Runtime, or OpenVINO)."""
 
     def __init__(
         self,
@@ -58,6 +58,13 @@ class Pipeline:
             # The graph holds the whole forward pass; only a CRF's transitions come from PyTorch.
             model = self.task.load_model(model_dir) if self.task.onnx_needs_torch else None
             self.model = onnx_model(Path(model_dir), self.task, model, o.onnx_file, rt.threads)
+            return
+        if o.backend == "openvino":
+            from bertkit.openvino_backend import openvino_runner
+
+            model = self.task.load_model(model_dir)
+            runner = openvino_runner(model, self.task.onnx_outputs, o, rt, self.tokenizer)
+            self.model = self.task.onnx_model(runner, model)
             return
         self.model = prepare(self.task.load_model(model_dir), o, rt)
 
@@ -139,6 +146,7 @@ def pipeline(
     streams: int | None = None,
     backend: str | None = None,
     onnx_file: str | Path | None = None,
+    calibration: str | Path | None = None,
     **kwargs: Any,
 ):
     """A pipeline for a model directory; `task` must match what the model was trained for
@@ -146,21 +154,30 @@ def pipeline(
     directory and takes `pooling`, `normalize`, `max_length`). `device` and `precision` set the
     runtime, the keyword arguments after them the inference engine (see
     `bertkit.inference.InferenceOptions`); `backend="onnx"` runs a task model's file from
-    `bertkit export` (`onnx_file`, default MODEL/model.onnx)."""
+    `bertkit export` (`onnx_file`, default MODEL/model.onnx), `backend="openvino"` a task model
+    or an encoder (feature-extraction) on OpenVINO, converted at load time (with `int8=True`
+    calibrated on the texts of the file `calibration`)."""
     from bertkit.runtime import RuntimeArgs, compute_init
 
     dev = None if device is None else str(device)
     rt = compute_init(
         RuntimeArgs.from_env(device=dev, precision=precision, threads=threads), distributed=False
     )
-    onnx = None if onnx_file is None else str(onnx_file)
     opts = InferenceOptions.from_env(
-        int8=int8, compile=compile, max_tokens=max_tokens, streams=streams, backend=backend, onnx_file=onnx
+        int8=int8,
+        compile=compile,
+        max_tokens=max_tokens,
+        streams=streams,
+        backend=backend,
+        onnx_file=None if onnx_file is None else str(onnx_file),
+        calibration=None if calibration is None else str(calibration),
     )
     wanted = registry.for_pipeline(task)
-    if opts.backend == "onnx" and wanted is None:
-        raise BertkitError(f"backend 'onnx' runs classification, NER and QA models, not {task!r}")
-    if task in ("feature-extraction", "sentence-embedding"):
+    embedding = task in ("feature-extraction", "sentence-embedding")
+    if opts.backend != "torch" and wanted is None and not (embedding and opts.backend == "openvino"):
+        runs = "classification, NER and QA models" + (" and embeddings" if opts.backend == "openvino" else "")
+        raise BertkitError(f"backend {opts.backend!r} runs {runs}, not {task!r}")
+    if embedding:
         from bertkit.embeddings import EmbeddingPipeline
 
         return EmbeddingPipeline(model, rt, options=opts, **kwargs)

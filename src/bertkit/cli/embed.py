@@ -38,7 +38,7 @@ def add_parser(sub) -> None:
         default=None,
         help="truncate texts to this many tokens (default: the directory's setting, else the model's limit)",
     )
-    flags.add_engine(em)
+    flags.add_engine(em, ("torch", "openvino"))
     flags.add_runtime(em)
     em.set_defaults(func=embed)
 

@@ -17,7 +17,7 @@ def add_parser(sub) -> None:
     flags.add_data(ev)
     flags.add_output(ev)
     flags.add_decision(ev)
-    flags.add_engine(ev, backend=True)
+    flags.add_engine(ev, flags.BACKENDS)
     flags.add_runtime(ev)
     ev.set_defaults(func=evaluate)
 
@@ -35,7 +35,7 @@ def add_parser(sub) -> None:
     flags.add_data(pr)
     flags.add_output(pr)
     flags.add_decision(pr)
-    flags.add_engine(pr, backend=True)
+    flags.add_engine(pr, flags.BACKENDS)
     flags.add_runtime(pr)
     pr.set_defaults(func=predict)
 

@@ -38,21 +38,38 @@ def runtime(args: argparse.Namespace, distributed: bool = False) -> Runtime:
     return compute_init(given, distributed)
 
 
-def add_engine(p: argparse.ArgumentParser, backend: bool = False) -> None:
+BACKEND_HELP = {  # bertkit.inference.BACKENDS, as --backend describes them
+    "torch": "torch (default)",
+    "onnx": "onnx: the task head run by ONNX Runtime from a `bertkit export` file",
+    "openvino": "openvino: the model converted to OpenVINO at load time (pip install bertkit[openvino])",
+}
+BACKENDS = tuple(BACKEND_HELP)
+
+
+def add_engine(p: argparse.ArgumentParser, backends: tuple[str, ...] = ()) -> None:
+    """The inference engine's flags; `backends`: the --backend choices the command offers."""
     g = p.add_argument_group("inference engine")
-    if backend:
+    if backends:
         g.add_argument(
             "--backend",
-            choices=["torch", "onnx"],
+            choices=list(backends),
             default=None,
-            help="torch (default), or onnx: the task head run by ONNX Runtime from a `bertkit export` file",
+            help="; ".join(BACKEND_HELP[b] for b in backends),
         )
+    if "onnx" in backends:
         g.add_argument(
             "--onnx-file", default=None, help="graph for --backend onnx (default MODEL/model.onnx)"
         )
     g.add_argument(
         "--int8", action="store_true", help="int8 matrix products (CPU, SmoothQuant; the rest in --precision)"
     )
+    if "openvino" in backends:
+        g.add_argument(
+            "--calibration",
+            default=None,
+            help="texts (one a line, or JSON lines with 'text') that --backend openvino --int8 "
+            "calibrates on; default random token sequences, which keep less accuracy",
+        )
     g.add_argument("--compile", action="store_true", help="torch.compile the encoder (slow first batches)")
     from bertkit.inference import InferenceOptions
 
@@ -76,6 +93,7 @@ def engine(args: argparse.Namespace):
         streams=args.streams,
         backend=getattr(args, "backend", None),
         onnx_file=getattr(args, "onnx_file", None),
+        calibration=getattr(args, "calibration", None),
     )
 
 

@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
     lim.add_argument(
         "--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests (default 5)"
     )
-    flags.add_engine(sv, backend=True)
+    flags.add_engine(sv, flags.BACKENDS)
     flags.add_runtime(sv)
     sv.set_defaults(func=run)
 

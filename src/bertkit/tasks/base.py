@@ -23,7 +23,6 @@ from bertkit.config import BertConfig
 from bertkit.errors import BertkitError
 
 if TYPE_CHECKING:
-    from bertkit.onnx_backend import OnnxRunner
     from bertkit.tokenizer import Tokenizer
 
 
@@ -229,6 +228,7 @@ class Task:
         """Whether `onnx_model` needs the PyTorch model too (a CRF's transitions)."""
         return False
 
-    def onnx_model(self, runner: OnnxRunner, torch_model: torch.nn.Module | None) -> torch.nn.Module:
-        """The object `predict` calls, with the forward pass by ONNX Runtime (`runner`)."""
+    def onnx_model(self, runner: torch.nn.Module, torch_model: torch.nn.Module | None) -> torch.nn.Module:
+        """The object `predict` calls, with the forward pass by a graph `runner` (ONNX Runtime's
+        `OnnxRunner` or OpenVINO's `OpenvinoRunner`: called like the model, outputs by name)."""
         return runner

@@ -27,7 +27,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -46,9 +46,6 @@ from bertkit.tasks.base import Task
 from bertkit.tasks.batching import IGNORE
 from bertkit.tasks.crf import CRF, BiLSTM, iob2_decoder
 from bertkit.tokenizer import Tokenizer
-
-if TYPE_CHECKING:
-    from bertkit.onnx_backend import OnnxRunner
 
 HEADS = ("softmax", "crf", "bilstm-crf")
 DECODES = ("constrained", "argmax")  # how the softmax head turns word probabilities into tags
@@ -240,7 +237,7 @@ class NerTask(Task):
     def onnx_needs_torch(self) -> bool:
         return self.head != "softmax"
 
-    def onnx_model(self, runner: OnnxRunner, torch_model: nn.Module | None) -> nn.Module:
+    def onnx_model(self, runner: nn.Module, torch_model: nn.Module | None) -> nn.Module:
         from bertkit.onnx_backend import OnnxTagger
 
         crf = getattr(torch_model, "crf", None)
