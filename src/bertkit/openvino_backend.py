@@ -33,13 +33,14 @@ from torch import nn
 from bertkit.errors import BertkitError
 
 if TYPE_CHECKING:
+    from bertkit.inference import InferenceOptions
+    from bertkit.runtime import Runtime
     from bertkit.tokenizer import Tokenizer
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 CALIBRATION_LENGTHS = (8, 16, 32, 64, 128)  # random token sequences, as bertkit.int8
 CALIBRATION_ROWS = 60  # sequences of each length: 300 in all (NNCF's default subset)
 CALIBRATION_TEXTS = 300  # the first texts of a calibration file
-BATCH_TOKENS = 512  # padded tokens a request: OpenVINO is fastest on small requests
 
 
 def _openvino():
@@ -122,9 +123,13 @@ class OpenvinoRunner(nn.Module):
 
 
 def openvino_runner(
-    model: nn.Module, outputs: tuple[str, ...], options, runtime, tokenizer: Tokenizer
+    model: nn.Module,
+    outputs: tuple[str, ...],
+    options: InferenceOptions,
+    runtime: Runtime,
+    tokenizer: Tokenizer,
 ) -> OpenvinoRunner:
-    """`model`'s forward pass on OpenVINO with the engine's `options` (int8, streams,
+    """`model`'s forward pass on OpenVINO (the CPU) with the engine's `options` (int8, streams,
     calibration) in the runtime's precision and threads."""
     from bertkit.model import BertModel
 
