@@ -13,19 +13,13 @@ import numpy as np
 import pytest
 
 import bertkit
+from bertkit.export import CHECK_TEXTS
 from bertkit.heads import BertForSequenceClassification
 
 pytest.importorskip("openvino", reason="openvino (dev extra) is not installed")
 pytest.importorskip("nncf", reason="nncf (dev extra) is not installed")
 
-TEXTS = [
-    "SOCCER - JAPAN GET LUCKY WIN , CHINA IN SURPRISE DEFEAT .",
-    "Nadim Ladki",
-    "AL-AIN , United Arab Emirates 1996-12-06",
-    "the film is strictly routine .",
-    "a tender , heartfelt family drama that never stoops to sentimentality and earns its emotional "
-    "payoff honestly , with fine performances from the whole cast and a script that knows when to stop",
-]
+TEXTS = CHECK_TEXTS  # the export's parity sentences: mixed lengths and scripts
 
 
 def run_cli(*args):
