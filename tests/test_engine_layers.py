@@ -132,3 +132,20 @@ def test_streams_run_batches_at_once_and_keep_their_order():
     opts = InferenceOptions(streams=3)
     assert streams_for(opts, torch.device("cpu")) == 3
     assert streams_for(InferenceOptions(), torch.device("cuda")) == 1
+
+
+def test_token_budget_follows_the_backend(monkeypatch):
+    """max_tokens 0 (the default) is the backend's budget, chosen after BERTKIT_BACKEND and the
+    flags are applied; a budget given explicitly is kept; a negative one is refused."""
+    from bertkit.errors import BertkitError
+    from bertkit.inference import MAX_TOKENS
+
+    monkeypatch.delenv("BERTKIT_BACKEND", raising=False)
+    assert InferenceOptions().max_tokens == MAX_TOKENS["torch"]
+    assert InferenceOptions.from_env(backend="openvino").max_tokens == MAX_TOKENS["openvino"]
+    assert InferenceOptions.from_env(backend="openvino", max_tokens=300).max_tokens == 300
+    monkeypatch.setenv("BERTKIT_BACKEND", "openvino")
+    assert InferenceOptions.from_env().max_tokens == MAX_TOKENS["openvino"]
+    assert InferenceOptions.from_env(backend="torch").max_tokens == MAX_TOKENS["torch"]
+    with pytest.raises(BertkitError, match="max_tokens"):
+        InferenceOptions(max_tokens=-1)

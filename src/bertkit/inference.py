@@ -45,11 +45,15 @@ ModelT = TypeVar("ModelT", bound=nn.Module)
 R = TypeVar("R")
 
 BACKENDS = ("torch", "onnx", "openvino")
+# The token budget each backend runs fastest at (max_tokens=0): bertkit's engine packs large
+# batches into long GEMMs; OpenVINO's THROUGHPUT streams lose beyond ~2k tokens a request (SST-2
+# 1,899 texts/s at 2,048 against 1,389 at 8,192; IMDB 95 against 82; docs/benchmarks.md).
+MAX_TOKENS = {"torch": 8192, "onnx": 8192, "openvino": 2048}
 
 
 @dataclass
 class InferenceOptions:
-    max_tokens: int = 8192  # padded tokens per batch (B × T)
+    max_tokens: int = 0  # padded tokens per batch (B × T); 0: the backend's (MAX_TOKENS)
     packed: bool = True  # padding-free dense layers
     int8: bool = False  # int8 matrix products, SmoothQuant-calibrated (CPU, bertkit.int8)
     compile: bool = False  # torch.compile the encoder (first batches of each shape are slow)
@@ -63,20 +67,18 @@ class InferenceOptions:
     def from_env(cls, **overrides) -> InferenceOptions:
         """Defaults, then `BERTKIT_BACKEND` from the environment, then `overrides` that are not
         None (command-line flags)."""
-        opts = cls()
-        if os.environ.get("BERTKIT_BACKEND"):
-            opts.backend = os.environ["BERTKIT_BACKEND"]
-        for k, v in overrides.items():
-            if v is not None:
-                setattr(opts, k, v)
-        opts.__post_init__()  # overrides are set after construction: check them too
-        return opts
+        given = {"backend": os.environ["BERTKIT_BACKEND"]} if os.environ.get("BERTKIT_BACKEND") else {}
+        given.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**given)
 
     def __post_init__(self) -> None:
         if self.streams < 0:
             raise BertkitError(f"streams must be 0 (auto) or more, not {self.streams}")
         if self.backend not in BACKENDS:
             raise BertkitError(f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
+        if self.max_tokens < 0:
+            raise BertkitError(f"max_tokens must be 0 (the backend's) or more, not {self.max_tokens}")
+        self.max_tokens = self.max_tokens or MAX_TOKENS[self.backend]
 
 
 def engine_dtype(rt: Runtime, int8: bool = False) -> torch.dtype:

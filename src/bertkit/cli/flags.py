@@ -71,9 +71,9 @@ def add_engine(p: argparse.ArgumentParser, backends: tuple[str, ...] = ()) -> No
             "calibrates on; default random token sequences, which keep less accuracy",
         )
     g.add_argument("--compile", action="store_true", help="torch.compile the encoder (slow first batches)")
-    from bertkit.inference import InferenceOptions
+    from bertkit.inference import MAX_TOKENS
 
-    default = InferenceOptions.max_tokens
+    default = ", ".join(f"{v} on {k}" for k, v in MAX_TOKENS.items() if k in (backends or ("torch",)))
     g.add_argument("--max-tokens", type=int, default=None, help=f"padded tokens a batch (default {default})")
     g.add_argument(
         "--streams",
