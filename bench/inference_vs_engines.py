@@ -169,6 +169,7 @@ RATIOS = (
     ("fp32_vs_fastest_fp32", "bertkit fp32", "fp32", "fp32"),
     ("openvino_auto_vs_fastest_exact", "bertkit openvino auto", "exact", "mean cosine >= 0.9999"),
     ("openvino_int8_vs_fastest_any", "bertkit openvino int8", "any", "any precision"),
+    ("openvino_fp32_vs_fastest_fp32", "bertkit openvino fp32", "fp32", "fp32"),
 )
 
 

@@ -17,6 +17,7 @@ ENGINES: dict[str, tuple[str, dict]] = {
     "bertkit fp32": ("bk", {"precision": "fp32"}),
     "bertkit int8": ("bk", {"precision": "auto", "int8": True}),
     "bertkit openvino auto": ("bk", {"precision": "auto", "backend": "openvino"}),
+    "bertkit openvino fp32": ("bk", {"precision": "fp32", "backend": "openvino"}),
     "bertkit openvino int8": ("bk", {"precision": "auto", "int8": True, "backend": "openvino"}),
     "transformers fp32": ("hf", {"dtype": "fp32"}),
     "transformers bf16": ("hf", {"dtype": "bf16"}),

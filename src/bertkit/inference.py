@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -67,7 +67,9 @@ class InferenceOptions:
     def from_env(cls, **overrides) -> InferenceOptions:
         """Defaults, then `BERTKIT_BACKEND` from the environment, then `overrides` that are not
         None (command-line flags)."""
-        given = {"backend": os.environ["BERTKIT_BACKEND"]} if os.environ.get("BERTKIT_BACKEND") else {}
+        given: dict[str, Any] = {}
+        if os.environ.get("BERTKIT_BACKEND"):
+            given["backend"] = os.environ["BERTKIT_BACKEND"]
         given.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**given)
 
