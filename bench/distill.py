@@ -2,6 +2,7 @@
 
     python bench/distill.py --json runs/bench/distill.json           # both tasks, about 1 h on 2 cores
     python bench/distill.py --tasks sst2 --work runs/distill         # one task
+    python bench/distill.py --tasks conll --stages unlabeled-6ep      # the teacher and one student
 
 One run, each stage one `bertkit` command (printed), one after the other; a stage whose output
 directory already holds its metrics.json is reused, so an interrupted run goes on where it stopped
@@ -21,8 +22,13 @@ package) is fine-tuned as the teacher (SST-2: 1 epoch at lr 5e-5, CoNLL-2003: 3 
 - `unlabeled-2layers` (SST-2): a 2-layer student (teacher layers 2, 5) distilled with the unlabeled text;
 - `unlabeled-3x` (CoNLL-2003): every distinct news sentence found (37,223, 2.7x the labelled set),
   1.5 epochs (the cost of `unlabeled`);
-- int8: the best 3-layer student, the mini and the 2-layer student through bertkit's int8 engine
-  (`--int8`), scored by `bertkit evaluate`.
+- `unlabeled-6ep` (CoNLL-2003): `unlabeled` trained for 6 epochs instead of 3;
+- `unlabeled-hidden-8ep` (CoNLL-2003): `unlabeled` for 8 epochs, also matching the teacher's
+  hidden states (`--layer-loss hidden`: the teacher runs each step);
+- int8: the teacher, the best 3-layer student, the mini and the 2-layer student through bertkit's
+  int8 engine (`--int8`) and through its OpenVINO backend in int8 (`--backend openvino --int8
+  --calibration`: NNCF post-training quantization calibrated on the first 300 training texts),
+  each scored by `bertkit evaluate` with the same flags.
 Scores: SST-2 dev accuracy, CoNLL-2003 test entity F1 (seqeval exact, as `finetune` reports).
 Speed: texts/s of `bertkit.pipeline` (the inference engine, default settings: bf16 where the CPU has
 bf16 units) over the SST-2 dev sentences / CoNLL-2003 test sentences, end to end from raw text;
@@ -157,6 +163,7 @@ class Task:
             self.mini_flags = ["--epochs", str(args.mini_epochs), "--lr", "5e-4"]
             self.texts = [r.split("\t")[0] for r in rows_of(g / "dev.tsv")]
             self.n_unlabeled = len(rows_of(g / "train.tsv"))
+            calibration = [r.split("\t")[0] for r in rows_of(g / "train.tsv")[:300]]
         else:
             c = d / "conll2003"
             self.kind, self.pipe, self.split, self.metric = "ner", "ner", "test", "f1"
@@ -167,8 +174,11 @@ class Task:
             from bertkit.tasks.registry import load_examples
 
             self.texts = [" ".join(e.tokens) for e in load_examples("ner", c / "test.txt")]
-            self.n_unlabeled = len(load_examples("ner", c / "train.txt"))
+            train = load_examples("ner", c / "train.txt")
+            self.n_unlabeled = len(train)
+            calibration = [" ".join(e.tokens) for e in train if len(e.tokens) > 1][:300]
         self.common = ["--batch-size", "32", "--seed", str(args.seed)]
+        self.calibration = write_lines(self.work / "calibration.txt", calibration)
 
     def unlabeled(self, times: int = 1) -> Path:
         name = "imdb_sentences" if self.key == "sst2" else "news_sentences"
@@ -204,24 +214,31 @@ class Task:
         return {"dir": out, "score": self.score(m), "train_seconds": m["train"]["seconds"],
                 "teacher_score": m["teacher"][self.split][self.metric], "student": m["distill"]}  # fmt: skip
 
-    def int8_score(self, model: Path) -> float:
-        out = self.work / f"int8-{model.name}"
+    def engine(self, how: str) -> dict:
+        """`bertkit.pipeline` keywords of an engine: "" (default), "int8" or "openvino int8"."""
+        if how == "openvino int8":
+            return {"backend": "openvino", "int8": True, "calibration": str(self.calibration)}
+        return {"int8": True} if how == "int8" else {}
+
+    def int8_score(self, model: Path, how: str = "int8") -> float:
+        out = self.work / f"{how.replace(' ', '-')}-{model.name}"
         data = self.files[self.files.index(f"--{self.split}") + 1]
         if not (out / "metrics.json").exists():
             cmd = ["bertkit", "evaluate", "--model", str(model), "--data", data, "--output", str(out)]
-            cmd.append("--int8")
+            for k, v in self.engine(how).items():
+                cmd += [f"--{k}"] if v is True else [f"--{k}", v]
             print("$", " ".join(cmd), flush=True)
             subprocess.run(cmd, check=True, capture_output=True)
         return json.loads((out / "metrics.json").read_text())[self.metric]
 
 
 # ---- speed -----------------------------------------------------------------------------------
-def speeds(task: Task, engines: dict[str, tuple[Path, bool]], rounds: int) -> dict[str, float]:
-    """texts/s of each (model directory, int8) through `bertkit.pipeline`, best of `rounds`,
+def speeds(task: Task, engines: dict[str, tuple[Path, str]], rounds: int) -> dict[str, float]:
+    """texts/s of each (model directory, engine) through `bertkit.pipeline`, best of `rounds`,
     the engines taken in turn each round (forward, then backward)."""
     import bertkit
 
-    pipes = {k: bertkit.pipeline(task.pipe, model=str(d), int8=q) for k, (d, q) in engines.items()}
+    pipes = {k: bertkit.pipeline(task.pipe, model=str(d), **task.engine(e)) for k, (d, e) in engines.items()}
     for p in pipes.values():
         p(task.texts)  # warm-up
     best = dict.fromkeys(pipes, float("inf"))
@@ -242,30 +259,44 @@ def size_mb(model: Path) -> float:
 def run_task(key: str, args: argparse.Namespace) -> dict:
     t = Task(key, args)
     print(f"## {key}", flush=True)
-    rows = {"teacher (6 layers)": t.teacher()}
-    layers = ["--student-layers", "3"]
-    rows["3 layers of the pretrained checkpoint, fine-tuned alone"] = t.pretrained_alone()
-    rows["3 layers, alone (--alpha 1)"] = t.student("alone", [*layers, "--alpha", "1"], t.student_flags)
-    rows["3 layers, distilled"] = t.student("distilled", layers, t.student_flags)
-    unl = ["--unlabeled", str(t.unlabeled())]
-    rows["3 layers, distilled + unlabeled"] = t.student("unlabeled", [*layers, *unl], t.unlabeled_flags)
+    three, unl = ["--student-layers", "3"], ["--unlabeled", str(t.unlabeled())]
+    more = t.unlabeled_flags[2:]  # the lr
+    students = [  # stage (its directory), row, distill flags, training flags
+        ("alone", "3 layers, alone (--alpha 1)", [*three, "--alpha", "1"], t.student_flags),
+        ("distilled", "3 layers, distilled", three, t.student_flags),
+        ("unlabeled", "3 layers, distilled + unlabeled", [*three, *unl], t.unlabeled_flags),
+    ]
     if key == "sst2":
-        mini = ["--student", "mini", *unl]
-        rows["mini (L4/H256, random init), distilled + unlabeled"] = t.student("mini", mini, t.mini_flags)
+        mini = "mini (L4/H256, random init), distilled + unlabeled"
+        students.append(("mini", mini, ["--student", "mini", *unl], t.mini_flags))
         two = ["--student-layers", "2", *unl]
-        rows["2 layers, distilled + unlabeled"] = t.student("unlabeled-2layers", two, t.unlabeled_flags)
-    else:  # all the distinct news sentences there are (37,223), fewer passes: the same cost
-        more = [*layers, "--unlabeled", str(t.unlabeled(3))]
-        flags = [*t.unlabeled_flags[:1], "1.5", *t.unlabeled_flags[2:]]
-        rows["3 layers, distilled + 2.7x unlabeled (1.5 epochs)"] = t.student("unlabeled-3x", more, flags)
-    best3 = max((k for k in rows if k.startswith("3 layers, d")), key=lambda k: rows[k]["score"])
-    for k in [best3, *(k for k in rows if k.startswith(("mini", "2 layers")))]:
-        rows[f"{k}, int8"] = {**rows[k], "score": t.int8_score(rows[k]["dir"]), "int8": True}
-    engines = {k: (r["dir"], bool(r.get("int8"))) for k, r in rows.items()}
-    engines["teacher (6 layers), int8"] = (rows["teacher (6 layers)"]["dir"], True)
-    fast = speeds(t, engines, args.rounds)
-    rows["teacher (6 layers), int8"] = {**rows["teacher (6 layers)"], "int8": True,
-                                        "score": t.int8_score(rows["teacher (6 layers)"]["dir"])}  # fmt: skip
+        students.append(("unlabeled-2layers", "2 layers, distilled + unlabeled", two, t.unlabeled_flags))
+    else:  # all the distinct news sentences there are (37,223) at fewer passes (the same cost); 6 epochs
+        all_news = [*three, "--unlabeled", str(t.unlabeled(3))]
+        row = "3 layers, distilled + 2.7x unlabeled (1.5 epochs)"
+        students.append(("unlabeled-3x", row, all_news, ["--epochs", "1.5", *more]))
+        row = "3 layers, distilled + unlabeled, 6 epochs"
+        students.append(("unlabeled-6ep", row, [*three, *unl], ["--epochs", "6", *more]))
+        row, hidden = "3 layers, distilled + unlabeled + hidden states, 8 epochs", ["--layer-loss", "hidden"]
+        students.append(("unlabeled-hidden-8ep", row, [*three, *unl, *hidden], ["--epochs", "8", *more]))
+    wanted, known = set(args.stages.split(",")), {"pretrained3", *(x[0] for x in students)}
+    if wanted - known - {"all"}:
+        raise SystemExit(
+            f"--stages: {key} has no {', '.join(sorted(wanted - known))}; it has {', '.join(known)}"
+        )
+    rows = {"teacher (6 layers)": t.teacher()}
+    if wanted & {"all", "pretrained3"}:
+        rows["3 layers of the pretrained checkpoint, fine-tuned alone"] = t.pretrained_alone()
+    for stage, row, flags, training in students:
+        if wanted & {"all", stage}:
+            rows[row] = t.student(stage, flags, training)
+    distilled3 = [k for k in rows if k.startswith("3 layers, d")]
+    best3 = max(distilled3, key=lambda k: rows[k]["score"]) if distilled3 else None
+    quantized = [k for k in rows if k.startswith(("teacher", "mini", "2 layers")) or k == best3]
+    for k in quantized:
+        for how in ("int8", "openvino int8"):
+            rows[f"{k}, {how}"] = {**rows[k], "score": t.int8_score(rows[k]["dir"], how), "engine": how}
+    fast = speeds(t, {k: (r["dir"], r.get("engine", "")) for k, r in rows.items()}, args.rounds)
     base = fast["teacher (6 layers)"]
     for k, r in rows.items():
         r.update(texts_per_s=fast[k], speedup=fast[k] / base, size_mb=size_mb(r["dir"]), dir=str(r["dir"]))
@@ -290,6 +321,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", default="sst2,conll", help="comma-separated: sst2, conll (default both)")
     p.add_argument("--work", default="runs/distill", help="where the models go (default runs/distill)")
+    p.add_argument(
+        "--stages",
+        default="all",
+        help="comma-separated stages besides the teacher (default all): pretrained3, alone, distilled, "
+        "unlabeled; SST-2 also mini, unlabeled-2layers; CoNLL-2003 unlabeled-3x, "
+        "unlabeled-6ep, unlabeled-hidden-8ep",
+    )
     p.add_argument("--mini-epochs", type=float, default=1, help="epochs of the mini student (1)")
     p.add_argument("--seed", type=int, default=42, help="seed of every run (42)")
     p.add_argument("--rounds", type=int, default=5, help="timed passes per model, best kept (5)")
