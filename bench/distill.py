@@ -23,8 +23,8 @@ package) is fine-tuned as the teacher (SST-2: 1 epoch at lr 5e-5, CoNLL-2003: 3 
 - `unlabeled-3x` (CoNLL-2003): every distinct news sentence found (37,223, 2.7x the labelled set),
   1.5 epochs (the cost of `unlabeled`);
 - `unlabeled-6ep` (CoNLL-2003): `unlabeled` trained for 6 epochs instead of 3;
-- `unlabeled-hidden-8ep` (CoNLL-2003): `unlabeled` for 8 epochs, also matching the teacher's
-  hidden states (`--layer-loss hidden`: the teacher runs each step);
+- `unlabeled-hidden-8ep`, `unlabeled-hidden-10ep` (CoNLL-2003): `unlabeled` for 8 or 10
+  epochs, also matching the teacher's hidden states (`--layer-loss hidden`: the teacher runs each step);
 - int8: the teacher, the best 3-layer student, the mini and the 2-layer student through bertkit's
   int8 engine (`--int8`) and through its OpenVINO backend in int8 (`--backend openvino --int8
   --calibration`: NNCF post-training quantization calibrated on the first 300 training texts),
@@ -277,8 +277,14 @@ def run_task(key: str, args: argparse.Namespace) -> dict:
         students.append(("unlabeled-3x", row, all_news, ["--epochs", "1.5", *more]))
         row = "3 layers, distilled + unlabeled, 6 epochs"
         students.append(("unlabeled-6ep", row, [*three, *unl], ["--epochs", "6", *more]))
-        row, hidden = "3 layers, distilled + unlabeled + hidden states, 8 epochs", ["--layer-loss", "hidden"]
-        students.append(("unlabeled-hidden-8ep", row, [*three, *unl, *hidden], ["--epochs", "8", *more]))
+        for n in (8, 10):
+            row, hidden = (
+                f"3 layers, distilled + unlabeled + hidden states, {n} epochs",
+                ["--layer-loss", "hidden"],
+            )
+            students.append(
+                (f"unlabeled-hidden-{n}ep", row, [*three, *unl, *hidden], ["--epochs", str(n), *more])
+            )
     wanted, known = set(args.stages.split(",")), {"pretrained3", *(x[0] for x in students)}
     if wanted - known - {"all"}:
         raise SystemExit(
@@ -326,7 +332,7 @@ def main() -> None:
         default="all",
         help="comma-separated stages besides the teacher (default all): pretrained3, alone, distilled, "
         "unlabeled; SST-2 also mini, unlabeled-2layers; CoNLL-2003 unlabeled-3x, "
-        "unlabeled-6ep, unlabeled-hidden-8ep",
+        "unlabeled-6ep, unlabeled-hidden-8ep, unlabeled-hidden-10ep",
     )
     p.add_argument("--mini-epochs", type=float, default=1, help="epochs of the mini student (1)")
     p.add_argument("--seed", type=int, default=42, help="seed of every run (42)")
