@@ -220,7 +220,7 @@ class Task:
             return {"backend": "openvino", "int8": True, "calibration": str(self.calibration)}
         return {"int8": True} if how == "int8" else {}
 
-    def int8_score(self, model: Path, how: str = "int8") -> float:
+    def engine_score(self, model: Path, how: str = "int8") -> float:
         out = self.work / f"{how.replace(' ', '-')}-{model.name}"
         data = self.files[self.files.index(f"--{self.split}") + 1]
         if not (out / "metrics.json").exists():
@@ -275,20 +275,16 @@ def run_task(key: str, args: argparse.Namespace) -> dict:
         all_news = [*three, "--unlabeled", str(t.unlabeled(3))]
         row = "3 layers, distilled + 2.7x unlabeled (1.5 epochs)"
         students.append(("unlabeled-3x", row, all_news, ["--epochs", "1.5", *more]))
-        row = "3 layers, distilled + unlabeled, 6 epochs"
-        students.append(("unlabeled-6ep", row, [*three, *unl], ["--epochs", "6", *more]))
-        for n in (8, 10):
-            row, hidden = (
-                f"3 layers, distilled + unlabeled + hidden states, {n} epochs",
-                ["--layer-loss", "hidden"],
-            )
+        for n, hidden in ((6, []), (8, ["--layer-loss", "hidden"]), (10, ["--layer-loss", "hidden"])):
+            name, row = ("-hidden", " + hidden states") if hidden else ("", "")
+            row = f"3 layers, distilled + unlabeled{row}, {n} epochs"
             students.append(
-                (f"unlabeled-hidden-{n}ep", row, [*three, *unl, *hidden], ["--epochs", str(n), *more])
+                (f"unlabeled{name}-{n}ep", row, [*three, *unl, *hidden], ["--epochs", str(n), *more])
             )
     wanted, known = set(args.stages.split(",")), {"pretrained3", *(x[0] for x in students)}
     if wanted - known - {"all"}:
         raise SystemExit(
-            f"--stages: {key} has no {', '.join(sorted(wanted - known))}; it has {', '.join(known)}"
+            f"--stages: {key} has no {', '.join(sorted(wanted - known))}; it has {', '.join(sorted(known))}"
         )
     rows = {"teacher (6 layers)": t.teacher()}
     if wanted & {"all", "pretrained3"}:
@@ -301,7 +297,7 @@ def run_task(key: str, args: argparse.Namespace) -> dict:
     quantized = [k for k in rows if k.startswith(("teacher", "mini", "2 layers")) or k == best3]
     for k in quantized:
         for how in ("int8", "openvino int8"):
-            rows[f"{k}, {how}"] = {**rows[k], "score": t.int8_score(rows[k]["dir"], how), "engine": how}
+            rows[f"{k}, {how}"] = {**rows[k], "score": t.engine_score(rows[k]["dir"], how), "engine": how}
     fast = speeds(t, {k: (r["dir"], r.get("engine", "")) for k, r in rows.items()}, args.rounds)
     base = fast["teacher (6 layers)"]
     for k, r in rows.items():
