@@ -32,14 +32,18 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def test_embeddings_match_torch(tiny_dir):
     """fp32 OpenVINO embeddings equal PyTorch fp32's, in input order, over several batches (a
-    small token budget) run on OpenVINO's parallel requests."""
-    texts = [t[: 7 * (i + 1)] for i in range(12) for t in TEXTS][:40]
+    small token budget) run on OpenVINO's parallel requests, short batches on the compilation
+    without fused attention and a long text (over SHORT tokens) on the other."""
+    from bertkit.openvino_backend import SHORT
+
+    texts = [t[: 7 * (i + 1)] for i in range(12) for t in TEXTS][:40] + [" ".join(TEXTS * 4)]
     want = bertkit.pipeline("feature-extraction", model=tiny_dir, precision="fp32")(texts)
     pipe = bertkit.pipeline(
         "feature-extraction", model=tiny_dir, precision="fp32", backend="openvino", max_tokens=64
     )
     assert pipe.model.precision == "fp32" and pipe.model.streams >= 1
     got = pipe(texts)
+    assert len(pipe.tokenizer(texts[-1:])["input_ids"][0]) > SHORT
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-4)
     assert pipe(TEXTS[1]).shape == (want.shape[1],)  # one text: one vector

@@ -46,9 +46,10 @@ R = TypeVar("R")
 
 BACKENDS = ("torch", "onnx", "openvino")
 # The token budget each backend runs fastest at (max_tokens=0): bertkit's engine packs large
-# batches into long GEMMs; OpenVINO's THROUGHPUT streams lose beyond ~2k tokens a request (SST-2
-# 1,899 texts/s at 2,048 against 1,389 at 8,192; IMDB 95 against 82; docs/benchmarks.md).
-MAX_TOKENS = {"torch": 8192, "onnx": 8192, "openvino": 2048}
+# batches into long GEMMs; OpenVINO's THROUGHPUT streams lose with larger requests (SST-2 2,374
+# texts/s at 1,024 against 2,201 at 2,048 and 1,389 at 8,192; IMDB 106 against 102 and 82;
+# docs/benchmarks.md).
+MAX_TOKENS = {"torch": 8192, "onnx": 8192, "openvino": 1024}
 
 
 @dataclass

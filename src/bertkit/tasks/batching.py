@@ -3,6 +3,7 @@ length-sorted batches for inference (order restored afterwards)."""
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Iterator, Sequence
 
@@ -11,27 +12,28 @@ import torch
 IGNORE = -100  # label of positions the loss skips (sub-tokens, special tokens, padding)
 
 
+def pad_rows(rows: Sequence[Sequence[int]], T: int, fill: int) -> torch.Tensor:
+    """(B, T) long tensor of `rows`, each padded with `fill` to T (no Python loop per row)."""
+    lengths = torch.tensor([len(r) for r in rows])
+    out = torch.full((len(rows), T), fill, dtype=torch.long)
+    flat = torch.tensor(list(itertools.chain.from_iterable(rows)), dtype=torch.long)
+    out[torch.arange(T) < lengths[:, None]] = flat  # row-major: each row's values in order
+    return out
+
+
 def pad_batch(features: Sequence[dict], pad_id: int, keys: Sequence[str] = ()) -> dict[str, torch.Tensor]:
     """Pad `input_ids`/`token_type_ids`/`attention_mask` to the longest row; per-token label lists in
     `keys` are padded with IGNORE; scalar fields become a tensor."""
     T = max(len(f["input_ids"]) for f in features)
-    B = len(features)
-    ids = torch.full((B, T), pad_id, dtype=torch.long)
-    types = torch.zeros((B, T), dtype=torch.long)
-    mask = torch.zeros((B, T), dtype=torch.long)
-    for i, f in enumerate(features):
-        n = len(f["input_ids"])
-        ids[i, :n] = torch.tensor(f["input_ids"])
-        types[i, :n] = torch.tensor(f["token_type_ids"])
-        mask[i, :n] = 1
+    ids = pad_rows([f["input_ids"] for f in features], T, pad_id)
+    types = pad_rows([f["token_type_ids"] for f in features], T, 0)
+    lengths = torch.tensor([len(f["input_ids"]) for f in features])
+    mask = (torch.arange(T) < lengths[:, None]).long()
     batch = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
     for key in keys:
         values = [f[key] for f in features]
         if isinstance(values[0], list):
-            t = torch.full((B, T), IGNORE, dtype=torch.long)
-            for i, v in enumerate(values):
-                t[i, : len(v)] = torch.tensor(v)
-            batch[key] = t
+            batch[key] = pad_rows(values, T, IGNORE)
         else:
             batch[key] = torch.tensor(values)
     return batch
