@@ -12,12 +12,16 @@ import torch
 IGNORE = -100  # label of positions the loss skips (sub-tokens, special tokens, padding)
 
 
+def filled(rows: Sequence[Sequence[int]], T: int) -> torch.Tensor:
+    """(B, T) bool, True at the positions `rows` fill (each row's first len(row) positions)."""
+    return torch.arange(T) < torch.tensor([len(r) for r in rows])[:, None]
+
+
 def pad_rows(rows: Sequence[Sequence[int]], T: int, fill: int) -> torch.Tensor:
     """(B, T) long tensor of `rows`, each padded with `fill` to T (no Python loop per row)."""
-    lengths = torch.tensor([len(r) for r in rows])
     out = torch.full((len(rows), T), fill, dtype=torch.long)
     flat = torch.tensor(list(itertools.chain.from_iterable(rows)), dtype=torch.long)
-    out[torch.arange(T) < lengths[:, None]] = flat  # row-major: each row's values in order
+    out[filled(rows, T)] = flat  # row-major: each row's values in order
     return out
 
 
@@ -27,8 +31,7 @@ def pad_batch(features: Sequence[dict], pad_id: int, keys: Sequence[str] = ()) -
     T = max(len(f["input_ids"]) for f in features)
     ids = pad_rows([f["input_ids"] for f in features], T, pad_id)
     types = pad_rows([f["token_type_ids"] for f in features], T, 0)
-    lengths = torch.tensor([len(f["input_ids"]) for f in features])
-    mask = (torch.arange(T) < lengths[:, None]).long()
+    mask = filled([f["input_ids"] for f in features], T).long()
     batch = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
     for key in keys:
         values = [f[key] for f in features]
