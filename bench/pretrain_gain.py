@@ -89,6 +89,10 @@ def tasks(lang: str, d: Path) -> list[dict]:
     ]
 
 
+def train_file(task: dict) -> Path:
+    return task["args"][task["args"].index("--train") + 1]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--lang", choices=["en", "zh"], required=True, help="English (Gutenberg) or Chinese")
@@ -153,6 +157,14 @@ def main() -> None:
         help="WordPiece vocabulary size (default 30522 for en, 10000 for zh); another size works in "
         "WORK/<lang>[-cased]-vN with its own tokenizer, shards and random baseline",
     )
+    p.add_argument(
+        "--alphabet-from-tasks",
+        action="store_true",
+        help="train the tokenizer with every character of the tasks' training files kept (its "
+        "--initial-alphabet; Chinese: --limit-alphabet 7500), so that digits and product names the "
+        "corpus lacks are not [UNK]; works in WORK/<lang>-alpha with its own tokenizer, shards and "
+        "random baseline",
+    )
     p.add_argument("--seed", type=int, default=42, help="seed (default 42)")
     p.add_argument(
         "--tasks",
@@ -179,6 +191,7 @@ def main() -> None:
     default_vocab = 30522 if args.lang == "en" else 10000
     vocab = args.vocab_size or default_vocab
     suffix = ("-cased" if args.cased else "") + ("" if vocab == default_vocab else f"-v{vocab}")
+    suffix += "-alpha" if args.alphabet_from_tasks else ""
     work = Path(args.work) / (args.lang + suffix)
     # a recipe option must never reuse (or --resume) another recipe's model folder
     recipe = [
@@ -195,11 +208,14 @@ def main() -> None:
     tok, pre, rnd = work / "tokenizer", work / run, work / "random"
     corpus = d / ("en/gutenberg/books" if args.lang == "en" else "zh/pretrain")
     if not (tok / "vocab.txt").is_file():
+        limit = "7500" if args.alphabet_from_tasks else "6000"
         size = (
             ["--vocab-size", str(vocab), *(["--cased"] if args.cased else [])]
             if args.lang == "en"
-            else ["--vocab-size", str(vocab), "--limit-alphabet", "6000"]
+            else ["--vocab-size", str(vocab), "--limit-alphabet", limit]
         )
+        if args.alphabet_from_tasks:  # every task's training file, whichever --tasks this run has
+            size += ["--initial-alphabet", *(train_file(t) for t in tasks(args.lang, d))]
         bertkit("tokenizer", "train", corpus, *size, "--output", tok)
     segment = ["--segmenter", args.segmenter] if args.segmenter else []
     bertkit("shards", "--corpus", corpus, "--tokenizer", tok, "--output", shards, *segment)

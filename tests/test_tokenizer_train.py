@@ -178,6 +178,38 @@ def test_chinese_training_gives_single_character_tokens(shared_data, hf, tmp_pat
     assert_same_encodings(tok, hf.BertTokenizer.from_pretrained(str(tmp_path / "zh")), sample)
 
 
+def test_initial_alphabet_keeps_characters_the_corpus_lacks(hf, tmp_path, capsys):
+    # A corpus with no digits, no Latin letters and no 呗 (as translated classical prose), and the
+    # text a model will be fine-tuned on (customer questions) as the alphabet file.
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("天下大势，分久必合，合久必分。\n周末七国分争，并入于秦。\n" * 40, encoding="utf-8")
+    questions = ["花呗怎么还款", "借呗2018年的额度", "QQ号码***绑定"]
+    alphabet = tmp_path / "questions.txt"
+    alphabet.write_text("\n".join(questions) + "\n", encoding="utf-8")
+    plain = train_tokenizer(corpus, 300, tmp_path / "plain", limit_alphabet=200)
+    assert plain.tokenize("分呗") == ["分", "[UNK]"] and plain.tokenize("2018") == ["[UNK]"]
+
+    rc, _, err = run_cli(capsys, corpus, "--vocab-size", 300, "--limit-alphabet", 200,
+                         "--initial-alphabet", alphabet, "--output", tmp_path / "kept")  # fmt: skip
+    assert rc == 0, err
+    tok = Tokenizer.from_pretrained(tmp_path / "kept")
+    chars = {ch for q in questions for ch in q.lower()}
+    assert all(tok.tokenize(ch) == [ch] for ch in chars)
+    assert tok.tokenize("借呗2018") == ["借", "呗", "2", "##0", "##1", "##8"]  # "##" forms for digits
+    assert tok.tokenize("qq") == ["q", "##q"]
+    assert "[UNK]" not in tok.tokenize(" ".join(questions))
+    assert [tok.vocab[t] for t in SPECIAL_TOKENS] == list(range(len(SPECIAL_TOKENS)))
+    assert len(tok.vocab) == len(set(tok.vocab.values())) == max(tok.vocab.values()) + 1
+    assert_same_encodings(tok, hf.BertTokenizer.from_pretrained(str(tmp_path / "kept")), questions)
+
+    # More characters than --limit-alphabet allows: one line, nothing written.
+    out = tmp_path / "small"
+    rc, out_text, err = run_cli(capsys, corpus, "--limit-alphabet", 5, "--initial-alphabet", alphabet,
+                                "--output", out)  # fmt: skip
+    assert_one_line_error(rc, out_text, err, "limit_alphabet 5")
+    assert not out.exists()
+
+
 # -- bad input --------------------------------------------------------------------------------------
 
 

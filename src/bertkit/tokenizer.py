@@ -462,11 +462,15 @@ def train_tokenizer(
     strip_accents: bool | None = None,
     *,
     strip_gutenberg: bool = True,
+    alphabet_files: str | os.PathLike | Iterable[str | os.PathLike] = (),
 ) -> Tokenizer:
     """Learn a WordPiece vocabulary of `vocab_size` tokens ([PAD] [UNK] [CLS] [SEP] [MASK] first)
     from text files, folders or glob patterns (plain or .gz) and save it to the directory `output`
     (None: do not save). Lines are streamed, so memory grows with the number of distinct words, not
-    with the corpus. The normalizer isolates CJK characters, so each one is a token."""
+    with the corpus. The normalizer isolates CJK characters, so each one is a token. Every
+    character of `alphabet_files` (normalized as the corpus is) is kept whatever its count, as
+    the trainer's initial alphabet: text the model will meet (a fine-tuning set) then has no
+    [UNK] for characters the corpus lacks (digits, product names)."""
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size <= len(SPECIAL_TOKENS):
         raise BertkitError(
             f"vocab_size must be more than the {len(SPECIAL_TOKENS)} special tokens, not {vocab_size}"
@@ -481,10 +485,17 @@ def train_tokenizer(
     # Training sees the text through the normalizer and pre-tokenizer that encoding will use.
     backend.normalizer = _normalizer(do_lower_case, strip_accents, chinese=True)
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    alphabet = _alphabet(backend, alphabet_files)
+    if len(alphabet) > limit_alphabet:
+        raise BertkitError(
+            f"the alphabet files hold {len(alphabet)} characters, more than limit_alphabet "
+            f"{limit_alphabet}: raise limit_alphabet"
+        )
     trainer = trainers.WordPieceTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
         limit_alphabet=limit_alphabet,
+        initial_alphabet=alphabet,
         special_tokens=list(SPECIAL_TOKENS),
         continuing_subword_prefix="##",
         show_progress=False,
@@ -505,6 +516,7 @@ def train_tokenizer(
             yield batch
 
     backend.train_from_iterator(batches(), trainer=trainer)
+    _add_continuations(backend, alphabet)
     if seen == 0 or backend.get_vocab_size() <= len(SPECIAL_TOKENS):
         names = ", ".join(map(str, paths[:3])) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
         raise BertkitError(f"no text to train on in {names}")
@@ -518,3 +530,46 @@ def train_tokenizer(
     if output is not None:
         tok.save_pretrained(output)
     return tok
+
+
+def _add_continuations(backend: tokenizers.Tokenizer, alphabet: list[str]) -> None:
+    """Give each character of `alphabet` that can continue a word (a digit, a letter; not CJK
+    or punctuation, which the pre-tokenizer splits off) its "##" form, appended to the trained
+    vocabulary: without it "2018" is [UNK] when the corpus had no digits."""
+    assert backend.normalizer is not None and backend.pre_tokenizer is not None
+    vocab = backend.get_vocab()
+
+    def continues(ch: str) -> bool:
+        words = backend.pre_tokenizer.pre_tokenize_str(backend.normalizer.normalize_str("a" + ch))
+        return len(words) == 1
+
+    extra = [f"##{ch}" for ch in alphabet if f"##{ch}" not in vocab and continues(ch)]
+    if not extra:
+        return
+    for piece in extra:
+        vocab[piece] = len(vocab)
+    backend.model = models.WordPiece(
+        vocab,
+        unk_token=UNK,
+        max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD,
+        continuing_subword_prefix="##",
+    )
+
+
+def _alphabet(
+    backend: tokenizers.Tokenizer, files: str | os.PathLike | Iterable[str | os.PathLike]
+) -> list[str]:
+    """The distinct characters of `files` as the trainer sees them (after `backend`'s
+    normalizer), whitespace left out, in order of first appearance."""
+    if isinstance(files, (str, os.PathLike)):
+        files = [files]
+    files = list(files)
+    if not files:
+        return []
+    assert backend.normalizer is not None
+    seen: dict[str, None] = {}
+    for line in iter_text_lines(files, strip_gutenberg=False):
+        for ch in backend.normalizer.normalize_str(line):
+            if not ch.isspace():
+                seen[ch] = None
+    return list(seen)

@@ -72,6 +72,15 @@ def add_parser(sub) -> None:
     train.add_argument(
         "--limit-alphabet", type=int, default=1000, help="characters kept (default 1000; Chinese: e.g. 6000)"
     )
+    train.add_argument(
+        "--initial-alphabet",
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="keep every character of these text files (e.g. the fine-tuning sets' training files), "
+        "so that the text the model will meet has no [UNK] for characters the corpus lacks; they "
+        "count towards --limit-alphabet",
+    )
     train.set_defaults(func=tokenizer_train)
 
 
@@ -86,6 +95,7 @@ def tokenizer_train(args: argparse.Namespace) -> None:
         min_frequency=args.min_frequency,
         limit_alphabet=args.limit_alphabet,
         strip_accents=None if args.strip_accents is None else args.strip_accents == "yes",
+        alphabet_files=args.initial_alphabet,
     )
     print(f"trained a WordPiece vocabulary of {tok.vocab_size} tokens; saved to {args.output}")
 
