@@ -523,8 +523,8 @@ def train_tokenizer(
     if backend.get_vocab_size() > vocab_size:
         n = backend.get_vocab_size()
         raise BertkitError(
-            f"vocab_size {vocab_size} is too small: the corpus' characters alone take {n} tokens "
-            "(raise vocab_size or lower limit_alphabet)"
+            f"vocab_size {vocab_size} is too small: the characters alone (corpus and alphabet files) "
+            f"take {n} tokens (raise vocab_size or lower limit_alphabet)"
         )
     tok = Tokenizer(backend, do_lower_case=do_lower_case, strip_accents=strip_accents)
     if output is not None:
