@@ -21,7 +21,7 @@ from bertkit.fused import PrepackedLinear
 from bertkit.fused import can_prepack as _can_prepack
 from bertkit.heads import BertForSequenceClassification
 from bertkit.inference import InferenceOptions, prepare
-from bertkit.runtime import Runtime
+from bertkit.runtime import Runtime, cpu_flags
 from bertkit.tokenizer import Tokenizer
 
 DATA = Path(os.environ.get("BERTKIT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -141,12 +141,38 @@ def test_bf16_and_int8_embeddings_close(minilm_dir):
     base = bertkit.pipeline("feature-extraction", model=minilm_dir, precision="fp32")(texts)
     bf16 = bertkit.pipeline("feature-extraction", model=minilm_dir, precision="bf16")(texts)
     assert (base * bf16).sum(-1).min() >= 0.999  # both normalised: the dot product is the cosine
-    # int8 (bertkit.int8, SmoothQuant-calibrated) is lossier: measured mean 0.9987, min 0.9946
+    # int8 (bertkit.int8, SmoothQuant-calibrated) is lossier: measured mean 0.9988, min 0.9940
     # on 2,048 SST-2 train sentences (OpenVINO's NNCF int8 0.9970 / 0.9587)
     for precision in ("auto", "fp32"):
         int8 = bertkit.pipeline("feature-extraction", model=minilm_dir, int8=True, precision=precision)(texts)
         cos = (base * int8).sum(-1)
-        assert cos.mean() >= 0.997 and cos.min() >= 0.985, (precision, cos.mean(), cos.min())
+        assert cos.mean() >= 0.998 and cos.min() >= 0.99, (precision, cos.mean(), cos.min())
+
+
+INT8_COSINES = """
+import json, sys
+import bertkit
+texts = json.load(open(sys.argv[2], encoding="utf-8"))
+base = bertkit.pipeline("feature-extraction", model=sys.argv[1], precision="fp32")(texts)
+int8 = bertkit.pipeline("feature-extraction", model=sys.argv[1], int8=True)(texts)
+cos = (base * int8).sum(-1)
+print(cos.mean(), cos.min())
+"""
+
+
+@pytest.mark.skipif("avx2" not in cpu_flags(), reason="the CPU has no AVX2 (oneDNN's AVX2 kernels)")
+def test_int8_embeddings_close_on_avx2_kernels(minilm_dir, tmp_path):
+    """int8 as a CPU without VNNI or bf16 units runs it: oneDNN held to its AVX2 kernels (whose
+    u8 x s8 products add pairs in 16 bits), on any x86 CPU. Measured on 2,048 SST-2 train
+    sentences: mean 0.9986, min 0.9944 (7-bit activations gave 0.9956 / 0.9764)."""
+    src = tmp_path / "texts.json"
+    src.write_text(json.dumps(sentences(48)), encoding="utf-8")
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    args = [sys.executable, "-c", INT8_COSINES, str(minilm_dir), str(src)]
+    r = subprocess.run(args, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    mean, low = map(float, r.stdout.split())
+    assert mean >= 0.998 and low >= 0.99, (mean, low)
 
 
 def test_engine_options_are_checked(minilm_dir):

@@ -218,3 +218,52 @@ def test_no_task_name_compared_outside_tasks():
             if isinstance(node, ast.Compare):
                 consts = [c for c in ast.walk(node) if isinstance(c, ast.Constant) and c.value in names]
                 assert not consts, f"{path.name}:{node.lineno} compares a task name"
+
+
+def clear_cpu_caches() -> None:
+    for f in (runtime_mod.cpu_has_amx, runtime_mod.cpu_has_bf16, runtime_mod.cpu_has_vnni):
+        f.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("flags", "cap", "kind", "vnni"),
+    [
+        ("avx2 fma", None, "avx2", False),  # most cloud VMs and laptops
+        ("avx2 avx_vnni", None, "avx2", True),  # AVX-VNNI without AVX-512 (Alder Lake)
+        ("avx2 avx512f avx512_vnni", None, "avx2", True),  # Cascade Lake: no bf16 units
+        ("avx2 avx512f avx512_vnni avx512_bf16", None, "avx512_bf16", True),  # EPYC Genoa
+        ("avx2 avx512f avx512_vnni avx512_bf16 amx_bf16 amx_int8 amx_tile", None, "amx", True),
+        # oneDNN held to lower kernels runs them, whatever the CPU has
+        ("avx2 avx512f avx512_vnni avx512_bf16 amx_bf16 amx_int8", "AVX2", "avx2", False),
+        ("avx2 avx512f avx512_vnni avx512_bf16 amx_bf16 amx_int8", "avx512_core", "avx2", False),
+        ("avx2 avx512f avx512_vnni avx512_bf16 amx_bf16 amx_int8", "AVX512_CORE_BF16", "avx512_bf16", True),
+        ("avx2 avx512f avx512_vnni avx512_bf16", "ALL", "avx512_bf16", True),
+    ],
+)
+def test_cpu_kind_from_flags_and_onednn_cap(monkeypatch, flags, cap, kind, vnni):
+    for name in ("BERTKIT_CPU_AMX", "BERTKIT_CPU_BF16", "BERTKIT_CPU_VNNI", "DNNL_MAX_CPU_ISA"):
+        monkeypatch.delenv(name, raising=False)
+    if cap is None:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    else:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    monkeypatch.setattr(runtime_mod, "cpu_flags", lambda: frozenset(flags.split()))
+    clear_cpu_caches()
+    try:
+        assert (runtime_mod.cpu_kind(), runtime_mod.cpu_has_vnni()) == (kind, vnni)
+        assert Runtime(torch.device("cpu"), "auto").bf16 == (kind != "avx2")
+    finally:
+        clear_cpu_caches()
+
+
+@pytest.mark.parametrize("kind", runtime_mod.CPU_KINDS)
+def test_overrides_choose_each_kind(monkeypatch, kind):
+    """BERTKIT_CPU_AMX / _BF16 / _VNNI choose another kind's code paths on any CPU."""
+    monkeypatch.setenv("BERTKIT_CPU_AMX", "1" if kind == "amx" else "0")
+    monkeypatch.setenv("BERTKIT_CPU_BF16", "0" if kind == "avx2" else "1")
+    monkeypatch.setenv("BERTKIT_CPU_VNNI", "0" if kind == "avx2" else "1")
+    clear_cpu_caches()
+    try:
+        assert runtime_mod.cpu_kind() == kind
+    finally:
+        clear_cpu_caches()

@@ -53,24 +53,80 @@ class RuntimeArgs:
         return args
 
 
+# oneDNN's kernel families, lowest first, as `ONEDNN_MAX_CPU_ISA` names them: a cap below the
+# CPU's own features makes oneDNN run the lower kernels (its AVX2 u8 x s8 products saturate even
+# on a VNNI CPU), so the features bertkit counts on are those of the cap too.
+ONEDNN_ISAS = (
+    "sse41", "avx", "avx2", "avx2_vnni", "avx2_vnni_2", "avx512_core", "avx512_core_vnni",
+    "avx512_core_bf16", "avx10_1_512", "avx512_core_fp16", "avx512_core_amx",
+    "avx10_1_512_amx", "avx512_core_amx_fp16", "avx10_1_512_amx_fp16",
+)  # fmt: skip
+# the lowest kernel family with each feature (avx2_vnni: AVX-VNNI without AVX-512)
+FEATURE_ISAS = {
+    "vnni": ("avx2_vnni", "avx512_core_vnni"),
+    "bf16": ("avx512_core_bf16",),
+    "amx": ("avx512_core_amx",),
+}
+
+
+def _overridden(name: str) -> bool | None:
+    forced = os.environ.get(name)
+    return None if forced is None else forced not in ("0", "false", "no", "")
+
+
+def onednn_allows(feature: str) -> bool:
+    """False where `ONEDNN_MAX_CPU_ISA` (or `DNNL_MAX_CPU_ISA`) holds oneDNN below the kernels
+    with `feature` ("vnni", "bf16", "amx"); true without a cap."""
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "all").lower()
+    if cap in ("all", "default") or cap not in ONEDNN_ISAS:
+        return True
+    rank = ONEDNN_ISAS.index(cap)
+    lowest = [ONEDNN_ISAS.index(isa) for isa in FEATURE_ISAS[feature]]
+    # avx2_vnni sits below avx512_core but has VNNI; the AVX-512 families above it keep it
+    return any(rank >= i for i in lowest) and not (feature == "vnni" and cap == "avx512_core")
+
+
+@functools.cache
+def cpu_has_amx() -> bool:
+    """True where the CPU has AMX tiles for bf16 and int8 (Sapphire Rapids and later).
+    `BERTKIT_CPU_AMX=0/1` overrides the detection (it chooses code paths: no hardware is
+    emulated)."""
+    forced = _overridden("BERTKIT_CPU_AMX")
+    if forced is not None:
+        return forced
+    return {"amx_bf16", "amx_int8"} <= cpu_flags() and onednn_allows("amx")
+
+
 @functools.cache
 def cpu_has_bf16() -> bool:
-    """True where the CPU has native bf16 matrix instructions (AMX or AVX512-BF16).
-    `BERTKIT_CPU_BF16=0/1` overrides the detection."""
-    forced = os.environ.get("BERTKIT_CPU_BF16")
+    """True where the CPU has native bf16 matrix instructions (AMX or AVX512-BF16) and oneDNN
+    may use them. `BERTKIT_CPU_BF16=0/1` overrides the detection."""
+    forced = _overridden("BERTKIT_CPU_BF16")
     if forced is not None:
-        return forced not in ("0", "false", "no", "")
-    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
+        return forced
+    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags()) and onednn_allows("bf16")
 
 
 @functools.cache
 def cpu_has_vnni() -> bool:
     """True where the CPU multiplies u8 x s8 without 16-bit saturation (AVX512-VNNI, AVX-VNNI,
-    AMX-INT8); elsewhere int8 activations keep 7 bits. `BERTKIT_CPU_VNNI=0/1` overrides it."""
-    forced = os.environ.get("BERTKIT_CPU_VNNI")
+    AMX-INT8) and oneDNN may use it; elsewhere int8 weights keep neighbouring pairs within 128
+    (`bertkit.int8`). `BERTKIT_CPU_VNNI=0/1` overrides it."""
+    forced = _overridden("BERTKIT_CPU_VNNI")
     if forced is not None:
-        return forced not in ("0", "false", "no", "")
-    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags())
+        return forced
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags()) and onednn_allows("vnni")
+
+
+CPU_KINDS = ("amx", "avx512_bf16", "avx2")
+
+
+def cpu_kind() -> str:
+    """The kind of CPU that decides the engine's defaults: "amx", "avx512_bf16" (bf16 units
+    without AMX) or "avx2" (no bf16 units: AVX2-only CPUs, and AVX-512 ones without BF16)."""
+    if cpu_has_amx():
+        return "amx"
+    return "avx512_bf16" if cpu_has_bf16() else "avx2"
 
 
 @functools.cache
