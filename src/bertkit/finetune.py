@@ -93,7 +93,7 @@ SAME_RUN_BEFORE = {"head_lr_mult": 1.0}
 
 
 def run_settings(args: TrainArgs, rt: Runtime) -> dict[str, Any]:
-    return {**{k: getattr(args, k) for k in SAME_RUN}, "precision": "bf16" if rt.bf16 else "fp32"}
+    return {**{k: getattr(args, k) for k in SAME_RUN}, "precision": rt.compute}
 
 
 def resume_from(ck: Resumable, run: dict, n_train: int, rt: Runtime) -> tuple[Path | None, dict | None]:

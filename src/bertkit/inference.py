@@ -1,7 +1,7 @@
 """The inference engine: how bertkit runs a model over many texts, on a CPU or a GPU.
 
 Where and in what precision is the runtime's (`bertkit.runtime`): `prepare` moves the model to
-`runtime.device` and gives it bf16 weights where `runtime.bf16` says so.
+`runtime.device` and gives it bf16 or fp16 weights where `runtime.dtype` says so.
 
 Every predicting path uses it (pipelines, `bertkit predict`/`evaluate`/`embed`, the server):
 
@@ -27,7 +27,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import torch
@@ -50,6 +50,8 @@ BACKENDS = ("torch", "onnx", "openvino")
 # texts/s at 1,024 against 2,201 at 2,048 and 1,389 at 8,192; IMDB 106 against 102 and 82;
 # docs/benchmarks.md).
 MAX_TOKENS = {"torch": 8192, "onnx": 8192, "openvino": 1024}
+# A GPU's kernels fill up only with far larger batches (the row cap of `sorted_order` still holds).
+CUDA_MAX_TOKENS = 65536
 
 
 @dataclass
@@ -63,6 +65,7 @@ class InferenceOptions:
     backend: str = "torch"  # "onnx": ONNX Runtime (onnx_backend.py); "openvino" (openvino_backend.py)
     onnx_file: str | None = None  # the exported graph for backend "onnx" (default DIR/model.onnx)
     calibration: str | None = None  # texts int8 on backend "openvino" calibrates on (else random tokens)
+    budget_given: bool = field(default=False, init=False)  # max_tokens asked for (else per device)
 
     @classmethod
     def from_env(cls, **overrides) -> InferenceOptions:
@@ -81,15 +84,16 @@ class InferenceOptions:
             raise BertkitError(f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
         if self.max_tokens < 0:
             raise BertkitError(f"max_tokens must be 0 (the backend's) or more, not {self.max_tokens}")
+        self.budget_given = self.max_tokens > 0
         self.max_tokens = self.max_tokens or MAX_TOKENS[self.backend]
 
 
 def engine_dtype(rt: Runtime, int8: bool = False) -> torch.dtype:
-    """The float weights' and activations' dtype: bf16 where the runtime computes in bf16, else
-    fp32; under int8 the same around the int8 matrix products."""
+    """The float weights' and activations' dtype: the runtime's (bf16, fp16 or fp32); under int8
+    the same around the int8 matrix products."""
     if int8 and (rt.device.type != "cpu" or not int8_available()):
         raise BertkitError("int8 runs on the CPU only, with oneDNN (torch.backends.mkldnn)")
-    return torch.bfloat16 if rt.bf16 else torch.float32
+    return rt.dtype
 
 
 def device_of(model: nn.Module) -> torch.device:
@@ -112,6 +116,8 @@ def prepare(model: ModelT, options: InferenceOptions | None = None, runtime: Run
     dtype = engine_dtype(rt, o.int8)
     model.eval().to(rt.device)
     device = rt.device
+    if device.type == "cuda" and not o.budget_given:
+        o.max_tokens = CUDA_MAX_TOKENS
     tied = getattr(model, "mlm", None) is not None  # the MLM decoder shares the word embeddings
     if dtype != torch.float32 and tied:
         model.to(dtype)

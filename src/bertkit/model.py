@@ -19,6 +19,17 @@ from torch import nn
 from bertkit.checkpoint import PretrainedMixin
 from bertkit.config import BertConfig
 
+try:  # flash attention over packed sequences of different lengths (CUDA, fp16/bf16)
+    from torch.nn.attention.varlen import varlen_attn
+except ImportError:  # torch before 2.9
+    varlen_attn = None  # type: ignore[assignment]
+
+
+def varlen_ok(x: torch.Tensor) -> bool:
+    """Whether packed attention can run as variable-length flash attention on `x`'s device:
+    CUDA, fp16 or bf16, and a torch that has it."""
+    return varlen_attn is not None and x.is_cuda and x.dtype in (torch.float16, torch.bfloat16)
+
 
 def activation(name: str):
     """The activation a config names. `gelu` is BERT's exact erf GELU; `gelu_new` the tanh form."""
@@ -75,7 +86,11 @@ class Packing:
     (L >= `row`) under a block-diagonal mask, each attending to its own tokens only, so attention
     runs a few long rows instead of many tiny ones (CPU kernels pay per row: 630 sequences of 13
     tokens took 3x the time of the same tokens in rows of 64). Where no two sequences fit in a
-    row, each has its own and the mask is the plain key-padding one."""
+    row, each has its own and the mask is the plain key-padding one.
+
+    On CUDA in fp16/bf16 (`varlen`) attention does not unpack at all: the packed (N, 3H)
+    projections go to variable-length flash attention with each sequence's bounds (`cu_seqlens`),
+    as SDPA's fused kernels cannot take the block-diagonal mask."""
 
     index: torch.Tensor  # (N,) flat positions r * L + l of the real tokens in attention's layout
     batch_index: torch.Tensor  # (N,) flat positions b * T + t in the padded batch
@@ -84,11 +99,17 @@ class Packing:
     L: int
     B: int
     T: int
+    cu_seqlens: torch.Tensor | None = None  # (B + 1,) int32 sequence bounds in N: varlen attention
+    longest: int = 0
 
     @classmethod
-    def of(cls, attention_mask: torch.Tensor, row: int = 64) -> Packing:
+    def of(cls, attention_mask: torch.Tensor, row: int = 64, varlen: bool = False) -> Packing:
         B, T = attention_mask.shape
         batch_index = attention_mask.reshape(-1).nonzero().squeeze(1)
+        if varlen:
+            n = attention_mask.sum(1, dtype=torch.int32)
+            cu = F.pad(torch.cumsum(n, 0, dtype=torch.int32), (1, 0))
+            return cls(batch_index, batch_index, attention_mask, 1, 0, B, T, cu, int(n.max()))
         lengths = attention_mask.sum(1).tolist()
         L = max(row, T)
         starts, r, used = [], 0, 0
@@ -165,6 +186,8 @@ class SelfAttention(nn.Module):
 
     def attend(self, qkv: torch.Tensor, mask: torch.Tensor | None, packing: Packing | None) -> torch.Tensor:
         """The heads' attention between the projections: (…, 3H) -> (…, H)."""
+        if packing is not None and packing.cu_seqlens is not None:
+            return self.attend_varlen(qkv, packing)
         if packing is not None:
             qkv = packing.pad(qkv)  # (N, 3H) -> (R, L, 3H): attention needs the sequences apart
             mask = packing.mask
@@ -177,6 +200,15 @@ class SelfAttention(nn.Module):
             y = F.dropout(attention_probs(q, k, mask), p=p) @ v  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, H3 // 3)
         return packing.unpad(y) if packing is not None else y  # (N, H) or (B, T, H)
+
+    def attend_varlen(self, qkv: torch.Tensor, packing: Packing) -> torch.Tensor:
+        """(N, 3H) packed projections -> (N, H), each sequence attending to its own tokens."""
+        cu, longest = packing.cu_seqlens, packing.longest
+        assert varlen_attn is not None and cu is not None
+        N, H3 = qkv.shape
+        q, k, v = qkv.view(N, 3, self.n_head, -1).unbind(1)  # (N, nh, hs) each
+        y = cast(torch.Tensor, varlen_attn(q, k, v, cu, cu, longest, longest))  # (N, nh, hs)
+        return y.reshape(N, H3 // 3)
 
 
 class FeedForward(nn.Module):
@@ -291,7 +323,8 @@ class BertModel(PretrainedMixin, nn.Module):
         if self.packed and not self.training and (mask is not None or 2 * T <= self.attention_row):
             if attention_mask is None:
                 attention_mask = torch.ones_like(input_ids)
-            packing = Packing.of(attention_mask, self.attention_row)
+            varlen = varlen_ok(x) and cast(Layer, self.layers[0]).attn.impl == "sdpa"
+            packing = Packing.of(attention_mask, self.attention_row, varlen)
             x = packing.from_batch(x)  # (N, H)
         hidden = [x] if output_hidden_states else None
         for layer in self.layers:

@@ -8,9 +8,11 @@ torchrun `runtime.rank`/`world` say which slice of the work is this process's.
 
 - device: `auto` (the default) is CUDA when a GPU is visible (the local rank's under torchrun),
   else the CPU; `cuda` or `cuda:N` where there is none is a one-line error.
-- precision: `auto` is bf16 where the device multiplies bf16 natively (CUDA with bf16, a CPU with
-  AMX or AVX512-BF16), else fp32; `bf16` and `fp32` force it. The same meaning in training
-  (bf16 autocast) and inference (bf16 weights).
+- precision: `auto` is bf16 where the device multiplies bf16 natively (a GPU of compute
+  capability 8.0 or more, a CPU with AMX or AVX512-BF16); elsewhere fp16 on CUDA (a T4 or V100:
+  emulated bf16 is slower than fp32) and fp32 on a CPU; `bf16`, `fp16` (CUDA only) and `fp32`
+  force it. The same meaning in training (autocast; fp16 with a gradient scaler) and inference
+  (weights in that dtype).
 - distributed: under torchrun (even with one process) a training command joins the group: gloo
   on CPUs, nccl on GPUs. A plain run is a world of one without a group.
 """
@@ -27,7 +29,8 @@ import torch
 from bertkit.errors import BertkitError
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")
-PRECISIONS = ("auto", "bf16", "fp32")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 @dataclass
@@ -141,8 +144,8 @@ def cpu_flags() -> frozenset[str]:
 
 def bf16_native(device: torch.device) -> bool:
     """Whether `device` multiplies bf16 natively (elsewhere bf16 is emulated, slower than fp32)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+    if device.type == "cuda":  # torch counts emulation as support unless told not to
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     return cpu_has_bf16()
 
 
@@ -175,7 +178,7 @@ def _index(spec: str) -> int:
 @dataclass
 class Runtime:
     device: torch.device
-    precision: str = "auto"  # as asked: auto, bf16 or fp32 (`bf16` says what it resolved to)
+    precision: str = "auto"  # as asked: auto, bf16, fp16 or fp32 (`compute` says what it resolved to)
     threads: int | None = None
     rank: int = 0
     world: int = 1
@@ -185,13 +188,33 @@ class Runtime:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise BertkitError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
-        if self.precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        cuda = self.device.type == "cuda"
+        if self.precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
             raise BertkitError(f"--precision bf16: {torch.cuda.get_device_name(self.device)} has no bf16")
+        if self.precision == "fp16" and not cuda:
+            raise BertkitError("--precision fp16 runs on CUDA; on a CPU use bf16 or fp32 (or auto)")
+
+    @property
+    def compute(self) -> str:
+        """The precision computed in: "bf16", "fp16" or "fp32" (`auto` resolved for the device)."""
+        if self.precision != "auto":
+            return self.precision
+        if bf16_native(self.device):
+            return "bf16"
+        return "fp16" if self.device.type == "cuda" else "fp32"
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The float dtype of `compute`: autocast's in training, the weights' in inference."""
+        return DTYPES[self.compute]
 
     @property
     def bf16(self) -> bool:
-        """bf16 compute: asked for, or `auto` on a device that multiplies bf16 natively."""
-        return self.precision == "bf16" or (self.precision == "auto" and bf16_native(self.device))
+        return self.compute == "bf16"
+
+    @property
+    def fp16(self) -> bool:
+        return self.compute == "fp16"
 
     @property
     def main(self) -> bool:
@@ -204,12 +227,18 @@ class Runtime:
 
     def describe(self) -> str:
         where = f", rank {self.rank} of {self.world} ({self.backend})" if self.distributed else ""
-        return f"{self.device}, {'bf16' if self.bf16 else 'fp32'}{where}"
+        return f"{self.device}, {self.compute}{where}"
 
     def autocast(self, enabled: bool | None = None):
-        """bf16 autocast on this device when the runtime computes in bf16."""
-        on = self.bf16 if enabled is None else enabled
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=on)
+        """Autocast to bf16 or fp16 on this device when the runtime computes in one of them."""
+        on = self.compute != "fp32" if enabled is None else enabled
+        dtype = self.dtype if self.compute != "fp32" else torch.bfloat16
+        return torch.autocast(self.device.type, dtype=dtype, enabled=on)
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """The loss scaler training needs in fp16 (small gradients underflow it); a no-op
+        otherwise (bf16 has fp32's range)."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.fp16)
 
     def to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         """A batch's tensors on this device (pinned and copied without blocking on CUDA)."""

@@ -162,6 +162,7 @@ class Stepper:
         self.model, self.args, self.rt = model, args, rt
         self.optimizer = make_optimizer(model, args.lr, args.weight_decay, args.head_lr_mult)
         self.scheduler = linear_schedule(self.optimizer, warmup_steps_for(total, args.warmup), total)
+        self.scaler = rt.grad_scaler()  # fp16: the loss scaled so that gradients do not underflow
         self.micro, self.step, self.running = 0, 0, [0.0, 0]
 
     def forward_backward(self, loss_fn: Callable[[nn.Module, Batch], torch.Tensor], batch: Batch) -> None:
@@ -176,7 +177,7 @@ class Stepper:
             self.micro = 0
             return
         with sync:
-            (loss / self.args.grad_accum).backward()
+            self.scaler.scale(loss / self.args.grad_accum).backward()
         self.running[0] += loss.item()
         self.running[1] += 1
         self.micro += 1
@@ -185,14 +186,20 @@ class Stepper:
         return self.micro >= self.args.grad_accum
 
     def update(self) -> bool:
-        """Clip and step; False when the step was skipped for a non-finite gradient."""
+        """Clip and step; False when the step was skipped for a non-finite gradient. In fp16 an
+        overflow of the scaled gradients is the loss scaler's to handle: it lowers the scale and
+        the step is skipped, as its warm-up expects."""
         self.micro = 0
+        self.scaler.unscale_(self.optimizer)
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm or math.inf)
         if not torch.isfinite(norm):
-            _nonfinite(self.args, "gradient", self.step + 1)
+            if not self.scaler.is_enabled():
+                _nonfinite(self.args, "gradient", self.step + 1)
+            self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
             return False
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
@@ -366,12 +373,14 @@ def _save(
 ):
     loop = {**keeper.saved(), "history": json.dumps(history, default=_plain), "running": stepper.running}
     state = _trainer_state(model, stepper.optimizer, stepper.scheduler, stepper.step, per_epoch)
-    ck.save({**state, "loop": loop})
+    ck.save({**state, "scaler": stepper.scaler.state_dict(), "loop": loop})
 
 
 def _resume(state: dict[str, Any], stepper: Stepper, keeper: Keeper, log: Log) -> int:
     """Optimizer, scheduler, RNG and what the loop knew, from a checkpoint; returns the epoch."""
     stepper.step, epoch = _restore(state, stepper.model, stepper.optimizer, stepper.scheduler)
+    if state.get("scaler"):  # fp16 runs: the loss scale reached
+        stepper.scaler.load_state_dict(state["scaler"])
     loop = state.get("loop")
     if loop is not None:  # the best evaluation so far, the record
         keeper.restore(loop)

@@ -26,8 +26,9 @@ def add_runtime(p: argparse.ArgumentParser) -> None:
         "--precision",
         choices=PRECISIONS,
         default=None,
-        help="auto (default): bf16 where the device multiplies bf16 natively (CUDA, AMX/AVX512-BF16 "
-        "CPUs), else fp32; bf16 or fp32 force it, in training (autocast) and inference (weights)",
+        help="auto (default): bf16 where the device multiplies bf16 natively (GPUs of compute "
+        "capability 8.0+, AMX/AVX512-BF16 CPUs), else fp16 on CUDA and fp32 on a CPU; bf16, fp16 "
+        "(CUDA) or fp32 force it, in training (autocast, fp16 with a loss scaler) and inference (weights)",
     )
     g.add_argument("--threads", type=int, default=None, help="CPU threads (default: one per core)")
 
