@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Tests pin the backend they test: `auto` would move most of the suite onto OpenVINO where the
+# dev extra installed it (tests/test_backend.py checks `auto` itself). Converted models are
+# cached in a folder of the run's own, not the user's cache.
+os.environ.setdefault("BERTKIT_BACKEND", "torch")
+os.environ.setdefault("BERTKIT_CACHE", tempfile.mkdtemp(prefix="bertkit-test-cache-"))
 
 
 def shared_data_dir() -> Path:

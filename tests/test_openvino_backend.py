@@ -139,4 +139,4 @@ def test_cli_backends_are_the_engines():
     from bertkit.cli.flags import BACKENDS
     from bertkit.inference import BACKENDS as ENGINE_BACKENDS
 
-    assert BACKENDS == ENGINE_BACKENDS
+    assert ("auto", *BACKENDS) == ENGINE_BACKENDS

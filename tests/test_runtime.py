@@ -77,7 +77,7 @@ def test_precision_means_the_same_on_every_device(monkeypatch):
     monkeypatch.setattr(runtime_mod, "cpu_has_bf16", lambda: True)
     assert Runtime(torch.device("cpu"), "auto").bf16
     with pytest.raises(BertkitError, match="--precision must be one of"):
-        Runtime(torch.device("cpu"), "fp16")
+        Runtime(torch.device("cpu"), "fp8")
 
 
 @pytest.mark.parametrize("cuda", [True, False])

@@ -13,9 +13,13 @@ import importlib
 
 # engine -> (module, builder keyword arguments)
 ENGINES: dict[str, tuple[str, dict]] = {
-    "bertkit auto": ("bk", {"precision": "auto"}),
-    "bertkit fp32": ("bk", {"precision": "fp32"}),
-    "bertkit int8": ("bk", {"precision": "auto", "int8": True}),
+    # what a user gets without flags (`--backend auto`), and with --int8 only
+    "bertkit default": ("bk", {}),
+    "bertkit default int8": ("bk", {"int8": True}),  # OpenVINO: calibrated on the shipped texts
+    # the torch engine, forced
+    "bertkit auto": ("bk", {"precision": "auto", "backend": "torch"}),
+    "bertkit fp32": ("bk", {"precision": "fp32", "backend": "torch"}),
+    "bertkit int8": ("bk", {"precision": "auto", "int8": True, "backend": "torch"}),
     "bertkit openvino auto": ("bk", {"precision": "auto", "backend": "openvino"}),
     "bertkit openvino fp32": ("bk", {"precision": "fp32", "backend": "openvino"}),
     "bertkit openvino int8": ("bk", {"precision": "auto", "int8": True, "backend": "openvino"}),

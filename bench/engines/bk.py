@@ -20,7 +20,7 @@ def version() -> str:
 
 
 def build(
-    model_dir: Path, kind: str, work: Path, calib: list[str], precision: str, int8: bool = False, backend=None
+    model_dir: Path, kind: str, work: Path, calib: list[str], precision=None, int8: bool = False, backend=None
 ):
     import bertkit
 

@@ -1,5 +1,7 @@
-"""What the reference engines share: tokenization into length-sorted padded batches (the
-`tokenizers` library, as transformers' fast tokenizer), mean pooling, a classifier's head."""
+"""What the reference engines share: tokenization (the `tokenizers` library, as transformers'
+fast tokenizer) into the batches bertkit's engine would make — sorted by length and cut by a
+token budget (`bertkit.tasks.batching.sorted_order`: rows × longest ≤ the budget, at most 256
+rows) — so that every engine gets the same batches; mean pooling; a classifier's head."""
 
 from __future__ import annotations
 
@@ -9,27 +11,33 @@ from pathlib import Path
 
 import numpy as np
 
-BATCH = 32  # texts per batch: sentence-transformers' default, sorted by length as it does
 MAX_LENGTH = 512
+# bertkit's budgets (bertkit.inference.MAX_TOKENS): OpenVINO's requests run faster when small
+MAX_TOKENS = 8192
+OPENVINO_MAX_TOKENS = 1024
 
 
 class Batcher:
     """texts -> (indices, input_ids, attention_mask, token_type_ids) int64 batches in length
-    order, each padded to its longest text."""
+    order, each padded to its longest text, within `max_tokens` padded tokens (`max_tokens` 0:
+    one text a batch)."""
 
-    def __init__(self, model_dir: Path, max_length: int = MAX_LENGTH, batch: int = BATCH):
+    def __init__(self, model_dir: Path, max_length: int = MAX_LENGTH, max_tokens: int = MAX_TOKENS):
         from tokenizers import Tokenizer
 
         self.tok = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
         self.tok.enable_truncation(max_length)
         self.tok.no_padding()
-        self.batch = batch
+        self.max_tokens = max_tokens
 
     def __call__(self, texts: list[str]) -> Iterator[tuple[list[int], np.ndarray, np.ndarray, np.ndarray]]:
+        from bertkit.tasks.batching import sorted_order
+
         enc = self.tok.encode_batch(texts)
-        order = sorted(range(len(texts)), key=lambda i: len(enc[i].ids))
-        for s in range(0, len(order), self.batch):
-            idx = order[s : s + self.batch]
+        lengths = [len(e.ids) for e in enc]
+        one_each = ([i] for i in range(len(texts)))
+        groups = sorted_order(lengths, self.max_tokens) if self.max_tokens else one_each
+        for idx in groups:
             T = max(len(enc[i].ids) for i in idx)
             ids = np.zeros((len(idx), T), dtype=np.int64)
             mask = np.zeros((len(idx), T), dtype=np.int64)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engines.common import Batcher, collect, mean_pool
+from engines.common import OPENVINO_MAX_TOKENS, Batcher, collect, mean_pool
 from engines.ort import NAMES
 
 
@@ -48,7 +48,7 @@ def quantize(model, model_dir: Path, kind: str, work: Path, calib: list[str]):
         return ov.Core().read_model(str(path))
     items = [
         {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        for _, ids, mask, types in Batcher(model_dir, batch=1)(calib)
+        for _, ids, mask, types in Batcher(model_dir, max_tokens=0)(calib)
     ]
     q = nncf.quantize(
         model, nncf.Dataset(items), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(items)
@@ -68,7 +68,7 @@ def build(model_dir: Path, kind: str, work: Path, calib: list[str], precision: s
         config["INFERENCE_PRECISION_HINT"] = precision
     compiled = ov.Core().compile_model(model, "CPU", config)
     queue = ov.AsyncInferQueue(compiled, compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-    batcher = Batcher(model_dir)
+    batcher = Batcher(model_dir, max_tokens=OPENVINO_MAX_TOKENS)
     dim = json.loads((Path(model_dir) / "config.json").read_text())["hidden_size"]
     out: np.ndarray = np.zeros(0)
 

@@ -57,8 +57,9 @@ from bertkit.finetune import (
     training_batches,
     write_output,
 )
-from bertkit.inference import InferenceOptions, forward_batches, prepare
+from bertkit.inference import InferenceOptions, forward_batches
 from bertkit.model import BertModel, Layer, attention_probs, extended_mask, split_heads
+from bertkit.pipelines import task_engine
 from bertkit.runtime import Runtime, local_runtime
 from bertkit.tasks.base import Task
 from bertkit.tokenizer import Tokenizer
@@ -606,7 +607,10 @@ def teach(job: Job, feats: list[dict], dev_feats: list[dict]) -> tuple[TeacherLo
     (cached), its dev/test scores and its size."""
     teacher = job.task.load_model(job.teacher_dir) if job.rt.main else None
     size = size_of(teacher) if teacher is not None else {}
-    engine = prepare(teacher, InferenceOptions(), job.rt) if teacher is not None else None
+    engine = None
+    if teacher is not None:  # the fastest backend installed (bertkit.backend), as predict runs it
+        options = InferenceOptions.from_env()
+        engine = task_engine(job.task, Path(job.teacher_dir), options, job.rt, job.tokenizer)[0]
     scores = (
         teacher_scores(job.task, engine, job.tokenizer, job.data, dev_feats) if engine is not None else {}
     )

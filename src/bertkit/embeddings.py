@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bertkit.backend import choose
 from bertkit.errors import BertkitError
 from bertkit.inference import InferenceOptions, forward_batches, prepare
 from bertkit.model import BertModel
@@ -89,21 +90,23 @@ class EmbeddingPipeline:
             raise BertkitError(f"pooling must be one of {', '.join(POOLINGS)}, not {self.pooling!r}")
         self.normalize = st.get("normalize", False) if normalize is None else normalize
         self.tokenizer = Tokenizer.from_pretrained(d)
-        self.options = o = options or InferenceOptions.from_env()
+        given = options or InferenceOptions.from_env()
         shared = encoder is not None
         if encoder is None:
             encoder = BertModel.from_pretrained(d, add_pooling_layer=False)
         config = encoder.config
         self.model: torch.nn.Module
+        rt = runtime or local_runtime()
+        # a shared encoder is already the task model's (the torch engine's)
+        self.options = o = given.on("torch" if shared else choose(given, rt))
         if shared:
             self.model = encoder
         elif o.backend == "openvino":
             from bertkit.openvino_backend import openvino_runner
 
-            rt = runtime or local_runtime()
             self.model = openvino_runner(encoder, ("last_hidden_state",), o, rt, self.tokenizer)
         else:
-            self.model = prepare(encoder, o, runtime)
+            self.model = prepare(encoder, o, rt)
         self.max_length = min(max_length or st.get("max_length") or 10**9, config.max_position_embeddings)
         self.dim = config.hidden_size
 

@@ -27,7 +27,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import torch
@@ -44,7 +44,7 @@ from bertkit.tasks.batching import pad_batch, sorted_order
 ModelT = TypeVar("ModelT", bound=nn.Module)
 R = TypeVar("R")
 
-BACKENDS = ("torch", "onnx", "openvino")
+BACKENDS = ("auto", "torch", "onnx", "openvino")  # auto: bertkit.backend decides
 # The token budget each backend runs fastest at (max_tokens=0): bertkit's engine packs large
 # batches into long GEMMs; OpenVINO's THROUGHPUT streams lose with larger requests (SST-2 2,374
 # texts/s at 1,024 against 2,201 at 2,048 and 1,389 at 8,192; IMDB 106 against 102 and 82;
@@ -62,9 +62,10 @@ class InferenceOptions:
     compile: bool = False  # torch.compile the encoder (first batches of each shape are slow)
     prepack: bool = True  # CPU weights reordered once for oneDNN, post-ops fused (bertkit.fused)
     streams: int = 0  # batches run at once, each on threads/streams threads (CPU); 0: auto
-    backend: str = "torch"  # "onnx": ONNX Runtime (onnx_backend.py); "openvino" (openvino_backend.py)
+    backend: str = "auto"  # auto: bertkit.backend's table; torch; "onnx": ONNX Runtime (onnx_backend.py);
+    # "openvino" (openvino_backend.py)
     onnx_file: str | None = None  # the exported graph for backend "onnx" (default DIR/model.onnx)
-    calibration: str | None = None  # texts int8 on backend "openvino" calibrates on (else random tokens)
+    calibration: str | None = None  # texts int8 on backend "openvino" calibrates on (else the package's)
     budget_given: bool = field(default=False, init=False)  # max_tokens asked for (else per device)
 
     @classmethod
@@ -85,7 +86,12 @@ class InferenceOptions:
         if self.max_tokens < 0:
             raise BertkitError(f"max_tokens must be 0 (the backend's) or more, not {self.max_tokens}")
         self.budget_given = self.max_tokens > 0
-        self.max_tokens = self.max_tokens or MAX_TOKENS[self.backend]
+        self.max_tokens = self.max_tokens or MAX_TOKENS.get(self.backend, MAX_TOKENS["torch"])
+
+    def on(self, backend: str) -> InferenceOptions:
+        """These options with `backend` (what `auto` resolved to) and its token budget, unless a
+        budget was asked for."""
+        return replace(self, backend=backend, max_tokens=self.max_tokens if self.budget_given else 0)
 
 
 def engine_dtype(rt: Runtime, int8: bool = False) -> torch.dtype:

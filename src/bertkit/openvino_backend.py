@@ -9,22 +9,31 @@ infer request per thread. Precision follows the runtime: bf16 (`INFERENCE_PRECIS
 it computes in bf16, else fp32; `int8` quantizes the graph with NNCF post-training quantization
 (`ModelType.TRANSFORMER`: SmoothQuant, int8 matrix products and attention), calibrated on the
 first 300 texts of `InferenceOptions.calibration` (`--calibration FILE`) or, without them, on
-random token sequences, which keep less (all-MiniLM-L6-v2 on SST-2 dev sentences, mean / min
-cosine to fp32: 0.9970 / 0.943 calibrated on 300 SST-2 train sentences, 0.9919 / 0.840 on random
-tokens).
+the 320 texts of various kinds shipped with the package (`static/calibration.txt`, written for
+it), never on random tokens, which keep far less (all-MiniLM-L6-v2 on SST-2 dev sentences,
+mean / min cosine to fp32: 0.9970 / 0.943 calibrated on 300 SST-2 train sentences, 0.9919 /
+0.840 on random tokens).
+
+The converted (and quantized) graph is cached on disk (`cache_dir()`: `BERTKIT_CACHE`, else
+`$XDG_CACHE_HOME/bertkit`, else `~/.cache/bertkit`), keyed by the weights' hash, the outputs,
+the precision, the int8 calibration and OpenVINO's version, and OpenVINO caches its compiled
+blobs beside it: a second load of the same model skips conversion, quantization and most of
+the compiling.
 Batches of short rows run on a second compilation of the graph without OpenVINO's fused
-attention, which is slower on short rows (SHORT). Conversion and quantization take seconds,
-once per load.
-"""
+attention, which is slower on short rows (SHORT)."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
+import os
+import shutil
 import sys
 import threading
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
@@ -34,15 +43,17 @@ from torch import nn
 
 from bertkit.errors import BertkitError
 
+log = logging.getLogger("bertkit")
+
 if TYPE_CHECKING:
     from bertkit.inference import InferenceOptions
     from bertkit.runtime import Runtime
     from bertkit.tokenizer import Tokenizer
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-CALIBRATION_LENGTHS = (8, 16, 32, 64, 128)  # random token sequences, as bertkit.int8
-CALIBRATION_ROWS = 60  # sequences of each length: 300 in all (NNCF's default subset)
 CALIBRATION_TEXTS = 300  # the first texts of a calibration file
+SHIPPED_CALIBRATION = Path(__file__).parent / "static" / "calibration.txt"
+CACHE_FORMAT = 1  # bumped when the conversion changes what it writes
 # Batches of at most SHORT tokens a row run without OpenVINO's fused attention ("snippets"), on
 # a second compiled model of the same graph. On 2 cores of an AMD EPYC (AVX512-BF16), the fused
 # kernel took 22 of 128 ms for 148 sequences of 14 tokens (plain nodes: 10 of 117 ms); texts/s
@@ -59,21 +70,63 @@ def _openvino():
     return openvino
 
 
-def calibration_items(
-    vocab_size: int, max_length: int, tokenized: Sequence[Sequence[int]] | None = None, seed: int = 0
-) -> list[dict[str, np.ndarray]]:
-    """NNCF's calibration inputs, one sequence each: `tokenized` ids, or random token sequences
-    of CALIBRATION_LENGTHS (ids drawn from the whole vocabulary)."""
-    if tokenized is None:
-        g = np.random.default_rng(seed)
-        lengths = [min(T, max_length) for T in CALIBRATION_LENGTHS for _ in range(CALIBRATION_ROWS)]
-        tokenized = [g.integers(0, vocab_size, T).tolist() for T in lengths]
+def calibration_items(tokenized: Sequence[Sequence[int]], max_length: int) -> list[dict[str, np.ndarray]]:
+    """NNCF's calibration inputs, one tokenized text each."""
     items = []
     for ids in tokenized:
         row = np.asarray(ids, dtype=np.int64)[None, :max_length]
         mask, types = np.ones_like(row), np.zeros_like(row)
         items.append({"input_ids": row, "attention_mask": mask, "token_type_ids": types})
     return items
+
+
+def cache_dir() -> Path:
+    """Where bertkit caches converted models: `BERTKIT_CACHE`, else `$XDG_CACHE_HOME/bertkit`,
+    else `~/.cache/bertkit`."""
+    if os.environ.get("BERTKIT_CACHE"):
+        return Path(os.environ["BERTKIT_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "bertkit"
+
+
+def graph_key(model: nn.Module, outputs: Sequence[str], precision: str, calibration) -> str:
+    """What a converted graph depends on: the weights (every tensor's name, dtype, shape and
+    bytes), the outputs, the precision, the int8 calibration inputs and OpenVINO's version."""
+    import openvino
+
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{CACHE_FORMAT} {openvino.__version__} {precision} {','.join(outputs)}".encode())
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name} {t.dtype} {tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    for item in calibration or []:
+        h.update(item["input_ids"].tobytes())
+        h.update(b"|")
+    return h.hexdigest()
+
+
+def cached_graph(key: str, build):
+    """The graph cached under `key`, or `build()`'s, saved there first (written to a temporary
+    folder, then renamed: a half-written graph is never read)."""
+    ov = _openvino()
+    root = cache_dir() / "openvino"
+    where = root / key / "model.xml"
+    if where.is_file():
+        with contextlib.suppress(RuntimeError):  # unreadable: convert again and replace it
+            return ov.Core().read_model(str(where))
+    graph = build()
+    tmp = root / f".{key}.partial-{os.getpid()}"
+    try:
+        tmp.mkdir(parents=True, exist_ok=True)
+        ov.save_model(graph, str(tmp / "model.xml"), compress_to_fp16=False)
+        shutil.rmtree(root / key, ignore_errors=True)
+        os.replace(tmp, root / key)
+    except OSError as e:  # a cache that cannot be written costs the next load time, nothing else
+        log.warning("could not cache the OpenVINO model in %s (%s)", root, e)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return graph
 
 
 class OpenvinoRunner(nn.Module):
@@ -94,13 +147,17 @@ class OpenvinoRunner(nn.Module):
         from bertkit.export import Graph, example_inputs, traceable
 
         shapes = [(n, ov.PartialShape([-1, -1]), ov.Type.i64) for n in INPUTS]
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the tracer's notes on Python branches (see traceable)
-            graph = ov.convert_model(
-                Graph(traceable(model), outputs), example_input=example_inputs(), input=shapes
-            )
-        if int8:
-            graph = quantize(graph, calibration or [])
+
+        def build():
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the tracer's notes on Python branches (see traceable)
+                graph = ov.convert_model(
+                    Graph(traceable(model), outputs), example_input=example_inputs(), input=shapes
+                )
+            return quantize(graph, calibration or []) if int8 else graph
+
+        precision = "int8" if int8 else ("bf16" if bf16 else "fp32")
+        graph = cached_graph(graph_key(model, outputs, precision, calibration if int8 else None), build)
         self.fake_quantize = sum(op.get_type_name() == "FakeQuantize" for op in graph.get_ops())
         config: dict = {"PERFORMANCE_HINT": "THROUGHPUT"}
         if not int8:  # NNCF's graph keeps its own choice around the int8 operations
@@ -110,13 +167,17 @@ class OpenvinoRunner(nn.Module):
         if streams:  # else the hint's choice
             config["NUM_STREAMS"] = streams
         core = ov.Core()
+        with contextlib.suppress(OSError):  # OpenVINO's own cache of compiled blobs
+            compiled_cache = cache_dir() / "openvino" / "compiled"
+            compiled_cache.mkdir(parents=True, exist_ok=True)
+            core.set_property({"CACHE_DIR": str(compiled_cache)})
         self.compiled = core.compile_model(graph, "CPU", config)
         # Short batches: the same graph with attention as plain MatMul/Softmax nodes, which run
         # short rows faster than OpenVINO's fused attention (see SHORT).
         self.short = core.compile_model(graph, "CPU", {**config, "SNIPPETS_MODE": "DISABLE"})
         self.outputs = outputs
         self.streams = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-        self.precision = "int8" if int8 else ("bf16" if bf16 else "fp32")
+        self.precision = precision
         self._local = threading.local()
 
     def request(self, T: int):
@@ -158,16 +219,15 @@ def openvino_runner(
     config = next(m.config for m in model.modules() if isinstance(m, BertModel))
     calibration = None
     if options.int8:
-        longest = min(config.max_position_embeddings, 512)
-        tokenized = None
-        if options.calibration:
-            from bertkit.embeddings import read_texts
+        from bertkit.embeddings import read_texts
 
-            texts = [t for t in read_texts(options.calibration) if t.strip()][:CALIBRATION_TEXTS]
-            if not texts:
-                raise BertkitError("no texts to calibrate on", options.calibration)
-            tokenized = tokenizer(texts, truncation=True, max_length=longest)["input_ids"]
-        calibration = calibration_items(config.vocab_size, longest, tokenized)
+        source = options.calibration or str(SHIPPED_CALIBRATION)
+        texts = [t for t in read_texts(source) if t.strip()][:CALIBRATION_TEXTS]
+        if not texts:
+            raise BertkitError("no texts to calibrate on", source)
+        longest = min(config.max_position_embeddings, 512)
+        tokenized = tokenizer(texts, truncation=True, max_length=longest)["input_ids"]
+        calibration = calibration_items(tokenized, longest)
     return OpenvinoRunner(
         model, outputs, runtime.bf16, options.int8, runtime.threads, options.streams, calibration
     )

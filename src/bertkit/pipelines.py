@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from bertkit.backend import choose
 from bertkit.errors import BertkitError
 from bertkit.inference import InferenceOptions, prepare
 from bertkit.runtime import Runtime, local_runtime
@@ -51,22 +52,8 @@ class Pipeline:
         self.task = registry.from_dir(model_dir).override(decision or {})
         self.tokenizer = Tokenizer.from_pretrained(model_dir)
         self.runtime = rt = runtime or local_runtime()
-        o = self.options = options or InferenceOptions.from_env()
-        if o.backend == "onnx":
-            from bertkit.onnx_backend import onnx_model
-
-            # The graph holds the whole forward pass; only a CRF's transitions come from PyTorch.
-            model = self.task.load_model(model_dir) if self.task.onnx_needs_torch else None
-            self.model = onnx_model(Path(model_dir), self.task, model, o.onnx_file, rt.threads)
-            return
-        if o.backend == "openvino":
-            from bertkit.openvino_backend import openvino_runner
-
-            model = self.task.load_model(model_dir)
-            runner = openvino_runner(model, self.task.onnx_outputs, o, rt, self.tokenizer)
-            self.model = self.task.onnx_model(runner, model)
-            return
-        self.model = prepare(self.task.load_model(model_dir), o, rt)
+        given = options or InferenceOptions.from_env()
+        self.model, self.options = task_engine(self.task, Path(model_dir), given, rt, self.tokenizer)
 
     def run(self, examples: list) -> list[dict]:
         if not examples:
@@ -79,6 +66,27 @@ class Pipeline:
         items, single = self.task.call_items(inputs, text_pair, question, context)
         out = [self.task.present(p) for p in self.run(self.task.examples_of(items))]
         return out[0] if single else out
+
+
+def task_engine(
+    task, model_dir: Path, options: InferenceOptions, rt: Runtime, tokenizer: Tokenizer
+) -> tuple[torch.nn.Module, InferenceOptions]:
+    """A fine-tuned directory's model on the backend `options` ask for (`auto`: bertkit.backend's
+    choice), called as the task's PyTorch model is, and the options with the backend resolved."""
+    o = options.on(choose(options, rt, ("torch", "onnx", "openvino")))
+    if o.backend == "onnx":
+        from bertkit.onnx_backend import onnx_model
+
+        # The graph holds the whole forward pass; only a CRF's transitions come from PyTorch.
+        model = task.load_model(model_dir) if task.onnx_needs_torch else None
+        return onnx_model(model_dir, task, model, o.onnx_file, rt.threads), o
+    if o.backend == "openvino":
+        from bertkit.openvino_backend import openvino_runner
+
+        model = task.load_model(model_dir)
+        runner = openvino_runner(model, task.onnx_outputs, o, rt, tokenizer)
+        return task.onnx_model(runner, model), o
+    return prepare(task.load_model(model_dir), o, rt), o
 
 
 class FillMaskPipeline:
@@ -97,7 +105,9 @@ class FillMaskPipeline:
 
         self.tokenizer = Tokenizer.from_pretrained(model_dir)
         model = BertForMaskedLM.from_pretrained(model_dir)
-        self.model = prepare(model, options or InferenceOptions.from_env(), runtime)
+        rt = runtime or local_runtime()
+        given = options or InferenceOptions.from_env()
+        self.model = prepare(model, given.on(choose(given, rt, ("torch",))), rt)
         self.top_k = top_k
         self.mask_id = self.tokenizer.convert_tokens_to_ids("[MASK]")
 
@@ -174,7 +184,8 @@ def pipeline(
     )
     wanted = registry.for_pipeline(task)
     embedding = task in ("feature-extraction", "sentence-embedding")
-    if opts.backend != "torch" and wanted is None and not (embedding and opts.backend == "openvino"):
+    forced = opts.backend not in ("torch", "auto")
+    if forced and wanted is None and not (embedding and opts.backend == "openvino"):
         runs = "classification, NER and QA models" + (" and embeddings" if opts.backend == "openvino" else "")
         raise BertkitError(f"backend {opts.backend!r} runs {runs}, not {task!r}")
     if embedding:

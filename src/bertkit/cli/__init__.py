@@ -5,6 +5,7 @@ on stderr and exit status 2."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from bertkit.errors import BertkitError
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    log_to_stderr()
     try:
         args.func(args)
     except BertkitError as e:
@@ -36,6 +38,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bertkit: error: {describe_os_error(e)}", file=sys.stderr)
         return 2
     return 0
+
+
+class StderrHandler(logging.Handler):
+    """Log lines, bare, on whatever sys.stderr is when they are written."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stderr)
+
+
+def log_to_stderr() -> None:
+    """The backend chosen (logger "bertkit.backend") as one line on stderr."""
+    log = logging.getLogger("bertkit.backend")
+    if not any(isinstance(h, StderrHandler) for h in log.handlers):
+        log.addHandler(StderrHandler())
+    log.setLevel(logging.INFO)
 
 
 def describe_os_error(e: OSError) -> str:

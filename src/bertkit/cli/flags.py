@@ -40,11 +40,13 @@ def runtime(args: argparse.Namespace, distributed: bool = False) -> Runtime:
 
 
 BACKEND_HELP = {  # bertkit.inference.BACKENDS, as --backend describes them
-    "torch": "torch (default)",
+    "auto": "auto (default): the fastest installed for the device, the CPU's kind and the precision "
+    "(bertkit.backend; the choice is printed)",
+    "torch": "torch: bertkit's own engine",
     "onnx": "onnx: the task head run by ONNX Runtime from a `bertkit export` file",
     "openvino": "openvino: the model converted to OpenVINO at load time (pip install bertkit[openvino])",
 }
-BACKENDS = tuple(BACKEND_HELP)
+BACKENDS = tuple(b for b in BACKEND_HELP if b != "auto")  # the ones --backend can force
 
 
 def add_engine(p: argparse.ArgumentParser, backends: tuple[str, ...] = ()) -> None:
@@ -53,9 +55,9 @@ def add_engine(p: argparse.ArgumentParser, backends: tuple[str, ...] = ()) -> No
     if backends:
         g.add_argument(
             "--backend",
-            choices=list(backends),
+            choices=["auto", *backends],
             default=None,
-            help="; ".join(BACKEND_HELP[b] for b in backends),
+            help="; ".join(BACKEND_HELP[b] for b in ("auto", *backends)),
         )
     if "onnx" in backends:
         g.add_argument(
@@ -68,8 +70,8 @@ def add_engine(p: argparse.ArgumentParser, backends: tuple[str, ...] = ()) -> No
         g.add_argument(
             "--calibration",
             default=None,
-            help="texts (one a line, or JSON lines with 'text') that --backend openvino --int8 "
-            "calibrates on; default random token sequences, which keep less accuracy",
+            help="texts (one a line, or JSON lines with 'text') that OpenVINO's --int8 calibrates on "
+            "(the first 300); default 320 texts of many kinds shipped with bertkit",
         )
     g.add_argument("--compile", action="store_true", help="torch.compile the encoder (slow first batches)")
     from bertkit.inference import MAX_TOKENS
