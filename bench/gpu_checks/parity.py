@@ -83,9 +83,37 @@ def check_parity(ctx: Ctx) -> dict:
         d["bf16_cos_vs_hf_bf16"], d["bf16_cos_vs_fp32"] = mean_cos(bk16, hf16), mean_cos(bk16, b32)
         d["bf16_cos_engine_pooled_vs_fp32"] = mean_cos(torch.from_numpy(engine16(texts)), pooled32)
         d["hf_bf16_cos_vs_fp32"] = mean_cos(hf16, b32)
+        if torch.device(ctx.device).type == "cuda":
+            d |= check_fp16_varlen(base, ctx.device, texts, pooled32)
     worst = max(v for k, v in d.items() if k.startswith("fp32_max"))
-    cos = min(v[0] for k, v in d.items() if k.startswith("bf16_cos"))
+    cos = min(v[0] for k, v in d.items() if k.startswith(("bf16_cos", "fp16_cos")))
+    varlen_ok = d.get("varlen_attention_calls", -1) != 0  # -1: a torch without it
     line = f"{ctx.sizes.parity_preset} on {len(texts)} SST-2 sentences {tuple(real.shape)}: fp32 max|diff| "
     line += f"{worst:.1e} (≤ 1e-4; eager, sdpa, engine); bf16 mean cos ≥ {cos:.5f} (≥ 0.999; "
     line += f"transformers' own bf16 {d['hf_bf16_cos_vs_fp32'][0]:.5f})"
-    return {"status": "pass" if worst <= 1e-4 and cos >= 0.999 else "fail", "line": line, "details": d}
+    if "varlen_attention_calls" in d:
+        line += f"; fp16 engine, {d['varlen_attention_calls']} variable-length attention calls"
+    ok = worst <= 1e-4 and cos >= 0.999 and varlen_ok
+    return {"status": "pass" if ok else "fail", "line": line, "details": d}
+
+
+def check_fp16_varlen(base, device, texts: list[str], pooled32: torch.Tensor) -> dict:
+    """On CUDA: the engine in fp16 (what `auto` picks on GPUs without native bf16) against fp32,
+    and whether its packed attention ran as variable-length flash attention (calls counted)."""
+    import bertkit
+    import bertkit.model as model_mod
+
+    real, calls = model_mod.varlen_attn, []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    if real is not None:
+        model_mod.varlen_attn = counted
+    try:
+        engine = bertkit.pipeline("feature-extraction", model=base, device=device, precision="fp16")
+        cos = mean_cos(torch.from_numpy(engine(texts)), pooled32)
+    finally:
+        model_mod.varlen_attn = real
+    return {"fp16_cos_engine_pooled_vs_fp32": cos, "varlen_attention_calls": len(calls) if real else -1}
