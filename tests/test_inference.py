@@ -224,12 +224,3 @@ def test_embed_bad_input_keeps_old_output(minilm_dir, tmp_path):
     latin.write_bytes("caf\xe9\n".encode("latin-1"))
     r = run_cli("embed", "--model", minilm_dir, "--input", latin, "--output", out)
     assert r.returncode == 2 and str(latin) in r.stderr and "Traceback" not in r.stderr
-
-
-@pytest.mark.slow
-def test_compiled_engine_matches_eager(minilm_dir):
-    """torch.compile'd encoder (slow to compile: marked slow) gives the eager numbers."""
-    texts = sentences(48)
-    eager = bertkit.pipeline("feature-extraction", model=minilm_dir, precision="fp32")(texts)
-    compiled = bertkit.pipeline("feature-extraction", model=minilm_dir, precision="fp32", compile=True)
-    assert np.abs(compiled(texts) - eager).max() <= 1e-4

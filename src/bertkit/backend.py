@@ -5,7 +5,7 @@ class, from a fixed table (`AUTO`) that `docs/benchmarks.md` justifies, not from
 load time: the same machine always gets the same engine. On a GPU it is the torch engine; on a
 CPU the table's choice where it is installed (OpenVINO needs `pip install 'bertkit[openvino]'`,
 and NNCF for int8), else the torch engine. What the chosen backend does not run (fill-mask,
-`--compile`, distillation's layer losses) falls back to the torch engine. The choice is one
+distillation's layer losses) falls back to the torch engine. The choice is one
 line in the log (logger "bertkit.backend", INFO; the CLI shows it on stderr). `--backend
 torch|onnx|openvino` (or `BERTKIT_BACKEND`) forces one; ONNX is never chosen by itself (it runs
 a file `bertkit export` wrote).
@@ -70,8 +70,6 @@ def _auto(o: InferenceOptions, rt: Runtime, runs: tuple[str, ...]) -> tuple[str,
         return "torch", where
     if wanted not in runs:
         return "torch", f"{wanted} does not run this model"
-    if o.compile:
-        return "torch", "--compile runs on torch"
     if not installed(wanted, o.int8):
         extra = "pip install 'bertkit[openvino]'"
         return "torch", f"{wanted} is {where} but not installed: {extra}"

@@ -17,7 +17,6 @@ Every predicting path uses it (pipelines, `bertkit predict`/`evaluate`/`embed`, 
   the matrix products (`bertkit.fused`); optional int8 matrix products (`bertkit.int8`: QKV,
   attention output and up-projection, SmoothQuant calibrated without data); on CUDA, SDPA's
   fused attention kernels and pinned-memory copies that do not block;
-- optional `torch.compile`.
 """
 
 from __future__ import annotations
@@ -59,7 +58,6 @@ class InferenceOptions:
     max_tokens: int = 0  # padded tokens per batch (B × T); 0: the backend's (MAX_TOKENS)
     packed: bool = True  # padding-free dense layers
     int8: bool = False  # int8 matrix products, SmoothQuant-calibrated (CPU, bertkit.int8)
-    compile: bool = False  # torch.compile the encoder (first batches of each shape are slow)
     prepack: bool = True  # CPU weights reordered once for oneDNN, post-ops fused (bertkit.fused)
     streams: int = 0  # batches run at once, each on threads/streams threads (CPU); 0: auto
     backend: str = "auto"  # auto: bertkit.backend's table; torch; "onnx": ONNX Runtime (onnx_backend.py);
@@ -137,10 +135,8 @@ def prepare(model: ModelT, options: InferenceOptions | None = None, runtime: Run
             # fp32 hidden states.
             enc.to(dtype)
             enc.output_dtype = torch.float32
-        if o.prepack and not o.compile and can_prepack(device, next(enc.parameters()).dtype):
+        if o.prepack and can_prepack(device, next(enc.parameters()).dtype):
             fuse_layers(enc, o.max_tokens)
-        if o.compile:
-            enc.forward = torch.compile(enc.forward, dynamic=True)  # type: ignore[method-assign]
     return model
 
 

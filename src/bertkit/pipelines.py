@@ -11,7 +11,7 @@ emb(["a sentence"])  # numpy (1, 384): see embeddings.py
 
 All run on the inference engine (`bertkit.inference`) on the runtime's device (`device="cuda"`,
 default: a GPU when there is one) and precision (bf16 weights where the device multiplies bf16
-natively); `precision="fp32"`, `int8=True`, `compile=True`, `threads=N`, `max_tokens=N`, `streams=N` choose
+natively); `precision="fp32"`, `int8=True`, `threads=N`, `max_tokens=N`, `streams=N` choose
 otherwise (or `BERTKIT_DEVICE` / `BERTKIT_PRECISION` / `BERTKIT_THREADS`).
 
 `evaluate_dir` and `predict_stream` are `bertkit evaluate` and `bertkit predict` on files.
@@ -150,7 +150,6 @@ def pipeline(
     *,
     precision: str | None = None,
     int8: bool | None = None,
-    compile: bool | None = None,
     threads: int | None = None,
     max_tokens: int | None = None,
     streams: int | None = None,
@@ -175,7 +174,6 @@ def pipeline(
     )
     opts = InferenceOptions.from_env(
         int8=int8,
-        compile=compile,
         max_tokens=max_tokens,
         streams=streams,
         backend=backend,

@@ -73,7 +73,6 @@ def add_engine(p: argparse.ArgumentParser, backends: tuple[str, ...] = ()) -> No
             help="texts (one a line, or JSON lines with 'text') that OpenVINO's --int8 calibrates on "
             "(the first 300); default 320 texts of many kinds shipped with bertkit",
         )
-    g.add_argument("--compile", action="store_true", help="torch.compile the encoder (slow first batches)")
     from bertkit.inference import MAX_TOKENS
 
     default = ", ".join(f"{v} on {k}" for k, v in MAX_TOKENS.items() if k in (backends or ("torch",)))
@@ -91,7 +90,6 @@ def engine(args: argparse.Namespace):
 
     return InferenceOptions.from_env(
         int8=args.int8 or None,
-        compile=args.compile or None,
         max_tokens=args.max_tokens,
         streams=args.streams,
         backend=getattr(args, "backend", None),
