@@ -610,7 +610,8 @@ def teach(job: Job, feats: list[dict], dev_feats: list[dict]) -> tuple[TeacherLo
     engine = None
     if teacher is not None:  # the fastest backend installed (bertkit.backend), as predict runs it
         options = InferenceOptions.from_env()
-        engine = task_engine(job.task, Path(job.teacher_dir), options, job.rt, job.tokenizer)[0]
+        teacher_dir = Path(job.teacher_dir)
+        engine = task_engine(job.task, teacher_dir, options, job.rt, job.tokenizer, teacher)[0]
     scores = (
         teacher_scores(job.task, engine, job.tokenizer, job.data, dev_feats) if engine is not None else {}
     )

@@ -109,7 +109,8 @@ class Packing:
         if varlen:
             n = attention_mask.sum(1, dtype=torch.int32)
             cu = F.pad(torch.cumsum(n, 0, dtype=torch.int32), (1, 0))
-            return cls(batch_index, batch_index, attention_mask, 1, 0, B, T, cu, int(n.max()))
+            # no attention layout to unpack into: index, mask, R and L go unused
+            return cls(batch_index, batch_index, attention_mask.bool(), 1, 0, B, T, cu, int(n.max()))
         lengths = attention_mask.sum(1).tolist()
         L = max(row, T)
         starts, r, used = [], 0, 0

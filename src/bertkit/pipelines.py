@@ -69,24 +69,31 @@ class Pipeline:
 
 
 def task_engine(
-    task, model_dir: Path, options: InferenceOptions, rt: Runtime, tokenizer: Tokenizer
+    task,
+    model_dir: Path,
+    options: InferenceOptions,
+    rt: Runtime,
+    tokenizer: Tokenizer,
+    model: torch.nn.Module | None = None,
 ) -> tuple[torch.nn.Module, InferenceOptions]:
     """A fine-tuned directory's model on the backend `options` ask for (`auto`: bertkit.backend's
-    choice), called as the task's PyTorch model is, and the options with the backend resolved."""
+    choice), called as the task's PyTorch model is, and the options with the backend resolved.
+    `model`: the directory's PyTorch model when the caller has loaded it already."""
     o = options.on(choose(options, rt, ("torch", "onnx", "openvino")))
     if o.backend == "onnx":
         from bertkit.onnx_backend import onnx_model
 
         # The graph holds the whole forward pass; only a CRF's transitions come from PyTorch.
-        model = task.load_model(model_dir) if task.onnx_needs_torch else None
+        if task.onnx_needs_torch and model is None:
+            model = task.load_model(model_dir)
         return onnx_model(model_dir, task, model, o.onnx_file, rt.threads), o
+    model = model if model is not None else task.load_model(model_dir)
     if o.backend == "openvino":
         from bertkit.openvino_backend import openvino_runner
 
-        model = task.load_model(model_dir)
         runner = openvino_runner(model, task.onnx_outputs, o, rt, tokenizer)
         return task.onnx_model(runner, model), o
-    return prepare(task.load_model(model_dir), o, rt), o
+    return prepare(model, o, rt), o
 
 
 class FillMaskPipeline:

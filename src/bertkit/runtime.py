@@ -56,20 +56,17 @@ class RuntimeArgs:
         return args
 
 
-# oneDNN's kernel families, lowest first, as `ONEDNN_MAX_CPU_ISA` names them: a cap below the
-# CPU's own features makes oneDNN run the lower kernels (its AVX2 u8 x s8 products saturate even
-# on a VNNI CPU), so the features bertkit counts on are those of the cap too.
-ONEDNN_ISAS = (
-    "sse41", "avx", "avx2", "avx2_vnni", "avx2_vnni_2", "avx512_core", "avx512_core_vnni",
-    "avx512_core_bf16", "avx10_1_512", "avx512_core_fp16", "avx512_core_amx",
-    "avx10_1_512_amx", "avx512_core_amx_fp16", "avx10_1_512_amx_fp16",
-)  # fmt: skip
-# the lowest kernel family with each feature (avx2_vnni: AVX-VNNI without AVX-512)
-FEATURE_ISAS = {
-    "vnni": ("avx2_vnni", "avx512_core_vnni"),
-    "bf16": ("avx512_core_bf16",),
-    "amx": ("avx512_core_amx",),
-}
+# oneDNN's kernel families as `ONEDNN_MAX_CPU_ISA` names them, and the features each lets oneDNN
+# use: a cap below the CPU's own features makes oneDNN run the lower kernels (its AVX2 u8 x s8
+# products saturate even on a VNNI CPU), so the features bertkit counts on are those of the cap.
+_VNNI, _BF16, _ALL = frozenset({"vnni"}), frozenset({"vnni", "bf16"}), frozenset({"vnni", "bf16", "amx"})
+ONEDNN_ISA_FEATURES = {
+    "sse41": frozenset(), "avx": frozenset(), "avx2": frozenset(), "avx512_core": frozenset(),
+    "avx2_vnni": _VNNI, "avx2_vnni_2": _VNNI, "avx512_core_vnni": _VNNI,
+    "avx512_core_bf16": _BF16, "avx10_1_512": _BF16, "avx512_core_fp16": _BF16,
+    "avx512_core_amx": _ALL, "avx10_1_512_amx": _ALL, "avx512_core_amx_fp16": _ALL,
+    "avx10_1_512_amx_fp16": _ALL,
+}  # fmt: skip
 
 
 def _overridden(name: str) -> bool | None:
@@ -81,12 +78,7 @@ def onednn_allows(feature: str) -> bool:
     """False where `ONEDNN_MAX_CPU_ISA` (or `DNNL_MAX_CPU_ISA`) holds oneDNN below the kernels
     with `feature` ("vnni", "bf16", "amx"); true without a cap."""
     cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "all").lower()
-    if cap in ("all", "default") or cap not in ONEDNN_ISAS:
-        return True
-    rank = ONEDNN_ISAS.index(cap)
-    lowest = [ONEDNN_ISAS.index(isa) for isa in FEATURE_ISAS[feature]]
-    # avx2_vnni sits below avx512_core but has VNNI; the AVX-512 families above it keep it
-    return any(rank >= i for i in lowest) and not (feature == "vnni" and cap == "avx512_core")
+    return cap not in ONEDNN_ISA_FEATURES or feature in ONEDNN_ISA_FEATURES[cap]
 
 
 @functools.cache
