@@ -68,11 +68,11 @@ SMOOTH_QUANT_ALPHA = 0.75
 
 def nncf_settings(nncf) -> dict:
     """nncf.quantize's keyword arguments beyond the model and the data."""
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+    from nncf.quantization import advanced_parameters as ap
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
-    advanced = AdvancedQuantizationParameters(
-        smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=SMOOTH_QUANT_ALPHA),
+    advanced = ap.AdvancedQuantizationParameters(
+        smooth_quant_alphas=ap.AdvancedSmoothQuantParameters(matmul=SMOOTH_QUANT_ALPHA),
         activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX,
     )
     return {"model_type": nncf.ModelType.TRANSFORMER, "advanced_parameters": advanced}
@@ -218,6 +218,12 @@ class OpenvinoRunner(nn.Module):
         self.streams = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         self.precision = precision
         self._local = threading.local()
+        # One call here, on one thread, before the engine's streams call at once: the first
+        # numpy conversion in OpenVINO's bindings initialises a static under the GIL, and two
+        # threads doing it together deadlocked (a bench child hung with both streams inside
+        # `InferRequest.infer` and the main thread waiting for the GIL).
+        one = np.ones((1, 2), dtype=np.int64)
+        self.short.create_infer_request().infer(dict.fromkeys(INPUTS, one))
 
     def request(self, T: int):
         """This thread's infer request (one per calling thread: the engine's streams) for
