@@ -18,7 +18,14 @@ from bertkit.data.readers import LabelSets
 from bertkit.errors import BertkitError
 from bertkit.metrics import multilabel_metrics
 from bertkit.tasks import registry
-from bertkit.tasks.multilabel import MultiLabelTask, global_threshold, per_label_thresholds
+from bertkit.tasks.multilabel import (
+    SHRINK,
+    MultiLabelTask,
+    constant_loss,
+    global_threshold,
+    per_label_thresholds,
+    tuned_thresholds,
+)
 
 LABELS = ["animal", "food", "weather"]
 WORDS = {
@@ -146,7 +153,7 @@ def test_loss_is_transformers_bce_and_pos_weight_weighs_positives():
         def forward(self, *args):
             return type("Out", (), {"logits": logits})
 
-    task = MultiLabelTask(LABELS)
+    task = MultiLabelTask(LABELS, pos_weight=None)  # plain BCE (the default weighs positives: "auto")
     batch = {"input_ids": None, "attention_mask": None, "token_type_ids": None, "labels": labels}
     want = torch.nn.BCEWithLogitsLoss()(logits, labels)  # transformers' multi-label loss
     assert task.loss(Fixed(), batch) == pytest.approx(float(want), rel=1e-6)
@@ -225,6 +232,81 @@ def test_multilabel_metrics_by_brute_force():
     assert m["lrap"] == pytest.approx(np.mean([lrap(t, s) for t, s in zip(true, scores, strict=True)]))
 
 
+def test_shrunk_thresholds_lean_on_the_global_one_by_dev_support():
+    rng = np.random.default_rng(1)
+    n = 400
+    truth = np.zeros((n, 2), dtype=np.int64)
+    truth[:200, 0] = 1  # a frequent label
+    truth[rng.integers(n), 1] = 1  # a label with one dev positive
+    probs = np.clip(0.35 * truth + rng.random((n, 2)) * 0.6, 0, 1)
+    own, overall = np.array(per_label_thresholds(probs, truth)), global_threshold(probs, truth)[0]
+    got, fallback = tuned_thresholds(probs, truth, "shrunk")
+    assert fallback == []
+    # the frequent label keeps (nearly) its own threshold, the rare one (nearly) the global one
+    assert abs(got[0] - own[0]) <= abs(own[0] - overall) * SHRINK / (200 + SHRINK) + 1e-12
+    assert abs(got[1] - overall) <= abs(own[1] - overall) * 1 / (1 + SHRINK) + 1e-12
+    assert tuned_thresholds(probs, truth, "per-label")[0] == pytest.approx(own.tolist())
+    assert tuned_thresholds(probs, truth, "global")[0] == [overall, overall]
+
+
+def test_a_threshold_firing_on_every_dev_text_falls_back_to_the_global_one():
+    rng = np.random.default_rng(2)
+    truth = np.zeros((100, 2), dtype=np.int64)
+    truth[:50, 0], truth[[3, 70], 1] = 1, 1
+    probs = np.column_stack([0.6 * truth[:, 0] + 0.3 * rng.random(100), 0.91 + 0.05 * rng.random(100)])
+    probs[[3, 70], 1] = 0.9, 0.9001  # the lowest: only "fire on every text" catches the positives
+    own = per_label_thresholds(probs, truth)
+    assert (probs[:, 1] >= own[1]).mean() == 1.0  # the label's F1-best threshold fires on everything
+    got, fallback = tuned_thresholds(probs, truth, "per-label")
+    assert fallback == [1] and got[1] == global_threshold(probs, truth)[0] and got[0] == own[0]
+    task = MultiLabelTask(["a", "b"], threshold_mode="per-label")
+    task.thresholds, task.fallback_labels = got, ["b"]
+    preds = task.decide(probs)
+    examples = [
+        type("E", (), {"label": tuple(x for x, t in zip("ab", row, strict=True) if t)}) for row in truth
+    ]
+    assert task.metrics(examples, preds)["fallback_labels"] == ["b"]
+
+
+def test_constant_loss_is_the_best_constant_predictions_loss():
+    rate, weight = np.array([0.02, 0.3, 0.5]), np.array([30.0, 2.0, 1.0])
+    q = np.linspace(1e-4, 1 - 1e-4, 200_001)[:, None]
+    brute = -(weight * rate * np.log(q) + (1 - rate) * np.log(1 - q))
+    assert constant_loss(rate, weight) == pytest.approx(float(brute.min(0).mean()), rel=1e-6)
+
+
+def test_collapse_guard_names_base_rate_loss_and_constant_predictions():
+    task = MultiLabelTask(LABELS, pos_weight=None)
+    task.prepare([{"labels": h} for h in [(1.0, 0.0, 0.0)] * 3 + [(0.0, 1.0, 0.0)] * 7], 4)
+    base = constant_loss(np.array([0.3, 0.7, 0.0]), np.ones(3))
+    learned = [{"loss": base * 0.4, "lr": 1e-4}] * 3 + [{"dev_macro_f1": 0.9}]
+    assert task.diagnose({"same_prediction_share": 0.4}, learned) is None
+    stuck = [{"loss": base * 1.01, "lr": 1e-4}] * 3
+    line = task.diagnose({"same_prediction_share": 0.4}, stuck)
+    assert line.startswith("the model collapsed (training loss") and "--pos-weight auto" in line
+    assert "\n" not in line
+    assert task.diagnose({"same_prediction_share": 0.4}, stuck[:2]) is None  # too few losses to tell
+    line = task.diagnose({"same_prediction_share": 0.97}, learned)
+    assert "97% of dev texts got the same labels" in line
+
+
+def test_top_label_when_every_training_text_has_one():
+    import argparse
+
+    args = argparse.Namespace(train="t", labels_file=None, pos_weight=None, threshold=None, thresholds=None)
+    every = [type("E", (), {"label": ("food",)}), type("E", (), {"label": ("animal", "rain")})]
+    some = [*every, type("E", (), {"label": ()})]
+    assert MultiLabelTask.from_args(args, every).top_label
+    task = MultiLabelTask.from_args(args, some)
+    assert not task.top_label and task.pos_weight == "auto" and task.threshold_mode == "shrunk"
+    task.thresholds = [0.9, 0.9, 0.9]
+    probs = np.array([[0.2, 0.6, 0.1], [0.95, 0.1, 0.92]])
+    assert task.labels == ["animal", "food", "rain"]
+    assert [p["labels"] for p in task.decide(probs)] == [[], ["animal", "rain"]]
+    task.top_label = True
+    assert [p["labels"] for p in task.decide(probs)] == [["food"], ["animal", "rain"]]
+
+
 # --------------------------------------------------------------------------- end to end
 
 
@@ -235,7 +317,7 @@ def trained(tiny_dir, tmp_path_factory):
     out = d / "out"
     argv = (f"finetune --task classify --multi-label --model {tiny_dir} --train {train} --dev {dev} "
             f"--test {dev} --format jsonl --text-column text --label-column labels --pos-weight auto "
-            f"--output {out} --epochs 6 --batch-size 16 --lr 3e-4 --quiet --precision fp32")  # fmt: skip
+            f"--output {out} --epochs 10 --batch-size 16 --lr 1e-3 --quiet --precision fp32")  # fmt: skip
     assert main(argv.split()) == 0
     return out, dev
 
@@ -247,7 +329,8 @@ def test_trained_directory_scores_saves_and_loads_in_transformers(trained, hf):
         assert {"micro_f1", "macro_f1", "samples_f1", "subset_accuracy", "hamming_loss", "per_label"} <= set(
             metrics[split]
         )
-    assert metrics["test"]["macro_f1"] > 0.6, metrics["test"]  # keywords decide the labels: it learns them
+    assert metrics["test"]["macro_f1"] > 0.8, metrics["test"]  # keywords decide the labels: it learns them
+    assert "warning" not in metrics["dev"]  # the collapse guard stays quiet on a run that learned
     for name in ("report.md", "per_label_f1.png", "errors.jsonl"):
         assert (out / "report/test" / name).is_file()
     errors = [json.loads(x) for x in (out / "report/test/errors.jsonl").read_text().splitlines()]
@@ -369,3 +452,44 @@ def test_pos_weight_file_and_its_errors(tmp_path):
     f.write_text('{"weather": 4, "animal": 1, "food": 1,', encoding="utf-8")
     with pytest.raises(BertkitError, match=r"line 1: not a JSON object of pos_weights per label"):
         _pos_weight_arg(str(f), LABELS)
+
+
+def test_a_collapsed_run_is_named_in_one_line(tiny_dir, tmp_path, capsys):
+    train, dev = _jsonl(tmp_path / "t.jsonl", _texts(64, 3)), _jsonl(tmp_path / "d.jsonl", _texts(32, 4))
+    argv = (f"finetune --task classify --multi-label --model {tiny_dir} --train {train} --dev {dev} "
+            "--format jsonl --text-column text --label-column labels "
+            f"--output {tmp_path / 'o'} --pos-weight none --lr 1e-9 --epochs 1 --batch-size 16 --log-every 1 "
+            "--quiet --precision fp32")  # fmt: skip
+    assert main(argv.split()) == 0
+    warnings = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 1 and "the model collapsed (training loss" in warnings[0]
+    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert metrics["dev"]["warning"] == warnings[0].removeprefix("warning: ")
+    assert "**Warning:** the model collapsed" in (tmp_path / "o" / "report" / "dev" / "report.md").read_text()
+
+
+def test_long_texts_take_each_labels_highest_window():
+    """Multi-label pools a text's windows by the max (a label any window finds); single-label
+    classification keeps the mean of the windows' logits."""
+    from bertkit.tasks.classify import ClassifyTask
+
+    class ByToken(torch.nn.Module):  # window logits: 1 where the window holds token 7, else -1
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            found = (input_ids == 7).any(1, keepdim=True).float() * 2 - 1
+            return type("Out", (), {"logits": found.expand(-1, 3).contiguous()})
+
+    rows = [[1, 7, 2], [1, 5, 2], [1, 5, 2], [1, 5, 2]]  # text 0: four windows, one holding 7
+    rows.append([1, 5, 2])  # text 1: one window without it
+    owners = [0, 0, 0, 0, 1]
+    feats = [
+        {"input_ids": r, "attention_mask": [1] * 3, "token_type_ids": [0] * 3, "example": e}
+        for r, e in zip(rows, owners, strict=True)
+    ]
+    got = MultiLabelTask(LABELS).logits(ByToken(), feats, 2, pad_id=0)
+    assert got.tolist() == [[1.0] * 3, [-1.0] * 3]
+    mean = ClassifyTask(LABELS).logits(ByToken(), feats, 2, pad_id=0)
+    assert mean.tolist() == [[-0.5] * 3, [-1.0] * 3]

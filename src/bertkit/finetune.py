@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -333,6 +334,9 @@ def write_output(
                 preds = task.predict(t.model, feats, examples, pad)
         metrics[split] = task.metrics(examples, preds)
         reports[split] = (examples, preds)
+    if "dev" in metrics and (warning := task.diagnose(metrics["dev"], t.result.history)):
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
+        metrics["dev"]["warning"] = warning
     r = t.result
     metrics["train"] = {
         "seconds": round(r.seconds, 1),

@@ -112,6 +112,8 @@ def write_report(
     md = [f"# {task.name} report", "", f"{len(examples)} examples.", ""]
     headline = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     md += [_table(list(headline), [list(headline.values())]), ""]
+    if metrics.get("warning"):
+        md += [f"**Warning:** {metrics['warning']}", ""]
     for key, title, name in (("per_class", "Per class", "label"), ("per_type", "Per entity type", "type")):
         if key in metrics:
             cols = ["precision", "recall", "f1", "support"]
@@ -123,6 +125,12 @@ def write_report(
         thresholds = metrics.get("thresholds", {})
         rows = [[k, *(v[c] for c in cols), thresholds.get(k, "")] for k, v in ranked]
         md += ["## Per label (by support)", "", _table(["label", *cols, "threshold"], rows), ""]
+        if metrics.get("fallback_labels"):
+            md += [
+                "Tuned thresholds that would fire on nearly every dev text, replaced by the global "
+                f"threshold: {', '.join(metrics['fallback_labels'])}.",
+                "",
+            ]
         _plot_f1_support(out / "per_label_f1.png", metrics["per_label"])
         md += ["![per-label F1 against support](per_label_f1.png)", ""]
     if "confusion_matrix" in metrics and getattr(task, "labels", None):

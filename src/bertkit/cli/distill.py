@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> None:
         settings = DistillArgs(
             args.student_layers, args.student, args.temperature, args.alpha, args.layer_loss
         )
-        targs = flags.train_args(args, TrainArgs())
+        targs = flags.train_args(args, TrainArgs(**task.train_overrides))
         if rt.main:
             print(f"distilling on {rt.describe()}")
         metrics = distill(

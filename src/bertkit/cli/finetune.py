@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> None:
     try:
         task, train, dev, test = registry.build(args.task, args, flags.data_opts(args))
         assert dev is not None  # --dev is required
-        targs = flags.train_args(args, TrainArgs())
+        targs = flags.train_args(args, TrainArgs(**task.train_overrides))
         if rt.main:
             print(f"fine-tuning on {rt.describe()}")
             if (read_as := task.read_as()) is not None:

@@ -237,16 +237,17 @@ def add_task(p: argparse.ArgumentParser) -> None:
     )
     t.add_argument(
         "--threshold-mode",
-        choices=THRESHOLD_MODES[:2],
+        choices=THRESHOLD_MODES[:3],
         default=None,
-        help="multi-label: tune a threshold per label on dev, maximising its F1 (per-label, the default), "
-        "or one for all labels maximising macro F1 (global)",
+        help="multi-label: tune on dev each label's F1-best threshold shrunk toward the global one by "
+        "its dev support (shrunk, the default), each label's own (per-label), or one for all labels "
+        "maximising macro F1 (global)",
     )
     t.add_argument(
         "--pos-weight",
         default=None,
-        help="multi-label: weight of each label's positives in the loss: none (default), auto "
-        f"(negatives/positives in training, at most {POS_WEIGHT_CLIP:g}) or a file (label<TAB>weight)",
+        help="multi-label: weight of each label's positives in the loss: auto (default: negatives/"
+        f"positives in training, at most {POS_WEIGHT_CLIP:g}), none, or a file (label<TAB>weight)",
     )
     t.add_argument("--positive-label", help="classify: report F1 of this class and select by it (e.g. 1)")
     t.add_argument(
@@ -341,13 +342,16 @@ def add_training(p: argparse.ArgumentParser, d: TrainArgs, fine_tuning: bool = T
     )
     o.add_argument("--quiet", action="store_true", help="no progress bar")
     if fine_tuning:
+        from bertkit.tasks.multilabel import MultiLabelTask
+
         o.add_argument("--patience", type=int, default=None, help="early stopping: evaluations without gain")
         o.add_argument(
             "--head-lr-mult",
             type=float,
-            default=d.head_lr_mult,
+            default=None,
             help="the task layers (all but the encoder: classifier, CRF, BiLSTM, QA outputs) learn at "
-            f"--lr times this, in AdamW groups of their own (default {d.head_lr_mult:g})",
+            f"--lr times this, in AdamW groups of their own (default {d.head_lr_mult:g}; multi-label "
+            f"{MultiLabelTask.train_overrides['head_lr_mult']:g})",
         )
         o.add_argument(
             "--no-group-by-length",
@@ -376,5 +380,6 @@ def train_args(args: argparse.Namespace, d: TrainArgs, **overrides: Any) -> Trai
     )
     if hasattr(args, "patience"):
         kw |= {"patience": args.patience, "group_by_length": not args.no_group_by_length}
-        kw |= {"head_lr_mult": args.head_lr_mult}
+        if args.head_lr_mult is not None:  # else the task's default, in `d`
+            kw |= {"head_lr_mult": args.head_lr_mult}
     return replace(d, **{**kw, **overrides})

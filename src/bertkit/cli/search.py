@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> None:
     for values in itertools.product(*(grid[k] for k in task_axes)):  # refuse a bad point before training
         make_task(dict(zip(task_axes, values, strict=True)))  # (e.g. a CRF head with --class-weights)
 
-    base = flags.train_args(args, TrainArgs(), progress=False, tensorboard=False)
+    base = flags.train_args(args, TrainArgs(**task.train_overrides), progress=False, tensorboard=False)
     folds, fixed_dev = args.folds or 0, None if args.folds else dev
     best = run_search(
         make_task,

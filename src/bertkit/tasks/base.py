@@ -43,6 +43,8 @@ class Task:
     onnx_outputs: ClassVar[tuple[str, ...]] = ("logits",)
     response_key: ClassVar[str] = "predictions"  # the server's answer field
     greater_is_better: ClassVar[bool] = True
+    # TrainArgs fields whose default differs for this task (used where the flag is not given)
+    train_overrides: ClassVar[dict[str, Any]] = {}
 
     @property
     def main_metric(self) -> str:
@@ -161,6 +163,10 @@ class Task:
     def tune(self, model: Any, feats: list[dict], examples: Sequence, pad_id: int) -> list[dict] | None:
         """Learn the task's decision settings from dev predictions (multi-label: thresholds) and
         return those predictions; None when the task tunes nothing (then `predict` is called)."""
+        return None
+
+    def diagnose(self, metrics: dict, history: list[dict]) -> str | None:
+        """One line when the dev scores say training went wrong (e.g. a collapse to one answer)."""
         return None
 
     def metrics(self, examples: Sequence, preds: list[dict]) -> dict:

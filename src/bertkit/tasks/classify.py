@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +32,7 @@ from bertkit.tokenizer import Tokenizer
 @dataclass
 class ClassifyTask(Task):
     labels: list[str] | None  # None for regression
+    window_pooling: ClassVar[str] = "mean"  # a text's window logits: averaged
     max_length: int = 128
     windows: bool = False
     stride: int = 64  # tokens shared by consecutive windows
@@ -207,8 +208,11 @@ class ClassifyTask(Task):
     def logits(
         self, model, feats: list[dict], n_examples: int, pad_id: int, max_tokens: int = 8192
     ) -> torch.Tensor:
-        """(N, C) logits per example: length-sorted batches, window logits averaged per example."""
-        out = torch.zeros(n_examples, 1 if self.labels is None else len(self.labels))  # None: regression
+        """(N, C) logits per example: length-sorted batches, a text's window logits pooled by
+        `window_pooling` (mean, or max: a label any window finds)."""
+        most = self.window_pooling == "max"
+        width = 1 if self.labels is None else len(self.labels)  # None: regression
+        out = torch.full((n_examples, width), -torch.inf if most else 0.0)
         count = torch.zeros(n_examples)
 
         def forward(batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -216,9 +220,13 @@ class ClassifyTask(Task):
 
         for idx, _, logits in forward_batches(model, forward, feats, pad_id, max_tokens):
             owners = torch.tensor([feats[i]["example"] for i in idx])
-            out.index_add_(0, owners, logits.float().cpu())
+            if most:
+                got = logits.float().cpu()
+                out.scatter_reduce_(0, owners[:, None].expand_as(got), got, "amax")
+            else:
+                out.index_add_(0, owners, logits.float().cpu())
             count.index_add_(0, owners, torch.ones(len(idx)))
-        return out / count.clamp(min=1)[:, None]
+        return out.nan_to_num(neginf=0.0) if most else out / count.clamp(min=1)[:, None]
 
     def predict(
         self, model, feats: list[dict], examples: Sequence, pad_id: int, max_tokens: int = 8192

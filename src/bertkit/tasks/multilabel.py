@@ -3,16 +3,26 @@
 The head is classification's (a linear layer on the pooled [CLS] vector, one logit per label),
 trained with binary cross-entropy per label (`pos_weight` for rare labels) and saved with
 `problem_type: "multi_label_classification"`, so `transformers` loads it as its own. A label is
-predicted when its sigmoid probability reaches its threshold; thresholds are tuned on the dev set
-to maximise each label's F1 (`threshold_mode="per-label"`), one for all labels maximising macro
-F1 (`"global"`), or given (`"fixed"`). They are saved with the model and used by every
-predicting path. Dev scores reported with tuned thresholds are optimistic (tuned on dev); the
-test scores are the honest ones.
+predicted when its sigmoid probability reaches its threshold. Thresholds are tuned on the dev set:
+by default each label's F1-best threshold shrunk toward the one threshold best for macro F1 by
+the label's dev support (`threshold_mode="shrunk"`: a label with one or two dev positives gets
+nearly the global threshold, one with hundreds its own), each label's own (`"per-label"`), the
+global one (`"global"`), or given (`"fixed"`); a tuned threshold that would fire on nearly every
+dev text for a rarer label falls back to the global one (listed as `fallback_labels`). Where
+every training text has a label, each text gets at least its most probable one (`top_label`).
+With `windows` a long text's probability for a label is the highest of its windows'.
+Thresholds are saved with the model and used by every predicting path. Dev scores reported with
+tuned thresholds are optimistic (tuned on dev); the test scores are the honest ones.
+
+Defaults for this task (`train_overrides`, `pos_weight`): positives weighed by negatives/
+positives per label and the head at 10x the learning rate, without which the model learns the
+labels' base rates and nothing else on long-tailed label sets (docs/results.md).
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,20 +37,27 @@ from bertkit.errors import BertkitError
 from bertkit.metrics import multilabel_metrics
 from bertkit.tasks.classify import ClassifyTask
 
-THRESHOLD_MODES = ("per-label", "global", "fixed")
+THRESHOLD_MODES = ("shrunk", "per-label", "global", "fixed")
 POS_WEIGHT_CLIP = 30.0  # `--pos-weight auto`: negatives/positives, at most this
 GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)  # the global threshold's candidates
+SHRINK = 10.0  # dev positives at which a label's own threshold and the global one weigh alike
+FLOOD = 0.9  # a tuned threshold firing on more of dev than this (label on fewer than half) falls back
+COLLAPSED = 0.95  # training loss / the best constant predictor's loss above this: learned base rates
 
 
 @dataclass
 class MultiLabelTask(ClassifyTask):
     labels: list[str]  # (never None: no regression here)
     thresholds: list[float] | None = None  # per label, in `labels` order
-    threshold_mode: str = "per-label"
-    pos_weight: list[float] | str | None = None  # per label; "auto" until `prepare` resolves it
+    threshold_mode: str = "shrunk"
+    pos_weight: list[float] | str | None = "auto"  # per label; "auto" until `prepare` resolves it
     label_separator: str = ","
+    top_label: bool = False  # at least the most probable label per text (every training text has one)
+    fallback_labels: list[str] | None = None  # whose tuned threshold fell back to the global one
 
     variant_flag = "multi_label"  # the setting that makes a classify task this one (registry)
+    train_overrides = {"head_lr_mult": 10.0}
+    window_pooling = "max"  # a label any window of a long text finds (max of its probabilities)
 
     def __post_init__(self) -> None:
         if self.class_weighting != "none" or self.class_weights is not None:
@@ -87,6 +104,7 @@ class MultiLabelTask(ClassifyTask):
         settings = cls.settings(vars(args), skip=("labels", "thresholds", "pos_weight"))
         task = cls(labels, **settings)
         task.pos_weight = _pos_weight_arg(getattr(args, "pos_weight", None), labels)
+        task.top_label = all(e.label for e in train)
         task.thresholds = thresholds_arg(vars(args), labels)
         if task.thresholds is not None:
             task.threshold_mode = "fixed"
@@ -136,11 +154,13 @@ class MultiLabelTask(ClassifyTask):
         return feats
 
     def prepare(self, train_feats: list[dict], batch_size: int) -> None:
+        hot = np.array([f["labels"] for f in train_feats])
         if self.pos_weight == "auto":
-            hot = np.array([f["labels"] for f in train_feats])
             pos = hot.sum(0)
             ratio = (len(hot) - pos) / np.maximum(pos, 1)
             self.pos_weight = np.clip(ratio, 1.0, POS_WEIGHT_CLIP).round(4).tolist()
+        weight = np.ones(hot.shape[1]) if self.pos_weight is None else np.asarray(self.pos_weight)
+        self._constant_loss = constant_loss(hot.mean(0), weight)
 
     @property
     def soft_targets(self) -> str | None:
@@ -163,9 +183,28 @@ class MultiLabelTask(ClassifyTask):
         probs = self.logits(model, feats, len(examples), pad_id).sigmoid().numpy()
         if self.threshold_mode != "fixed":
             truth = np.array([[name in e.label for name in self.labels] for e in examples], dtype=np.int64)
-            tuned = per_label_thresholds if self.threshold_mode == "per-label" else global_threshold
-            self.thresholds = tuned(probs, truth)
+            self.thresholds, fallback = tuned_thresholds(probs, truth, self.threshold_mode)
+            self.fallback_labels = [self.labels[i] for i in fallback]
         return self.decide(probs)
+
+    def diagnose(self, metrics: dict, history: list[dict]) -> str | None:
+        """Names a collapse: dev predictions (nearly) all alike, or a training loss that stayed at
+        what predicting each label's base rate scores."""
+        losses = [h["loss"] for h in history if "loss" in h][-5:]  # the last logged, 3 at least
+        base = getattr(self, "_constant_loss", None)
+        at_base = len(losses) >= 3 and base is not None and float(np.mean(losses)) > COLLAPSED * base
+        alike = metrics.get("same_prediction_share", 0.0) >= COLLAPSED
+        if not (at_base or alike):
+            return None
+        why = []
+        if at_base:
+            why.append(f"training loss {np.mean(losses):.4f} is the labels' base-rate loss {base:.4f}")
+        if alike:
+            why.append(f"{metrics['same_prediction_share']:.0%} of dev texts got the same labels")
+        return (
+            f"the model collapsed ({'; '.join(why)}): try --pos-weight auto, --head-lr-mult 10, "
+            "a lower --lr or more epochs"
+        )
 
     # ---- predicting and scoring ---------------------------------------------------------------
 
@@ -178,6 +217,8 @@ class MultiLabelTask(ClassifyTask):
         out = []
         for p in probs:
             over = sorted(np.flatnonzero(p >= cut), key=lambda i: -p[i])
+            if self.top_label and not over:
+                over = [int(np.argmax(p))]
             scores = {name: float(x) for name, x in zip(self.labels, p, strict=True)}
             out.append({"labels": [self.labels[i] for i in over], "scores": scores})
         return out
@@ -187,6 +228,10 @@ class MultiLabelTask(ClassifyTask):
         m = multilabel_metrics([e.label for e in examples], [p["labels"] for p in preds], scores, self.labels)
         if self.thresholds is not None:
             m["thresholds"] = dict(zip(self.labels, map(float, self.thresholds), strict=True))
+        if self.fallback_labels:
+            m["fallback_labels"] = list(self.fallback_labels)
+        sets = Counter(tuple(p["labels"]) for p in preds)
+        m["same_prediction_share"] = sets.most_common(1)[0][1] / len(preds) if preds else 0.0
         return m
 
     def error(self, example, pred: dict, index: int) -> dict | None:
@@ -229,6 +274,30 @@ def per_label_thresholds(probs: np.ndarray, truth: np.ndarray) -> list[float]:
     return out
 
 
+def tuned_thresholds(probs: np.ndarray, truth: np.ndarray, mode: str) -> tuple[list[float], list[int]]:
+    """Thresholds by `mode` (shrunk, per-label, global) from dev (probs, truth), both (N, L), and
+    the labels whose tuned threshold fell back to the global one: it fired on over FLOOD of the
+    texts while the label is on fewer than half."""
+    overall = global_threshold(probs, truth)[0]
+    if mode == "global":
+        return [overall] * truth.shape[1], []
+    own = np.array(per_label_thresholds(probs, truth))
+    if mode == "shrunk":
+        support = truth.sum(0)
+        own = (support * own + SHRINK * overall) / (support + SHRINK)
+    flooded = ((probs >= own).mean(0) > FLOOD) & (truth.mean(0) < 0.5)
+    own[flooded] = overall
+    return own.tolist(), np.flatnonzero(flooded).tolist()
+
+
+def constant_loss(rate: np.ndarray, weight: np.ndarray) -> float:
+    """The weighted binary cross-entropy (mean over labels) of the best constant prediction, given
+    each label's positive rate and positive weight: what a model scores that learned only those."""
+    rate = np.clip(rate, 1e-7, 1 - 1e-7)
+    q = weight * rate / (weight * rate + 1 - rate)  # the loss-minimising constant probability
+    return float(np.mean(-(weight * rate * np.log(q) + (1 - rate) * np.log(1 - q))))
+
+
 def global_threshold(probs: np.ndarray, truth: np.ndarray) -> list[float]:
     """One threshold for all labels (from 0.01 to 0.99 by 0.01) maximising macro F1."""
     pos = truth.sum(0)
@@ -256,7 +325,9 @@ def thresholds_arg(opts: dict, labels: list[str]) -> list[float] | None:
 
 
 def _pos_weight_arg(value: str | None, labels: list[str]) -> list[float] | str | None:
-    if value in (None, "none"):
+    if value is None:
+        return MultiLabelTask.pos_weight  # the dataclass's default
+    if value == "none":
         return None
     if value == "auto":
         return "auto"
