@@ -86,6 +86,24 @@ def test_int8_quantizes_and_stays_close(tiny_dir, tmp_path):
     assert c.mean() >= 0.98 and not np.allclose(got, want, atol=1e-5), c
 
 
+def test_int8_calibrates_on_shipped_sentences_and_paragraphs(tiny_dir):
+    """Without --calibration: the shipped texts as written and, every third, paragraphs of
+    consecutive ones (longer than the model's positions: truncated), never random tokens."""
+    from bertkit import openvino_backend as ob
+
+    texts = ob.shipped_calibration()
+    shipped = set(ob.SHIPPED_CALIBRATION.read_text(encoding="utf-8").splitlines())
+    assert len(texts) == ob.CALIBRATION_TEXTS and all(t in shipped for t in texts[0::3] + texts[1::3])
+    paragraphs = texts[2::3]
+    assert all(t not in shipped for t in paragraphs)
+    assert np.median([len(t) for t in paragraphs]) > 4 * np.median([len(t) for t in texts[0::3]])
+    want = bertkit.pipeline("feature-extraction", model=tiny_dir, precision="fp32")(TEXTS)
+    opts = {"precision": "fp32", "backend": "openvino", "int8": True}
+    pipe = bertkit.pipeline("feature-extraction", model=tiny_dir, **opts)
+    assert pipe.model.fake_quantize >= 4 * 2
+    assert cosines(pipe(TEXTS), want).mean() >= 0.98
+
+
 def test_cli_predict_and_embed(head_dir, tiny_dir, tmp_path):
     """`bertkit predict --backend openvino` writes the torch backend's lines; `bertkit embed`
     the same vectors; NNCF's progress stays off standard output (predictions may go there)."""

@@ -7,7 +7,7 @@ and sequence axes dynamic) and compiled with the THROUGHPUT hint; the engine's s
 (`bertkit.inference.forward_batches`) run OpenVINO's optimal number of requests at once, one
 infer request per thread. Precision follows the runtime: bf16 (`INFERENCE_PRECISION_HINT`) where
 it computes in bf16, else fp32; `int8` quantizes the graph with NNCF post-training quantization
-(`ModelType.TRANSFORMER`: SmoothQuant, int8 matrix products and attention; `NNCF_SETTINGS`),
+(`ModelType.TRANSFORMER`: SmoothQuant, int8 matrix products and attention; `nncf_settings`),
 calibrated on the first 300 texts of `InferenceOptions.calibration` (`--calibration FILE`) or,
 without them, on the texts of various kinds shipped with the package (`static/calibration.txt`,
 written for it; `shipped_calibration`), never on random tokens, which keep far less
@@ -62,7 +62,8 @@ CACHE_FORMAT = 3  # bumped when the conversion changes what it writes
 # defaults (SmoothQuant alpha 0.95, mean-of-extremes activation ranges), shipped sentences
 # 0.968 / 0.958 / 0.954 / 0.987; with paragraphs 0.974 / 0.965 / 0.964 / 0.994; alpha 0.75
 # 0.986 / 0.978 / 0.982 / 0.993; alpha 0.75 and the calibration's extremes as ranges (MINMAX)
-# 0.985 / 0.985 / 0.993 / 0.994, as fast (alpha 0.6: mean 0.992; 0.85: SST-2 min 0.970).
+# 0.985 / 0.985 / 0.993 / 0.994, as fast (alpha 0.6: mean 0.992; 0.85: SST-2 min 0.970); the
+# same with `shipped_calibration`'s paragraphs 0.982 / 0.989 / 0.990 / 0.994.
 SMOOTH_QUANT_ALPHA = 0.75
 
 
