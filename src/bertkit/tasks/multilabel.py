@@ -216,7 +216,7 @@ class MultiLabelTask(ClassifyTask):
         cut = np.asarray(self.thresholds if self.thresholds is not None else [0.5] * len(self.labels))
         out = []
         for p in probs:
-            over = sorted(np.flatnonzero(p >= cut), key=lambda i: -p[i])
+            over = sorted(map(int, np.flatnonzero(p >= cut)), key=lambda i: -p[i])
             if self.top_label and not over:
                 over = [int(np.argmax(p))]
             scores = {name: float(x) for name, x in zip(self.labels, p, strict=True)}
