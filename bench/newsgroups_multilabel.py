@@ -26,10 +26,12 @@ import argparse
 import os
 import random
 import re
-import tarfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from bertkit.data.folders import read_folder_classification
+from bertkit.fileio import write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("BERTKIT_DATA", ROOT.parent / "shared" / "data"))
@@ -56,24 +58,12 @@ class Stats:
 
 
 def read_tar(path: Path) -> tuple[dict[str, list[tuple[str, str]]], list[str]]:
-    """{split: [(group, raw message)]} in member-name order, and the sorted group folders."""
-    members: dict[str, list[tuple[str, str, str]]] = {s: [] for s in SPLITS}
-    folders = {v: k for k, v in SPLITS.items()}
-    with tarfile.open(path, "r:*") as tar:
-        for info in tar:
-            parts = info.name.strip("/").split("/")
-            if info.isfile() and len(parts) == 3 and parts[0] in folders:
-                raw = tar.extractfile(info).read()  # type: ignore[union-attr]
-                members[folders[parts[0]]].append((info.name, parts[1], decode(raw)))
-    groups = sorted({g for ms in members.values() for _, g, _ in ms})
-    return {s: [(g, raw) for _, g, raw in sorted(ms)] for s, ms in members.items()}, groups
-
-
-def decode(raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
+    """{split: [(group, raw message)]} (bertkit's folder-per-label reader, in place in the tar)
+    and the sorted group folders."""
+    members = {
+        s: [(e.label, e.text) for e in read_folder_classification(path / d)] for s, d in SPLITS.items()
+    }
+    return members, sorted({g for ms in members.values() for g, _ in ms})
 
 
 def parse(raw: str) -> tuple[dict[str, str], str]:
@@ -138,17 +128,6 @@ def build(tar: Path, share: float, seed: int) -> tuple[dict[str, list[Message]],
     return {"train": kept_train, "dev": dev, "test": kept_test}, groups, stats
 
 
-def write_atomic(path: Path, lines: list[str]) -> None:
-    """`lines` as `path`: written beside it under a temporary name, then renamed over it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8", newline="\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def row(m: Message) -> str:
     return f"{m.text}\t{','.join(sorted(m.labels))}"
 
@@ -196,8 +175,8 @@ def main() -> None:
     splits, groups, stats = build(args.tar, args.dev_share, args.seed)
     args.output.mkdir(parents=True, exist_ok=True)
     for s, ms in splits.items():
-        write_atomic(args.output / f"{s}.tsv", [row(m) for m in ms])
-    write_atomic(args.output / "labels.txt", groups)
+        write_text(args.output / f"{s}.tsv", "".join(row(m) + "\n" for m in ms))
+    write_text(args.output / "labels.txt", "".join(g + "\n" for g in groups))
     print(f"{args.output}: {len(groups)} labels")
     report(splits, stats)
     if args.check:
