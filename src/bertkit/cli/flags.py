@@ -8,6 +8,7 @@ from typing import Any
 
 from bertkit.data.schemes import ALIASES, CHOICES, NAMES
 from bertkit.runtime import PRECISIONS, Runtime, RuntimeArgs, compute_init
+from bertkit.tasks.multilabel import MultiLabelTask
 from bertkit.tasks.registry import FORMATS
 from bertkit.train import TrainArgs
 
@@ -342,8 +343,6 @@ def add_training(p: argparse.ArgumentParser, d: TrainArgs, fine_tuning: bool = T
     )
     o.add_argument("--quiet", action="store_true", help="no progress bar")
     if fine_tuning:
-        from bertkit.tasks.multilabel import MultiLabelTask
-
         o.add_argument("--patience", type=int, default=None, help="early stopping: evaluations without gain")
         o.add_argument(
             "--head-lr-mult",
