@@ -18,6 +18,16 @@ train). Writes `train.tsv`, `dev.tsv`, `test.tsv` (`text<TAB>group,group`, no he
 Note: the by-date release strips most headers (Newsgroups, Message-ID, Xref, ...); on the shared
 copy no message keeps a `Newsgroups:` header, so labels come from folders alone: a text has two
 or more only where the same body was filed in several folders.
+
+A long-tailed topic set (the shape of news-topic corpora: a few large topics, most with a handful
+of texts, broad topics beside narrow ones) is made from the same messages with
+
+    python bench/newsgroups_multilabel.py --hierarchy --long-tail 1.5 --output runs/data/20ng-longtail
+
+`--hierarchy` adds to each message every prefix of its groups' names shared by two groups or more
+(`comp.sys.mac.hardware` also gets `comp` and `comp.sys`); `--long-tail A` keeps, of the groups in
+a seeded order r = 1, 2, ..., the share r^-A of each group's train and of its test messages (at
+least `MIN_KEPT` of each), before dev is split off.
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("BERTKIT_DATA", ROOT.parent / "shared" / "data"))
 TAR = DATA / "en" / "20newsgroups" / "20news-bydate.tar.gz"
 SPLITS = {"train": "20news-bydate-train", "test": "20news-bydate-test"}
+MIN_KEPT = 3  # `--long-tail`: messages kept of each group and split at least
 
 
 @dataclass
@@ -118,14 +129,47 @@ def split_dev(train: list[Message], share: float, seed: int, stats: Stats) -> tu
     return [m for i, m in enumerate(train) if i not in dev], [train[i] for i in sorted(dev)]
 
 
-def build(tar: Path, share: float, seed: int) -> tuple[dict[str, list[Message]], list[str], Stats]:
+def parents(groups: list[str]) -> dict[str, list[str]]:
+    """{group: the proper prefixes of its name (at dots) that two groups or more share}."""
+
+    def prefixes(g: str) -> list[str]:
+        parts = g.split(".")
+        return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+    shared = Counter(p for g in groups for p in prefixes(g))
+    return {g: [p for p in prefixes(g) if shared[p] >= 2] for g in groups}
+
+
+def long_tail(messages: list[Message], groups: list[str], alpha: float, seed: int) -> list[Message]:
+    """Of the groups in a seeded order r = 1, 2, ..., the share r^-alpha of each one's messages
+    (MIN_KEPT at least); a message is kept when one of its groups keeps it. Order preserved."""
+    order = random.Random(seed).sample(groups, len(groups))
+    kept: set[int] = set()
+    for rank, group in enumerate(order, start=1):
+        mine = [i for i, m in enumerate(messages) if group in m.labels]
+        n = min(len(mine), max(MIN_KEPT, round(len(mine) * rank**-alpha)))
+        kept.update(random.Random(f"{seed}/{group}").sample(mine, n))
+    return [m for i, m in enumerate(messages) if i in kept]
+
+
+def build(
+    tar: Path, share: float, seed: int, hierarchy: bool = False, alpha: float | None = None
+) -> tuple[dict[str, list[Message]], list[str], Stats]:
     members, groups = read_tar(tar)
     stats = Stats()
     train, test = (collect(members[s], set(groups), s, stats) for s in ("train", "test"))
     stats.in_train = sum(key in train for key in test)
-    kept_test = [m for key, m in test.items() if key not in train]
-    kept_train, dev = split_dev(list(train.values()), share, seed, stats)
-    return {"train": kept_train, "dev": dev, "test": kept_test}, groups, stats
+    kept = {"train": list(train.values()), "test": [m for key, m in test.items() if key not in train]}
+    if alpha is not None:
+        kept = {s: long_tail(ms, groups, alpha, seed) for s, ms in kept.items()}
+    labels = groups
+    if hierarchy:
+        up = parents(groups)
+        for m in kept["train"] + kept["test"]:
+            m.labels |= {p for g in list(m.labels) for p in up[g]}
+        labels = sorted(set(groups) | {p for ps in up.values() for p in ps})
+    kept_train, dev = split_dev(kept["train"], share, seed, stats)
+    return {"train": kept_train, "dev": dev, "test": kept["test"]}, labels, stats
 
 
 def row(m: Message) -> str:
@@ -169,10 +213,18 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=42, help="seed of the dev choice (default 42)")
     p.add_argument("--dev-share", type=float, default=0.1, help="share of train picked for dev (default 0.1)")
     p.add_argument("--check", action="store_true", help="read the files back with bertkit's reader")
+    p.add_argument(
+        "--hierarchy", action="store_true", help="add the name prefixes two groups share as labels"
+    )
+    p.add_argument(
+        "--long-tail", type=float, metavar="A", help="keep the share r^-A of the r-th group (seeded order)"
+    )
     args = p.parse_args()
     if not 0 <= args.dev_share <= 1:
         p.error("--dev-share must lie between 0 and 1")
-    splits, groups, stats = build(args.tar, args.dev_share, args.seed)
+    if args.long_tail is not None and args.long_tail < 0:
+        p.error("--long-tail must be 0 or more")
+    splits, groups, stats = build(args.tar, args.dev_share, args.seed, args.hierarchy, args.long_tail)
     args.output.mkdir(parents=True, exist_ok=True)
     for s, ms in splits.items():
         write_text(args.output / f"{s}.tsv", "".join(row(m) + "\n" for m in ms))

@@ -63,6 +63,24 @@ def test_grad_accumulation_equals_big_batch():
         assert torch.allclose(a, b, atol=1e-6), name
 
 
+@pytest.mark.parametrize(
+    ("epochs", "min_steps", "max_steps", "want"),
+    [(1, None, None, 2), (1, 5, None, 5), (3, 5, None, 6), (1, 5, 3, 3), (0.5, 0, None, 1)],
+)
+def test_min_steps_adds_epochs_and_max_steps_wins(epochs, min_steps, max_steps, want):
+    ids, labels = _toy_batches()
+    passes = []
+
+    def batches(epoch):
+        passes.append(epoch)
+        return ({"input_ids": ids[i : i + 32], "labels": labels[i : i + 32]} for i in range(0, 64, 32))
+
+    steps = {"epochs": epochs, "min_steps": min_steps, "max_steps": max_steps}
+    args = TrainArgs(**steps, progress=False, tensorboard=False)
+    result = fit(_toy_model(), batches, 2, _loss, args, FP32)
+    assert result.steps == want and passes == list(range(-(-want // 2)))
+
+
 def test_fit_learns_keeps_best_and_is_reproducible():
     ids, labels = _toy_batches(n=256)
 

@@ -23,6 +23,7 @@ from bertkit.tasks.multilabel import (
     MultiLabelTask,
     constant_loss,
     global_threshold,
+    label_losses,
     per_label_thresholds,
     tuned_thresholds,
 )
@@ -163,11 +164,38 @@ def test_loss_is_transformers_bce_and_pos_weight_weighs_positives():
     assert task.loss(Fixed(), batch) == pytest.approx(float(by_hand), rel=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["focal", "asymmetric"])
+def test_focal_and_asymmetric_losses_by_their_papers_formulas(kind):
+    logits = torch.randn(6, 4, dtype=torch.float64) * 4
+    target = torch.tensor([[1, 0, 0, 1], [0, 0, 1, 0]] * 3, dtype=torch.float64)
+    target[5] = torch.tensor([0.3, 0.9, 0.0, 1.0])  # soft targets (distillation) too
+    w = torch.tensor([1.0, 30.0, 2.0, 1.0], dtype=torch.float64)
+    p = 1 / (1 + np.exp(-logits.numpy()))
+    t = target.numpy()
+    if kind == "focal":  # Lin et al. 2017, gamma 2, no alpha
+        pos, neg = (1 - p) ** 2 * np.log(p), p**2 * np.log(1 - p)
+    else:  # Ridnik et al. 2021: gamma+ 0, gamma- 4, probability shifted by m = 0.05 on negatives
+        pm = np.maximum(p - 0.05, 0)
+        pos, neg = np.log(p), pm**4 * np.log(1 - pm)
+    want = -(t * w.numpy() * pos + (1 - t) * neg)
+    np.testing.assert_allclose(label_losses(logits, target, w, kind).numpy(), want, rtol=1e-9, atol=1e-12)
+    bce = label_losses(logits, target, w, "bce")
+    assert torch.allclose(bce, torch.nn.BCEWithLogitsLoss(pos_weight=w, reduction="none")(logits, target))
+    task = MultiLabelTask(LABELS + ["x"], pos_weight=w.tolist(), label_loss=kind)
+    batch = {"labels": target}
+    assert float(task.loss_from(None, logits, batch)) == pytest.approx(want.mean(-1).mean(), rel=1e-6)
+    with pytest.raises(BertkitError, match="label loss must be one of bce, focal, asymmetric"):
+        MultiLabelTask(LABELS, label_loss="hinge")
+
+
 def test_pos_weight_auto_is_negatives_over_positives_clipped():
     task = MultiLabelTask(LABELS, pos_weight="auto")
     hot = [(1.0, 0.0, 0.0)] * 2 + [(0.0, 0.0, 1.0)] * 98
     task.prepare([{"labels": h} for h in hot], 8)
     assert task.pos_weight == [30.0, 30.0, 1.0]  # 98/2 clipped to 30; no positive: 100/1 clipped; 2/98 -> 1
+    task = MultiLabelTask(LABELS, pos_weight="sqrt")
+    task.prepare([{"labels": h} for h in [(1.0, 0.0, 0.0)] * 4 + [(0.0, 0.0, 1.0)] * 96], 8)
+    assert task.pos_weight == [pytest.approx(24**0.5, abs=1e-4), 10.0, 1.0]  # sqrt(96/4); sqrt(100/1); 1
 
 
 def _f1(p: np.ndarray, t: np.ndarray) -> float:
@@ -273,6 +301,9 @@ def test_constant_loss_is_the_best_constant_predictions_loss():
     q = np.linspace(1e-4, 1 - 1e-4, 200_001)[:, None]
     brute = -(weight * rate * np.log(q) + (1 - rate) * np.log(1 - q))
     assert constant_loss(rate, weight) == pytest.approx(float(brute.min(0).mean()), rel=1e-6)
+    pm = np.maximum(q - 0.05, 0)  # the asymmetric loss's best constant, by its formula
+    brute = -(weight * rate * np.log(q) + (1 - rate) * pm**4 * np.log(1 - pm))
+    assert constant_loss(rate, weight, "asymmetric") == pytest.approx(float(brute.min(0).mean()), rel=1e-5)
 
 
 def test_collapse_guard_names_base_rate_loss_and_constant_predictions():

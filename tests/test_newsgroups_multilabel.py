@@ -115,3 +115,32 @@ def test_bertkit_reads_the_files_back(tar: Path, tmp_path: Path) -> None:
     for split in ("train", "dev", "test"):
         got = {e.text: set(e.label) for e in load_examples("classify", out / f"{split}.tsv", **opts)}
         assert got == read(out / f"{split}.tsv")
+
+
+def test_hierarchy_adds_shared_prefixes(tar: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    build(tar, out, "--dev-share", "0", "--hierarchy")
+    assert (out / "labels.txt").read_text(encoding="utf-8").split() == sorted([*GROUPS, "sci"])
+    for split, want in (("train", TRAIN), ("test", TEST)):
+        got = read(out / f"{split}.tsv")
+        assert got.keys() == want.keys()
+        for text, labels in got.items():  # "sci" on every sci.* text, nothing else added
+            assert labels == want[text] | ({"sci"} if want[text] & {"sci.med", "sci.space"} else set())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_long_tail_keeps_a_shrinking_share_per_group(tar: Path, tmp_path: Path, seed: int) -> None:
+    import random
+
+    out = tmp_path / "out"
+    build(tar, out, "--dev-share", "0", "--long-tail", "10", "--seed", str(seed))
+    train = read(out / "train.tsv")
+    assert train.items() <= TRAIN.items() and read(out / "test.tsv").items() <= TEST.items()
+    first = random.Random(seed).sample(GROUPS, len(GROUPS))[0]  # keeps all; the others r^-10: 3
+    for group in GROUPS:
+        mine = [t for t, labels in TRAIN.items() if group in labels]
+        kept = [t for t in mine if t in train]
+        assert len(kept) == len(mine) if group == first else len(kept) >= min(3, len(mine))
+    atheism = [t for t, labels in TRAIN.items() if labels == {"alt.atheism"}]
+    kept = sum(t in train for t in atheism)  # of 8 atheism messages, 3 kept unless it came first
+    assert kept == 6 if first == "alt.atheism" else kept <= 3

@@ -87,10 +87,11 @@ class Resumable:
 
 
 # settings a resumed run must share with the run it resumes (patience may change)
-SAME_RUN = ("epochs", "max_steps", "batch_size", "grad_accum", "lr", "weight_decay", "warmup",
+SAME_RUN = ("epochs", "max_steps", "min_steps", "batch_size", "grad_accum", "lr", "weight_decay", "warmup",
             "max_grad_norm", "eval_every", "seed", "group_by_length", "head_lr_mult")  # fmt: skip
-# what a checkpoint written before a setting existed ran with (head_lr_mult 1: the two groups)
-SAME_RUN_BEFORE = {"head_lr_mult": 1.0}
+# what a checkpoint written before a setting existed ran with (head_lr_mult 1: the two groups;
+# min_steps None: epochs alone)
+SAME_RUN_BEFORE = {"head_lr_mult": 1.0, "min_steps": None}
 
 
 def run_settings(args: TrainArgs, rt: Runtime) -> dict[str, Any]:

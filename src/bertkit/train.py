@@ -43,6 +43,7 @@ Batch = dict[str, Any]
 class TrainArgs:
     epochs: float = 3.0
     max_steps: int | None = None  # overrides epochs when set
+    min_steps: int | None = None  # at least this many: more epochs over a small training set
     batch_size: int = 32  # examples per batch, all processes together
     grad_accum: int = 1  # optimizer step every `grad_accum` batches
     lr: float = 5e-5
@@ -314,7 +315,7 @@ def fit(
     """
     rt = rt or local_runtime(next(model.parameters()).device)
     per_epoch = max(1, steps_per_epoch // args.grad_accum)
-    total = args.max_steps or max(1, math.ceil(args.epochs * per_epoch))
+    total = args.max_steps or max(1, math.ceil(args.epochs * per_epoch), args.min_steps or 0)
     eval_every = args.eval_every or per_epoch
     set_seed(args.seed)
     stepper, keeper = Stepper(model, args, rt, total), Keeper(args, evaluation)

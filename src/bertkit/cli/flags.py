@@ -222,7 +222,7 @@ def decision_opts(args: argparse.Namespace) -> dict[str, Any]:
 
 def add_task(p: argparse.ArgumentParser) -> None:
     from bertkit.tasks.classify import ClassifyTask
-    from bertkit.tasks.multilabel import POS_WEIGHT_CLIP, THRESHOLD_MODES
+    from bertkit.tasks.multilabel import LABEL_LOSSES, POS_WEIGHT_CLIP, THRESHOLD_MODES
     from bertkit.tasks.ner import DECODES, HEADS, NerTask
     from bertkit.tasks.qa import QATask
     from bertkit.tasks.registry import names
@@ -249,6 +249,13 @@ def add_task(p: argparse.ArgumentParser) -> None:
         default=None,
         help="multi-label: weight of each label's positives in the loss: auto (default: negatives/"
         f"positives in training, at most {POS_WEIGHT_CLIP:g}), none, or a file (label<TAB>weight)",
+    )
+    t.add_argument(
+        "--label-loss",
+        choices=list(LABEL_LOSSES),
+        default=None,
+        help="multi-label: the loss per label: binary cross-entropy (bce, the default), focal (gamma 2) "
+        "or asymmetric (gamma 0 on positives, 4 on negatives, negatives' probabilities less 0.05)",
     )
     t.add_argument("--positive-label", help="classify: report F1 of this class and select by it (e.g. 1)")
     t.add_argument(
@@ -353,6 +360,13 @@ def add_training(p: argparse.ArgumentParser, d: TrainArgs, fine_tuning: bool = T
             f"{MultiLabelTask.train_overrides['head_lr_mult']:g})",
         )
         o.add_argument(
+            "--min-steps",
+            type=int,
+            default=None,
+            help="train at least this many optimizer steps, adding epochs over a small training set "
+            f"(--max-steps wins; default none; multi-label {MultiLabelTask.train_overrides['min_steps']})",
+        )
+        o.add_argument(
             "--no-group-by-length",
             action="store_true",
             help="plain shuffled batches instead of batches of similar lengths (more padding, slower)",
@@ -379,6 +393,7 @@ def train_args(args: argparse.Namespace, d: TrainArgs, **overrides: Any) -> Trai
     )
     if hasattr(args, "patience"):
         kw |= {"patience": args.patience, "group_by_length": not args.no_group_by_length}
-        if args.head_lr_mult is not None:  # else the task's default, in `d`
-            kw |= {"head_lr_mult": args.head_lr_mult}
+        for name in ("head_lr_mult", "min_steps"):  # None: the task's default, in `d`
+            if getattr(args, name) is not None:
+                kw[name] = getattr(args, name)
     return replace(d, **{**kw, **overrides})

@@ -1,7 +1,8 @@
 """Multi-label classification: each text carries zero, one or several of the labels.
 
 The head is classification's (a linear layer on the pooled [CLS] vector, one logit per label),
-trained with binary cross-entropy per label (`pos_weight` for rare labels) and saved with
+trained with binary cross-entropy per label (`pos_weight` for rare labels; focal or asymmetric
+loss instead with `label_loss`) and saved with
 `problem_type: "multi_label_classification"`, so `transformers` loads it as its own. A label is
 predicted when its sigmoid probability reaches its threshold. Thresholds are tuned on the dev set:
 by default each label's F1-best threshold shrunk toward the one threshold best for macro F1 by
@@ -38,7 +39,11 @@ from bertkit.metrics import multilabel_metrics
 from bertkit.tasks.classify import ClassifyTask
 
 THRESHOLD_MODES = ("shrunk", "per-label", "global", "fixed")
+# per-label losses, as (gamma on positives, gamma on negatives, probability margin on negatives):
+# binary cross-entropy; focal (Lin et al. 2017); asymmetric (Ridnik et al. 2021, the paper's defaults)
+LABEL_LOSSES = {"bce": (0.0, 0.0, 0.0), "focal": (2.0, 2.0, 0.0), "asymmetric": (0.0, 4.0, 0.05)}
 POS_WEIGHT_CLIP = 30.0  # `--pos-weight auto`: negatives/positives, at most this
+POS_WEIGHT_RULES = ("auto", "sqrt")  # negatives/positives in training, or its square root
 GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)  # the global threshold's candidates
 SHRINK = 10.0  # dev positives at which a label's own threshold and the global one weigh alike
 FLOOD = 0.9  # a tuned threshold firing on more of dev than this (label on fewer than half) falls back
@@ -51,18 +56,23 @@ class MultiLabelTask(ClassifyTask):
     thresholds: list[float] | None = None  # per label, in `labels` order
     threshold_mode: str = "shrunk"
     pos_weight: list[float] | str | None = "auto"  # per label; "auto" until `prepare` resolves it
+    label_loss: str = "bce"  # one of LABEL_LOSSES
     label_separator: str = ","
     top_label: bool = False  # at least the most probable label per text (every training text has one)
     fallback_labels: list[str] | None = None  # whose tuned threshold fell back to the global one
 
     variant_flag = "multi_label"  # the setting that makes a classify task this one (registry)
-    train_overrides = {"head_lr_mult": 10.0}
+    train_overrides = {"head_lr_mult": 10.0, "min_steps": 500}
     window_pooling = "max"  # a label any window of a long text finds (max of its probabilities)
 
     def __post_init__(self) -> None:
         if self.class_weighting != "none" or self.class_weights is not None:
             raise BertkitError(
                 "--class-weights weighs single-label classes; for multi-label use --pos-weight"
+            )
+        if self.label_loss not in LABEL_LOSSES:
+            raise BertkitError(
+                f"label loss must be one of {', '.join(LABEL_LOSSES)}, not {self.label_loss!r}"
             )
         if self.threshold_mode not in THRESHOLD_MODES:
             raise BertkitError(
@@ -155,12 +165,13 @@ class MultiLabelTask(ClassifyTask):
 
     def prepare(self, train_feats: list[dict], batch_size: int) -> None:
         hot = np.array([f["labels"] for f in train_feats])
-        if self.pos_weight == "auto":
+        if self.pos_weight in POS_WEIGHT_RULES:
             pos = hot.sum(0)
             ratio = (len(hot) - pos) / np.maximum(pos, 1)
+            ratio = np.sqrt(ratio) if self.pos_weight == "sqrt" else ratio
             self.pos_weight = np.clip(ratio, 1.0, POS_WEIGHT_CLIP).round(4).tolist()
         weight = np.ones(hot.shape[1]) if self.pos_weight is None else np.asarray(self.pos_weight)
-        self._constant_loss = constant_loss(hot.mean(0), weight)
+        self._constant_loss = constant_loss(hot.mean(0), weight, self.label_loss)
 
     @property
     def soft_targets(self) -> str | None:
@@ -170,13 +181,11 @@ class MultiLabelTask(ClassifyTask):
         return (0.0,) * len(self.labels)
 
     def loss_from(self, model, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Binary cross-entropy averaged over labels, summed over texts / the batch's loss_norm:
+        """The label loss averaged over labels, summed over texts / the batch's loss_norm: for bce,
         `transformers`' BCEWithLogitsLoss (a mean over all N x L) when the batch is one process's."""
         weight = None if self.pos_weight is None else torch.tensor(self.pos_weight, device=logits.device)
-        bce = F.binary_cross_entropy_with_logits(
-            logits.float(), batch["labels"].float(), pos_weight=weight, reduction="none"
-        )
-        return bce.mean(-1).sum() / batch.get("loss_norm", float(len(logits)))
+        losses = label_losses(logits.float(), batch["labels"].float(), weight, self.label_loss)
+        return losses.mean(-1).sum() / batch.get("loss_norm", float(len(logits)))
 
     def tune(self, model, feats: list[dict], examples: Sequence, pad_id: int) -> list[dict] | None:
         """Thresholds from the dev set (unless fixed); the dev predictions made with them."""
@@ -290,12 +299,38 @@ def tuned_thresholds(probs: np.ndarray, truth: np.ndarray, mode: str) -> tuple[l
     return own.tolist(), np.flatnonzero(flooded).tolist()
 
 
-def constant_loss(rate: np.ndarray, weight: np.ndarray) -> float:
-    """The weighted binary cross-entropy (mean over labels) of the best constant prediction, given
-    each label's positive rate and positive weight: what a model scores that learned only those."""
-    rate = np.clip(rate, 1e-7, 1 - 1e-7)
-    q = weight * rate / (weight * rate + 1 - rate)  # the loss-minimising constant probability
-    return float(np.mean(-(weight * rate * np.log(q) + (1 - rate) * np.log(1 - q))))
+def label_losses(
+    logits: torch.Tensor, target: torch.Tensor, pos_weight: torch.Tensor | None, kind: str = "bce"
+) -> torch.Tensor:
+    """Each (text, label)'s loss, same shape as `logits`; `target` in [0, 1] (soft targets too),
+    positives' terms times `pos_weight` (per label). With p = sigmoid(logit) and, on negatives,
+    p_m = max(p - margin, 0): -(t w (1 - p)^g+ log p + (1 - t) p_m^g- log(1 - p_m))."""
+    if kind == "bce":
+        return F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight, reduction="none")
+    g_pos, g_neg, margin = LABEL_LOSSES[kind]
+    p = logits.sigmoid()
+    pos = (1 - p).pow(g_pos) * F.logsigmoid(logits)
+    if margin:
+        p_m = (p - margin).clamp(min=0)
+        neg = p_m.pow(g_neg) * torch.log1p(-p_m)  # p_m <= 1 - margin: finite
+    else:
+        neg = p.pow(g_neg) * F.logsigmoid(-logits)
+    if pos_weight is not None:
+        pos = pos * pos_weight
+    return -(target * pos + (1 - target) * neg)
+
+
+def constant_loss(rate: np.ndarray, weight: np.ndarray, kind: str = "bce") -> float:
+    """The label loss (mean over labels) of the best constant prediction, given each label's
+    positive rate and positive weight: what a model scores that learned only those (brute force
+    over logits from -20 to 20 by 0.001)."""
+    z = torch.linspace(-20, 20, 40_001, dtype=torch.float64)[:, None]  # (G, 1)
+    w = torch.as_tensor(weight, dtype=torch.float64)
+    pos = label_losses(z, torch.ones_like(z), None, kind)  # (G, 1)
+    neg = label_losses(z, torch.zeros_like(z), None, kind)
+    r = torch.as_tensor(rate, dtype=torch.float64)
+    total = r * w * pos + (1 - r) * neg  # (G, L)
+    return float(total.min(0).values.mean())
 
 
 def global_threshold(probs: np.ndarray, truth: np.ndarray) -> list[float]:
@@ -329,8 +364,8 @@ def _pos_weight_arg(value: str | None, labels: list[str]) -> list[float] | str |
         return MultiLabelTask.pos_weight  # the dataclass's default
     if value == "none":
         return None
-    if value == "auto":
-        return "auto"
+    if value in POS_WEIGHT_RULES:
+        return value
     return read_label_values(value, labels, "pos_weight", None)
 
 
