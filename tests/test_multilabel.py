@@ -154,7 +154,7 @@ def test_loss_is_transformers_bce_and_pos_weight_weighs_positives():
         def forward(self, *args):
             return type("Out", (), {"logits": logits})
 
-    task = MultiLabelTask(LABELS, pos_weight=None)  # plain BCE (the default weighs positives: "auto")
+    task = MultiLabelTask(LABELS, pos_weight=None, label_loss="bce")  # plain BCE
     batch = {"input_ids": None, "attention_mask": None, "token_type_ids": None, "labels": labels}
     want = torch.nn.BCEWithLogitsLoss()(logits, labels)  # transformers' multi-label loss
     assert task.loss(Fixed(), batch) == pytest.approx(float(want), rel=1e-6)
@@ -189,10 +189,14 @@ def test_focal_and_asymmetric_losses_by_their_papers_formulas(kind):
 
 
 def test_pos_weight_auto_is_negatives_over_positives_clipped():
-    task = MultiLabelTask(LABELS, pos_weight="auto")
+    task = MultiLabelTask(LABELS, pos_weight="auto", label_loss="bce")
     hot = [(1.0, 0.0, 0.0)] * 2 + [(0.0, 0.0, 1.0)] * 98
     task.prepare([{"labels": h} for h in hot], 8)
     assert task.pos_weight == [30.0, 30.0, 1.0]  # 98/2 clipped to 30; no positive: 100/1 clipped; 2/98 -> 1
+    for loss in ("asymmetric", "focal"):  # they focus on hard examples themselves: auto is no weight
+        task = MultiLabelTask(LABELS, label_loss=loss)
+        task.prepare([{"labels": h} for h in hot], 8)
+        assert task.pos_weight is None
     task = MultiLabelTask(LABELS, pos_weight="sqrt")
     task.prepare([{"labels": h} for h in [(1.0, 0.0, 0.0)] * 4 + [(0.0, 0.0, 1.0)] * 96], 8)
     assert task.pos_weight == [pytest.approx(24**0.5, abs=1e-4), 10.0, 1.0]  # sqrt(96/4); sqrt(100/1); 1
@@ -307,7 +311,7 @@ def test_constant_loss_is_the_best_constant_predictions_loss():
 
 
 def test_collapse_guard_names_base_rate_loss_and_constant_predictions():
-    task = MultiLabelTask(LABELS, pos_weight=None)
+    task = MultiLabelTask(LABELS, pos_weight=None, label_loss="bce")
     task.prepare([{"labels": h} for h in [(1.0, 0.0, 0.0)] * 3 + [(0.0, 1.0, 0.0)] * 7], 4)
     base = constant_loss(np.array([0.3, 0.7, 0.0]), np.ones(3))
     learned = [{"loss": base * 0.4, "lr": 1e-4}] * 3 + [{"dev_macro_f1": 0.9}]

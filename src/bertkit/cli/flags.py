@@ -247,15 +247,17 @@ def add_task(p: argparse.ArgumentParser) -> None:
     t.add_argument(
         "--pos-weight",
         default=None,
-        help="multi-label: weight of each label's positives in the loss: auto (default: negatives/"
-        f"positives in training, at most {POS_WEIGHT_CLIP:g}), none, or a file (label<TAB>weight)",
+        help="multi-label: weight of each label's positives in the loss: auto (default: for bce, "
+        f"negatives/positives in training, at most {POS_WEIGHT_CLIP:g}; none for the other losses), sqrt "
+        "(its square root), none, or a file (label<TAB>weight)",
     )
     t.add_argument(
         "--label-loss",
         choices=list(LABEL_LOSSES),
         default=None,
-        help="multi-label: the loss per label: binary cross-entropy (bce, the default), focal (gamma 2) "
-        "or asymmetric (gamma 0 on positives, 4 on negatives, negatives' probabilities less 0.05)",
+        help="multi-label: the loss per label: asymmetric (the default: gamma 0 on positives, 4 on "
+        "negatives, negatives' probabilities less 0.05), binary cross-entropy (bce; transformers' loss) "
+        "or focal (gamma 2)",
     )
     t.add_argument("--positive-label", help="classify: report F1 of this class and select by it (e.g. 1)")
     t.add_argument(

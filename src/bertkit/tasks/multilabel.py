@@ -1,8 +1,9 @@
 """Multi-label classification: each text carries zero, one or several of the labels.
 
 The head is classification's (a linear layer on the pooled [CLS] vector, one logit per label),
-trained with binary cross-entropy per label (`pos_weight` for rare labels; focal or asymmetric
-loss instead with `label_loss`) and saved with
+trained with a loss per label — asymmetric by default (`label_loss`; Ridnik et al. 2021: easy
+negatives down-weighted, the negatives' probabilities shifted by a margin), binary cross-entropy
+with `pos_weight` for rare labels, or focal — and saved with
 `problem_type: "multi_label_classification"`, so `transformers` loads it as its own. A label is
 predicted when its sigmoid probability reaches its threshold. Thresholds are tuned on the dev set:
 by default each label's F1-best threshold shrunk toward the one threshold best for macro F1 by
@@ -15,9 +16,10 @@ With `windows` a long text's probability for a label is the highest of its windo
 Thresholds are saved with the model and used by every predicting path. Dev scores reported with
 tuned thresholds are optimistic (tuned on dev); the test scores are the honest ones.
 
-Defaults for this task (`train_overrides`, `pos_weight`): positives weighed by negatives/
-positives per label and the head at 10x the learning rate, without which the model learns the
-labels' base rates and nothing else on long-tailed label sets (docs/results.md).
+Defaults for this task (`train_overrides`, `label_loss`, docs/results.md): the asymmetric loss,
+the head at 10x the learning rate and at least 500 optimizer steps (more epochs over a small
+training set), without which the model learns the labels' base rates, or their ranking without
+scores a threshold can separate, on long-tailed label sets.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -39,13 +41,29 @@ from bertkit.metrics import multilabel_metrics
 from bertkit.tasks.classify import ClassifyTask
 
 THRESHOLD_MODES = ("shrunk", "per-label", "global", "fixed")
-# per-label losses, as (gamma on positives, gamma on negatives, probability margin on negatives):
+
+
+class LabelLoss(NamedTuple):
+    """A per-label loss: -(t w (1 - p)^gamma_pos log p + (1 - t) p_m^gamma_neg log(1 - p_m)),
+    p_m = max(p - margin, 0) on negatives; `auto_weights`: `pos_weight="auto"` weighs its positives
+    by negatives/positives (the others focus on the hard examples themselves)."""
+
+    gamma_pos: float
+    gamma_neg: float
+    margin: float
+    auto_weights: bool
+
+
 # binary cross-entropy; focal (Lin et al. 2017); asymmetric (Ridnik et al. 2021, the paper's defaults)
-LABEL_LOSSES = {"bce": (0.0, 0.0, 0.0), "focal": (2.0, 2.0, 0.0), "asymmetric": (0.0, 4.0, 0.05)}
+LABEL_LOSSES = {
+    "bce": LabelLoss(0.0, 0.0, 0.0, True),
+    "focal": LabelLoss(2.0, 2.0, 0.0, False),
+    "asymmetric": LabelLoss(0.0, 4.0, 0.05, False),
+}
 POS_WEIGHT_CLIP = 30.0  # `--pos-weight auto`: negatives/positives, at most this
 POS_WEIGHT_RULES = ("auto", "sqrt")  # negatives/positives in training, or its square root
 GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)  # the global threshold's candidates
-SHRINK = 10.0  # dev positives at which a label's own threshold and the global one weigh alike
+SHRINK = 5.0  # dev positives at which a label's own threshold and the global one weigh alike
 FLOOD = 0.9  # a tuned threshold firing on more of dev than this (label on fewer than half) falls back
 COLLAPSED = 0.95  # training loss / the best constant predictor's loss above this: learned base rates
 
@@ -56,7 +74,7 @@ class MultiLabelTask(ClassifyTask):
     thresholds: list[float] | None = None  # per label, in `labels` order
     threshold_mode: str = "shrunk"
     pos_weight: list[float] | str | None = "auto"  # per label; "auto" until `prepare` resolves it
-    label_loss: str = "bce"  # one of LABEL_LOSSES
+    label_loss: str = "asymmetric"  # one of LABEL_LOSSES
     label_separator: str = ","
     top_label: bool = False  # at least the most probable label per text (every training text has one)
     fallback_labels: list[str] | None = None  # whose tuned threshold fell back to the global one
@@ -165,6 +183,8 @@ class MultiLabelTask(ClassifyTask):
 
     def prepare(self, train_feats: list[dict], batch_size: int) -> None:
         hot = np.array([f["labels"] for f in train_feats])
+        if self.pos_weight == "auto" and not LABEL_LOSSES[self.label_loss].auto_weights:
+            self.pos_weight = None
         if self.pos_weight in POS_WEIGHT_RULES:
             pos = hot.sum(0)
             ratio = (len(hot) - pos) / np.maximum(pos, 1)
@@ -211,8 +231,8 @@ class MultiLabelTask(ClassifyTask):
         if alike:
             why.append(f"{metrics['same_prediction_share']:.0%} of dev texts got the same labels")
         return (
-            f"the model collapsed ({'; '.join(why)}): try --pos-weight auto, --head-lr-mult 10, "
-            "a lower --lr or more epochs"
+            f"the model collapsed ({'; '.join(why)}): try --label-loss asymmetric (or bce with --pos-weight "
+            "auto), --head-lr-mult 10, a lower --lr or more steps"
         )
 
     # ---- predicting and scoring ---------------------------------------------------------------
@@ -307,7 +327,7 @@ def label_losses(
     p_m = max(p - margin, 0): -(t w (1 - p)^g+ log p + (1 - t) p_m^g- log(1 - p_m))."""
     if kind == "bce":
         return F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight, reduction="none")
-    g_pos, g_neg, margin = LABEL_LOSSES[kind]
+    g_pos, g_neg, margin, _ = LABEL_LOSSES[kind]
     p = logits.sigmoid()
     pos = (1 - p).pow(g_pos) * F.logsigmoid(logits)
     if margin:
