@@ -33,7 +33,7 @@ import numpy as np
 
 from bertkit.data.readers import read_label_file
 from bertkit.runtime import cpu_description
-from bertkit.tasks.multilabel import THRESHOLD_MODES, tuned_thresholds
+from bertkit.tasks.multilabel import MultiLabelTask, tuned_thresholds
 from bertkit.tasks.registry import load_examples
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,20 +64,20 @@ def hot(examples: list, labels: list[str]) -> np.ndarray:
     return np.array([[x in e.label for x in labels] for e in examples], dtype=np.int64)
 
 
-def scores(probs_dev, probs_test, dev_y, test_y, top: bool) -> dict:
-    """Test macro/micro F1 at 0.5 and with thresholds tuned on dev as bertkit tunes them by
-    default (shrunk, with its fallback; `top`: at least each text's most probable label)."""
+def scores(probs: dict, labels: list[str], splits: dict) -> dict:
+    """Test macro/micro F1 at 0.5 and decided as bertkit decides by default (its threshold rule
+    tuned on dev, at least the top label where every training text has one), from {split: probs}."""
     from sklearn.metrics import f1_score
 
-    cut = np.array(tuned_thresholds(probs_dev, dev_y, THRESHOLD_MODES[0])[0])
-    tuned = probs_test >= cut
-    if top:
-        none = ~tuned.any(1)
-        tuned[none, probs_test[none].argmax(1)] = True
+    ys = {s: hot(splits[s], labels) for s in ("dev", "test")}
+    task = MultiLabelTask(labels, top_label=all(e.label for e in splits["train"]))
+    task.thresholds = tuned_thresholds(probs["dev"], ys["dev"], task.threshold_mode)[0]
+    tuned = np.array([[x in d["labels"] for x in labels] for d in task.decide(probs["test"])])
     out = {}
-    for name, pred in (("at_0.5", probs_test >= 0.5), ("tuned", tuned)):
+    for name, pred in (("at_0.5", probs["test"] >= 0.5), ("tuned", tuned)):
         for avg in ("macro", "micro"):
-            out[f"{avg}_f1_{name}"] = float(f1_score(test_y, pred.astype(int), average=avg, zero_division=0))
+            f1 = f1_score(ys["test"], pred.astype(int), average=avg, zero_division=0)
+            out[f"{avg}_f1_{name}"] = float(f1)
     return out
 
 
@@ -138,10 +138,7 @@ def run_trainer(model_dir: Path, args, labels: list[str], splits: dict) -> dict:
     seconds = time.perf_counter() - t0
     probs = {s: torch.tensor(trainer.predict(encode(splits[s])).predictions).float().sigmoid().numpy()
              for s in ("dev", "test")}  # fmt: skip
-    ys = {s: hot(splits[s], labels) for s in ("dev", "test")}
-    top = all(e.label for e in splits["train"])
-    tuned = scores(probs["dev"], probs["test"], ys["dev"], ys["test"], top)
-    return {**tuned, "train_seconds": round(seconds, 1)}
+    return {**scores(probs, labels, splits), "train_seconds": round(seconds, 1)}
 
 
 def run_tfidf(labels: list[str], splits: dict) -> dict:
@@ -156,10 +153,7 @@ def run_tfidf(labels: list[str], splits: dict) -> dict:
     clf.fit(x, hot(splits["train"], labels))
     seconds = time.perf_counter() - t0
     probs = {s: clf.predict_proba(vec.transform([e.text for e in splits[s]])) for s in ("dev", "test")}
-    ys = {s: hot(splits[s], labels) for s in ("dev", "test")}
-    top = all(e.label for e in splits["train"])
-    tuned = scores(probs["dev"], probs["test"], ys["dev"], ys["test"], top)
-    return {**tuned, "train_seconds": round(seconds, 1)}
+    return {**scores(probs, labels, splits), "train_seconds": round(seconds, 1)}
 
 
 def table(results: dict) -> str:

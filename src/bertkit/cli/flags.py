@@ -8,7 +8,7 @@ from typing import Any
 
 from bertkit.data.schemes import ALIASES, CHOICES, NAMES
 from bertkit.runtime import PRECISIONS, Runtime, RuntimeArgs, compute_init
-from bertkit.tasks.multilabel import MultiLabelTask
+from bertkit.tasks.multilabel import LABEL_LOSSES, POS_WEIGHT_CLIP, THRESHOLD_MODES, MultiLabelTask
 from bertkit.tasks.registry import FORMATS
 from bertkit.train import TrainArgs
 
@@ -222,7 +222,6 @@ def decision_opts(args: argparse.Namespace) -> dict[str, Any]:
 
 def add_task(p: argparse.ArgumentParser) -> None:
     from bertkit.tasks.classify import ClassifyTask
-    from bertkit.tasks.multilabel import LABEL_LOSSES, POS_WEIGHT_CLIP, THRESHOLD_MODES
     from bertkit.tasks.ner import DECODES, HEADS, NerTask
     from bertkit.tasks.qa import QATask
     from bertkit.tasks.registry import names

@@ -324,9 +324,8 @@ def label_losses(
 ) -> torch.Tensor:
     """Each (text, label)'s loss, same shape as `logits`; `target` in [0, 1] (soft targets too),
     positives' terms times `pos_weight` (per label). With p = sigmoid(logit) and, on negatives,
-    p_m = max(p - margin, 0): -(t w (1 - p)^g+ log p + (1 - t) p_m^g- log(1 - p_m))."""
-    if kind == "bce":
-        return F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight, reduction="none")
+    p_m = max(p - margin, 0): -(t w (1 - p)^g+ log p + (1 - t) p_m^g- log(1 - p_m)); bce (gammas
+    and margin 0) is `BCEWithLogitsLoss(pos_weight=w)`."""
     g_pos, g_neg, margin, _ = LABEL_LOSSES[kind]
     p = logits.sigmoid()
     pos = (1 - p).pow(g_pos) * F.logsigmoid(logits)
