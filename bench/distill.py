@@ -118,9 +118,9 @@ def write_lines(path: Path, texts: list[str]) -> Path:
 def pretrained_layers(out: Path, k: int = 3) -> Path:
     """The pretrained checkpoint (not the fine-tuned teacher) cut to k evenly spaced layers, as
     `--student-layers` cuts the teacher: the student a user without a teacher would start from."""
-    from bertkit.distill import evenly_spaced, keep_layers
-    from bertkit.model import BertModel
-    from bertkit.tokenizer import Tokenizer
+    from bertkit.models.encoder import BertModel
+    from bertkit.tokenization.tokenizer import Tokenizer
+    from bertkit.training.distill import evenly_spaced, keep_layers
 
     if not (out / "model.safetensors").exists():
         model = BertModel.from_pretrained(teacher_checkpoint())

@@ -37,11 +37,11 @@ def data_dir() -> Path:
 
 def run_bertkit(task: str, model_dir: Path, args) -> dict:
     from bertkit.data import check_labels, label_vocab
-    from bertkit.finetune import finetune
     from bertkit.tasks.classify import ClassifyTask
     from bertkit.tasks.ner import NerTask
     from bertkit.tasks.registry import load_examples
-    from bertkit.train import TrainArgs
+    from bertkit.training.finetune import finetune
+    from bertkit.training.loop import TrainArgs
 
     d = data_dir()
     if task == "sst2":
@@ -75,7 +75,7 @@ def run_bertkit(task: str, model_dir: Path, args) -> dict:
         if task == "conll":  # the same model decoded by argmax too
             scores[t.decode] = metrics[key][metric]
             from bertkit.tasks.ner import NerTagger
-            from bertkit.tokenizer import Tokenizer
+            from bertkit.tokenization.tokenizer import Tokenizer
 
             tok = Tokenizer.from_pretrained(Path(tmp) / "out")
             tagger = NerTagger.from_pretrained(Path(tmp) / "out")

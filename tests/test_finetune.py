@@ -12,12 +12,12 @@ import torch
 import bertkit
 from bertkit import BertConfig, Tokenizer
 from bertkit.cli import main
+from bertkit.data.batching import IGNORE, length_grouped_order, pad_batch, sorted_order
 from bertkit.data.readers import QAExample, TokenExample
 from bertkit.runtime import Runtime
-from bertkit.tasks.batching import IGNORE, length_grouped_order, pad_batch, sorted_order
 from bertkit.tasks.ner import NerTask
 from bertkit.tasks.qa import QATask
-from bertkit.train import Evaluation, TrainArgs, fit
+from bertkit.training.loop import Evaluation, TrainArgs, fit
 
 FP32 = Runtime(torch.device("cpu"), "fp32")
 

@@ -9,13 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import bertkit.model as model_mod
+import bertkit.models.encoder as model_mod
 import bertkit.runtime as runtime_mod
+from bertkit.engine.runner import CUDA_MAX_TOKENS, MAX_TOKENS, InferenceOptions, prepare
 from bertkit.errors import BertkitError
-from bertkit.inference import CUDA_MAX_TOKENS, MAX_TOKENS, InferenceOptions, prepare
-from bertkit.model import Packing
+from bertkit.models.encoder import Packing
 from bertkit.runtime import Runtime, RuntimeArgs, compute_init
-from bertkit.train import Stepper, TrainArgs
+from bertkit.training.loop import Stepper, TrainArgs
 from test_engine_layers import FP32, batch, tiny
 
 

@@ -15,14 +15,14 @@ import pytest
 import torch
 
 import bertkit
-from bertkit.embeddings import pool
+from bertkit.engine.embeddings import pool
+from bertkit.engine.fused import PrepackedLinear
+from bertkit.engine.fused import can_prepack as _can_prepack
+from bertkit.engine.runner import InferenceOptions, prepare
 from bertkit.errors import BertkitError
-from bertkit.fused import PrepackedLinear
-from bertkit.fused import can_prepack as _can_prepack
-from bertkit.heads import BertForSequenceClassification
-from bertkit.inference import InferenceOptions, prepare
+from bertkit.models.heads import BertForSequenceClassification
 from bertkit.runtime import Runtime, cpu_flags
-from bertkit.tokenizer import Tokenizer
+from bertkit.tokenization.tokenizer import Tokenizer
 
 DATA = Path(os.environ.get("BERTKIT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -141,7 +141,7 @@ def test_bf16_and_int8_embeddings_close(minilm_dir):
     base = bertkit.pipeline("feature-extraction", model=minilm_dir, precision="fp32")(texts)
     bf16 = bertkit.pipeline("feature-extraction", model=minilm_dir, precision="bf16")(texts)
     assert (base * bf16).sum(-1).min() >= 0.999  # both normalised: the dot product is the cosine
-    # int8 (bertkit.int8, SmoothQuant-calibrated) is lossier: measured mean 0.9988, min 0.9940
+    # int8 (bertkit.engine.int8, SmoothQuant-calibrated) is lossier: measured mean 0.9988, min 0.9940
     # on 2,048 SST-2 train sentences (OpenVINO's NNCF int8 0.9970 / 0.9587)
     for precision in ("auto", "fp32"):
         int8 = bertkit.pipeline("feature-extraction", model=minilm_dir, int8=True, precision=precision)(texts)

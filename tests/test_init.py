@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 
 from bertkit.cli import main
-from bertkit.heads import BertForPreTraining, BertForSequenceClassification
-from bertkit.tokenizer import Tokenizer
+from bertkit.models.heads import BertForPreTraining, BertForSequenceClassification
+from bertkit.tokenization.tokenizer import Tokenizer
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "的", "是", "好", "不", "很", "a", "##b"]
 

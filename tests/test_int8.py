@@ -1,4 +1,4 @@
-"""The int8 engine (`bertkit.int8`) on a random model: each int8 product against the same
+"""The int8 engine (`bertkit.engine.int8`) on a random model: each int8 product against the same
 quantization done by hand in fp32, the SmoothQuant algebra, calibration against brute force,
 and a whole quantized encoder against the fp32 one."""
 
@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from bertkit import int8
-from bertkit.fused import FusedLayer
-from bertkit.inference import InferenceOptions, prepare
+from bertkit.engine.fused import FusedLayer
+from bertkit.engine.runner import InferenceOptions, prepare
 from bertkit.runtime import Runtime, cpu_flags, cpu_has_vnni
 from test_engine_layers import FP32, batch, tiny
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from scipy import stats
 from sklearn import metrics as skm
 
-from bertkit.metrics import (
+from bertkit.evaluation.metrics import (
     classification_metrics,
     entity_metrics,
     get_entities,

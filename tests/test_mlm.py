@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from bertkit.data.batching import IGNORE
 from bertkit.data.mlm import (
     InMemoryDocs,
     InstanceMaker,
@@ -21,8 +22,7 @@ from bertkit.data.mlm import (
     pack_spans,
 )
 from bertkit.errors import BertkitError
-from bertkit.tasks.batching import IGNORE
-from bertkit.tokenizer import Tokenizer
+from bertkit.tokenization.tokenizer import Tokenizer
 
 WORDS = ["the", "cat", "sat", "on", "mat", "run", "##ning", "##s", "play", "##ed", "dog", "a", "big"]
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
@@ -180,8 +180,8 @@ def test_vocabulary_without_mask_is_a_clear_error():
 
 def test_sparse_mlm_loss_equals_dense_loss(special):
     from bertkit import BertConfig
-    from bertkit.heads import BertForPreTraining
-    from bertkit.pretrain import mlm_loss
+    from bertkit.models.heads import BertForPreTraining
+    from bertkit.training.pretrain import mlm_loss
 
     rng = np.random.default_rng(5)
     docs = InMemoryDocs(_docs(rng))

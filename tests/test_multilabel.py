@@ -16,7 +16,7 @@ import bertkit
 from bertkit.cli import main
 from bertkit.data.readers import LabelSets
 from bertkit.errors import BertkitError
-from bertkit.metrics import multilabel_metrics
+from bertkit.evaluation.metrics import multilabel_metrics
 from bertkit.tasks import registry
 from bertkit.tasks.multilabel import (
     SHRINK,
@@ -422,14 +422,14 @@ def test_every_predicting_path_gives_the_same_label_sets(trained, tmp_path):
     from fastapi.testclient import TestClient
 
     from bertkit.runtime import RuntimeArgs, compute_init
-    from bertkit.server import create_app
+    from bertkit.serve.app import create_app
 
     with TestClient(create_app(out, runtime=compute_init(RuntimeArgs(precision="fp32")))) as c:
         r = c.post("/v1/classify", json={"texts": texts})
         assert r.status_code == 200 and [p["labels"] for p in r.json()["predictions"]] == [
             p["labels"] for p in want
         ]
-    from bertkit.export import export_onnx
+    from bertkit.inference.export import export_onnx
 
     export_onnx(out, out / "model.onnx")
     onnx = bertkit.pipeline("text-classification", model=out, backend="onnx")(texts)

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import bertkit
-from bertkit.export import CHECK_TEXTS
-from bertkit.heads import BertForSequenceClassification
+from bertkit.inference.export import CHECK_TEXTS
+from bertkit.models.heads import BertForSequenceClassification
 
 pytest.importorskip("openvino", reason="openvino (dev extra) is not installed")
 pytest.importorskip("nncf", reason="nncf (dev extra) is not installed")
@@ -34,7 +34,7 @@ def test_embeddings_match_torch(tiny_dir):
     """fp32 OpenVINO embeddings equal PyTorch fp32's, in input order, over several batches (a
     small token budget) run on OpenVINO's parallel requests, short batches on the compilation
     without fused attention and a long text (over SHORT tokens) on the other."""
-    from bertkit.openvino_backend import SHORT
+    from bertkit.engine.openvino_runner import SHORT
 
     texts = [t[: 7 * (i + 1)] for i in range(12) for t in TEXTS][:40] + [" ".join(TEXTS * 4)]
     want = bertkit.pipeline("feature-extraction", model=tiny_dir, precision="fp32")(texts)
@@ -155,6 +155,6 @@ def test_bad_input(head_dir, tiny_dir, tmp_path):
 
 def test_cli_backends_are_the_engines():
     from bertkit.cli.flags import BACKENDS
-    from bertkit.inference import BACKENDS as ENGINE_BACKENDS
+    from bertkit.engine.runner import BACKENDS as ENGINE_BACKENDS
 
     assert ("auto", *BACKENDS) == ENGINE_BACKENDS

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import bertkit
-from bertkit.heads import BertForSequenceClassification, BertForTokenClassification
+from bertkit.models.heads import BertForSequenceClassification, BertForTokenClassification
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium (dev extra) is not installed")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -31,7 +31,7 @@ uvicorn = pytest.importorskip("uvicorn", reason="uvicorn is not installed")
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-from bertkit.server import create_app  # noqa: E402
+from bertkit.serve.app import create_app  # noqa: E402
 
 SENTENCE = "Angela Merkel met Emmanuel Macron in Paris on Tuesday ."
 NER_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"]

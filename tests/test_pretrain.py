@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from bertkit.cli import main
-from bertkit.pretrain import checkpoints, load_checkpoint
+from bertkit.training.pretrain import checkpoints, load_checkpoint
 
 SMALL = ["--config", "tiny", "--max-seq-length", "64", "--batch-size", "8", "--quiet", "--workers", "1"]
 
@@ -79,7 +79,7 @@ def test_pretrain_end_to_end_loads_in_transformers(corpus, tmp_path, hf, capsys)
         assert (out / name).is_file(), name
     assert (out / "data" / "manifest.json").is_file() and (out / "tokenizer" / "vocab.txt").is_file()
 
-    from bertkit.heads import BertForPreTraining
+    from bertkit.models.heads import BertForPreTraining
 
     ours = BertForPreTraining.from_pretrained(out).eval()
     ids = torch.tensor([[2, 40, 41, 4, 42, 3, 50, 51, 3]])
@@ -213,7 +213,7 @@ def test_two_processes_under_torchrun_equal_one(prepared, tmp_path):
         load_file(tmp_path / "two" / "model.safetensors"),
     )
     from bertkit import BertConfig
-    from bertkit.heads import BertForPreTraining
+    from bertkit.models.heads import BertForPreTraining
 
     torch.manual_seed(5)  # the run's initial weights, to show that training moved them
     start = BertForPreTraining(BertConfig.from_pretrained(tmp_path / "one")).hf_state_dict()

@@ -1,7 +1,8 @@
 """The runtime without a GPU: `--device cuda` with none is a one-line error on every command;
 with CUDA patched in, `auto` picks it, and the model, every batch and autocast go to it; under a
 patched torchrun environment it picks nccl on CUDA and gloo on the CPU. Plus the structure the
-runtime and the task registry promise: no import cycle, no task name compared outside tasks/."""
+runtime and the task registry promise: no task name compared outside tasks/ (the import graph:
+test_architecture.py)."""
 
 from __future__ import annotations
 
@@ -106,11 +107,11 @@ def test_finetune_puts_model_batches_and_autocast_on_cuda(fake_cuda, head_dir, t
     """Two training steps with the runtime on (patched) CUDA: the model is moved there, every
     batch goes through the runtime's pinned non-blocking copy to it, autocast is CUDA bf16."""
     from bertkit.data.readers import TextExample
-    from bertkit.finetune import train_model
-    from bertkit.heads import BertForSequenceClassification
-    from bertkit.inference import InferenceOptions, prepare
+    from bertkit.engine.runner import InferenceOptions, prepare
+    from bertkit.models.heads import BertForSequenceClassification
     from bertkit.tasks.classify import ClassifyTask
-    from bertkit.train import TrainArgs
+    from bertkit.training.finetune import train_model
+    from bertkit.training.loop import TrainArgs
 
     model_dir = head_dir(tmp_path / "clf", BertForSequenceClassification, "classify", ["neg", "pos"])
     rt = compute_init(RuntimeArgs(), distributed=False)
@@ -166,44 +167,6 @@ def test_device_cuda_without_cuda_is_one_line(argv, tmp_path, monkeypatch, capsy
     assert err.strip().count("\n") == 0, err
     assert "--device cuda: no CUDA device" in err
     assert not list(tmp_path.iterdir())  # refused before anything was written
-
-
-def _module_imports() -> dict[str, set[str]]:
-    """bertkit modules -> the bertkit modules they import at module level (not inside functions)."""
-    graph: dict[str, set[str]] = {}
-    for path in SRC.rglob("*.py"):
-        parts = path.relative_to(SRC.parent).with_suffix("").parts
-        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-        deps = set()
-        for node in ast.parse(path.read_text(encoding="utf-8")).body:
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("bertkit"):
-                deps.add(node.module)
-                deps |= {f"{node.module}.{a.name}" for a in node.names}
-            elif isinstance(node, ast.Import):
-                deps |= {a.name for a in node.names if a.name.startswith("bertkit")}
-        graph[name] = deps
-    return {m: {d for d in deps if d in graph and d != m} for m, deps in graph.items()}
-
-
-def test_no_import_cycle():
-    graph = _module_imports()
-    state: dict[str, int] = {}
-
-    def visit(m: str, path: list[str]) -> None:
-        state[m] = 1
-        for d in sorted(graph[m]):
-            if state.get(d) == 1:
-                cycle = path[path.index(d) :] if d in path else path
-                pytest.fail("import cycle: " + " -> ".join([*cycle, d]))
-            if d not in state:
-                visit(d, [*path, d])
-        state[m] = 2
-
-    for m in sorted(graph):
-        if m not in state:
-            visit(m, [m])
-    assert "bertkit.finetune" not in graph["bertkit.pipelines"]
-    assert "bertkit.pipelines" not in graph["bertkit.finetune"]
 
 
 def test_no_task_name_compared_outside_tasks():

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from bertkit.errors import BertkitError
-from bertkit.search import folds, parse_grid
+from bertkit.training.search import folds, parse_grid
 
 
 def test_parse_grid_and_errors():

@@ -22,10 +22,10 @@ from bertkit.data.mlm import (
     line_lengths,
     pack_spans,
 )
-from bertkit.data.segment import continuation, load_segmenter, word_starts
 from bertkit.data.shards import ShardedCorpus, build_shards
 from bertkit.errors import BertkitError
-from bertkit.tokenizer import SPECIAL_TOKENS, Tokenizer
+from bertkit.tokenization.segment import continuation, load_segmenter, word_starts
+from bertkit.tokenization.tokenizer import SPECIAL_TOKENS, Tokenizer
 
 # Hand-segmented lines (words separated by spaces), Chinese with a Latin word and digits.
 SEGMENTED = [

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 import bertkit
-from bertkit.heads import BertForSequenceClassification, BertForTokenClassification
+from bertkit.models.heads import BertForSequenceClassification, BertForTokenClassification
 
 fastapi = pytest.importorskip("fastapi", reason="fastapi is not installed")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from bertkit.server import Limits, create_app  # noqa: E402
+from bertkit.serve.app import Limits, create_app  # noqa: E402
 
 SENTENCES = [
     "EU rejects German call to boycott British lamb .",
@@ -131,8 +131,8 @@ def test_page_is_served(ner_dir):
 
 def test_onnx_backend_serves_the_same_answers(clf_dir, tmp_path):
     pytest.importorskip("onnxruntime", reason="onnxruntime (dev extra) is not installed")
-    from bertkit.export import export_onnx
-    from bertkit.inference import InferenceOptions
+    from bertkit.engine.runner import InferenceOptions
+    from bertkit.inference.export import export_onnx
 
     export_onnx(clf_dir, tmp_path / "clf.onnx")
     opts = InferenceOptions(backend="onnx", onnx_file=str(tmp_path / "clf.onnx"))
@@ -147,7 +147,7 @@ def test_onnx_backend_serves_the_same_answers(clf_dir, tmp_path):
 def test_openvino_backend_serves_the_same_answers(clf_dir):
     """`serve --backend openvino`: classification and embeddings on OpenVINO give PyTorch fp32's."""
     pytest.importorskip("openvino", reason="openvino (dev extra) is not installed")
-    from bertkit.inference import InferenceOptions
+    from bertkit.engine.runner import InferenceOptions
     from bertkit.runtime import RuntimeArgs, compute_init
 
     fp32 = compute_init(RuntimeArgs(precision="fp32"), distributed=False)

@@ -18,9 +18,9 @@ import pytest
 
 from bertkit.cli import main
 from bertkit.data.shards import SPLITS, ShardedCorpus, build_shards, read_manifest
-from bertkit.data.text import LineHashSet, iter_documents
 from bertkit.errors import BertkitError
-from bertkit.tokenizer import SPECIAL_TOKENS, Tokenizer, iter_text_lines
+from bertkit.tokenization.text import LineHashSet, iter_documents
+from bertkit.tokenization.tokenizer import SPECIAL_TOKENS, Tokenizer, iter_text_lines
 
 WORDS = "the cat sat on a mat dog ran far away and then came back home red blue big small old new".split()
 START = "*** START OF THE PROJECT GUTENBERG EBOOK A TALE ***"
@@ -408,5 +408,5 @@ def test_real_gutenberg_books_with_minilm(shared_data, minilm_dir, tmp_path):
     assert m["splits"]["train"]["documents"] >= len(files)
     assert os.path.getsize(out / "train-00000.tokens.bin") == 2 * m["splits"]["train"]["tokens"]
     assert json.loads((out / "manifest.json").read_text())["dtype"] == "uint16"
-    # iter_text_lines (re-exported by bertkit.tokenizer) agrees on the kept text.
+    # iter_text_lines (re-exported by bertkit.tokenization.tokenizer) agrees on the kept text.
     assert [t.strip() for t in iter_text_lines(files) if t.strip()] == lines

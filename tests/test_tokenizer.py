@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from bertkit.errors import BertkitError
-from bertkit.tokenizer import Tokenizer
+from bertkit.tokenization.tokenizer import Tokenizer
 
 MODEL_KEYS = ("input_ids", "token_type_ids", "attention_mask")
 

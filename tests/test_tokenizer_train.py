@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from bertkit.cli import main
-from bertkit.tokenizer import (
+from bertkit.tokenization.tokenizer import (
     SPECIAL_TOKENS,
     Tokenizer,
     iter_text_lines,

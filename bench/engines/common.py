@@ -1,6 +1,6 @@
 """What the reference engines share: tokenization (the `tokenizers` library, as transformers'
 fast tokenizer) into the batches bertkit's engine would make — sorted by length and cut by a
-token budget (`bertkit.tasks.batching.sorted_order`: rows × longest ≤ the budget, at most 256
+token budget (`bertkit.data.batching.sorted_order`: rows × longest ≤ the budget, at most 256
 rows) — so that every engine gets the same batches; mean pooling; a classifier's head."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 MAX_LENGTH = 512
-# bertkit's budgets (bertkit.inference.MAX_TOKENS): OpenVINO's requests run faster when small
+# bertkit's budgets (bertkit.engine.runner.MAX_TOKENS): OpenVINO's requests run faster when small
 MAX_TOKENS = 8192
 OPENVINO_MAX_TOKENS = 1024
 
@@ -31,7 +31,7 @@ class Batcher:
         self.max_tokens = max_tokens
 
     def __call__(self, texts: list[str]) -> Iterator[tuple[list[int], np.ndarray, np.ndarray, np.ndarray]]:
-        from bertkit.tasks.batching import sorted_order
+        from bertkit.data.batching import sorted_order
 
         enc = self.tok.encode_batch(texts)
         lengths = [len(e.ids) for e in enc]

@@ -113,7 +113,7 @@ def prepare(dest: Path, source: Path, text_bytes: int) -> None:
 def mean_tokens(ctx: Ctx, task: str) -> float:
     """Real tokens per training example (truncated at 128), as the model sees them."""
     if task not in ctx.facts.setdefault("mean_tokens", {}):
-        from bertkit.tokenizer import Tokenizer
+        from bertkit.tokenization.tokenizer import Tokenizer
 
         tok = Tokenizer.from_pretrained(ctx.dirs["tok"])
         if task == "classify":

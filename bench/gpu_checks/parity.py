@@ -9,7 +9,7 @@ from .data import read_sst2
 
 
 def check_tokenizer(ctx: Ctx) -> dict:
-    from bertkit.tokenizer import train_tokenizer
+    from bertkit.tokenization.tokenizer import train_tokenizer
 
     out = fresh(ctx.work / "tok")
     tok = train_tokenizer([ctx.data / "text"], vocab_size=ctx.sizes.vocab, output=out)
@@ -27,7 +27,7 @@ def check_tokenizer(ctx: Ctx) -> dict:
 def make_base(ctx: Ctx):
     """A random encoder of the parity preset, saved with the tokenizer as ctx.dirs["base"]."""
     import bertkit
-    from bertkit.tokenizer import Tokenizer
+    from bertkit.tokenization.tokenizer import Tokenizer
 
     tok = Tokenizer.from_pretrained(ctx.dirs["tok"])
     preset = ctx.sizes.parity_preset
@@ -101,7 +101,7 @@ def check_fp16_varlen(base, device, texts: list[str], pooled32: torch.Tensor) ->
     """On CUDA: the engine in fp16 (what `auto` picks on GPUs without native bf16) against fp32,
     and whether its packed attention ran as variable-length flash attention (calls counted)."""
     import bertkit
-    import bertkit.model as model_mod
+    import bertkit.models.encoder as model_mod
 
     real, calls = model_mod.varlen_attn, []
 

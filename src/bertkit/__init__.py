@@ -1,8 +1,9 @@
 """bertkit: BERT end to end on PyTorch."""
 
-from bertkit.config import BertConfig
 from bertkit.errors import BertkitError
-from bertkit.heads import (
+from bertkit.models.config import BertConfig
+from bertkit.models.encoder import BertModel
+from bertkit.models.heads import (
     BertForMaskedLM,
     BertForNextSentencePrediction,
     BertForPreTraining,
@@ -10,14 +11,13 @@ from bertkit.heads import (
     BertForSequenceClassification,
     BertForTokenClassification,
 )
-from bertkit.model import BertModel
-from bertkit.tokenizer import Tokenizer
+from bertkit.tokenization.tokenizer import Tokenizer
 
 
 def pipeline(task: str, model, device=None, **kwargs):
     """`bertkit.pipeline("text-classification" | "ner" | "question-answering" | "fill-mask" |
-    "feature-extraction", model=DIR, **options)`: see `bertkit.pipelines.pipeline`."""
-    from bertkit.pipelines import pipeline as _pipeline
+    "feature-extraction", model=DIR, **options)`: see `bertkit.inference.pipelines.pipeline`."""
+    from bertkit.inference.pipelines import pipeline as _pipeline
 
     return _pipeline(task, model, device, **kwargs)
 

@@ -106,7 +106,7 @@ def cpu_has_bf16() -> bool:
 def cpu_has_vnni() -> bool:
     """True where the CPU multiplies u8 x s8 without 16-bit saturation (AVX512-VNNI, AVX-VNNI,
     AMX-INT8) and oneDNN may use it; elsewhere int8 weights keep neighbouring pairs within 128
-    (`bertkit.int8`). `BERTKIT_CPU_VNNI=0/1` overrides it."""
+    (`bertkit.engine.int8`). `BERTKIT_CPU_VNNI=0/1` overrides it."""
     forced = _overridden("BERTKIT_CPU_VNNI")
     if forced is not None:
         return forced

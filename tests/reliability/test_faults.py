@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from bertkit.cli import main
-from bertkit.pretrain import checkpoints, load_checkpoint
+from bertkit.training.pretrain import checkpoints, load_checkpoint
 
 
 @contextlib.contextmanager
@@ -150,8 +150,8 @@ def test_finetune_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_
     and the final weights equal an uninterrupted run's; the checkpoints go once it completes."""
     from safetensors.torch import load_file
 
-    from bertkit.resume import checkpoints as step_dirs
-    from bertkit.resume import read_trainer_state
+    from bertkit.training.resume import checkpoints as step_dirs
+    from bertkit.training.resume import read_trainer_state
 
     def args(out: Path) -> list[str]:
         a = finetune_args(tiny_dir, tiny_data, out)

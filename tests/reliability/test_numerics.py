@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from bertkit.errors import BertkitError
-from bertkit.train import Checkpointing, TrainArgs, fit
+from bertkit.training.loop import Checkpointing, TrainArgs, fit
 
 BAD = {3, 6}  # batches whose loss (or gradient) is poisoned
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bertkit.errors import BertkitError
-from bertkit.tokenizer import Tokenizer
+from bertkit.tokenization.tokenizer import Tokenizer
 
 # Characters that stress BERT's basic tokenizer: accents and combining marks (stripped when
 # lower-casing), CJK (split per character), control/format characters (dropped), punctuation,

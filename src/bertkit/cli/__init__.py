@@ -1,6 +1,6 @@
 """The `bertkit` command line: one small module per verb (`add_parser`, `run`), each thin over
 the Python API; the flag groups they share are in `flags`. `main` maps user errors to one line
-on stderr and exit status 2."""
+on stderr and exit status 2. The top floor: may import every package below; none imports it."""
 
 from __future__ import annotations
 
@@ -48,8 +48,8 @@ class StderrHandler(logging.Handler):
 
 
 def log_to_stderr() -> None:
-    """The backend chosen (logger "bertkit.backend") as one line on stderr."""
-    log = logging.getLogger("bertkit.backend")
+    """The backend chosen (logger "bertkit.engine.backend") as one line on stderr."""
+    log = logging.getLogger("bertkit.engine.backend")
     if not any(isinstance(h, StderrHandler) for h in log.handlers):
         log.addHandler(StderrHandler())
     log.setLevel(logging.INFO)

@@ -7,12 +7,12 @@ from pathlib import Path
 
 from bertkit.cli import flags
 from bertkit.tasks.registry import FORMATS
-from bertkit.train import TrainArgs
+from bertkit.training.loop import TrainArgs
 
 
 def add_parser(sub) -> None:
-    from bertkit.distill import LAYER_LOSSES, DistillArgs
     from bertkit.tasks.registry import distillable
+    from bertkit.training.distill import LAYER_LOSSES, DistillArgs
 
     d = DistillArgs()
     p = sub.add_parser(
@@ -89,11 +89,11 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from bertkit.cli.finetune import show
-    from bertkit.distill import Data, DistillArgs, distill, read_labelled, read_unlabeled
     from bertkit.errors import BertkitError
-    from bertkit.finetune import Resumable
-    from bertkit.report import write_report
+    from bertkit.evaluation.report import write_report
     from bertkit.tasks import registry
+    from bertkit.training.distill import Data, DistillArgs, distill, read_labelled, read_unlabeled
+    from bertkit.training.finetune import Resumable
 
     output = Path(args.output)
     resumable = Resumable.beside(output, args.save_every, args.resume)

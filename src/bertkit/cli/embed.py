@@ -58,7 +58,7 @@ def add_parser(sub) -> None:
 
 
 def embed(args: argparse.Namespace) -> None:
-    from bertkit.embeddings import EmbeddingPipeline, embed_file
+    from bertkit.engine.embeddings import EmbeddingPipeline, embed_file
 
     rt = flags.runtime(args)
     pipe = EmbeddingPipeline(
@@ -73,7 +73,7 @@ def embed(args: argparse.Namespace) -> None:
 
 
 def fill_mask(args: argparse.Namespace) -> None:
-    from bertkit.pipelines import FillMaskPipeline
+    from bertkit.inference.pipelines import FillMaskPipeline
 
     pipe = FillMaskPipeline(args.model, flags.runtime(args), top_k=args.top_k, options=flags.engine(args))
     for text in args.text:

@@ -41,7 +41,7 @@ def add_parser(sub) -> None:
 
 
 def evaluate(args: argparse.Namespace) -> None:
-    from bertkit.pipelines import evaluate_dir
+    from bertkit.inference.pipelines import evaluate_dir
 
     metrics = evaluate_dir(
         Path(args.model),
@@ -60,7 +60,7 @@ def evaluate(args: argparse.Namespace) -> None:
 
 
 def predict(args: argparse.Namespace) -> None:
-    from bertkit.pipelines import predict_stream
+    from bertkit.inference.pipelines import predict_stream
 
     opts, engine, rt = flags.data_opts(args), flags.engine(args), flags.runtime(args)
     decision = flags.decision_opts(args)

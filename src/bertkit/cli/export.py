@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from bertkit.export import export_onnx
+    from bertkit.inference.export import export_onnx
 
     check = export_onnx(args.model, args.output, int8=args.int8, opset=args.opset)
     diff = check["fp32_max_abs_diff"]

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from bertkit.cli import flags
-from bertkit.train import TrainArgs
+from bertkit.training.loop import TrainArgs
 
 
 def add_parser(sub) -> None:
@@ -41,9 +41,9 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from bertkit.finetune import Resumable, finetune
-    from bertkit.report import write_report
+    from bertkit.evaluation.report import write_report
     from bertkit.tasks import registry
+    from bertkit.training.finetune import Resumable, finetune
 
     output = Path(args.output)
     resumable = Resumable.beside(output, args.save_every, args.resume)

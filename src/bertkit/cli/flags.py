@@ -10,7 +10,7 @@ from bertkit.data.schemes import ALIASES, CHOICES, NAMES
 from bertkit.runtime import PRECISIONS, Runtime, RuntimeArgs, compute_init
 from bertkit.tasks.multilabel import LABEL_LOSSES, POS_WEIGHT_CLIP, THRESHOLD_MODES, MultiLabelTask
 from bertkit.tasks.registry import FORMATS
-from bertkit.train import TrainArgs
+from bertkit.training.loop import TrainArgs
 
 _RT = RuntimeArgs()
 
@@ -40,9 +40,9 @@ def runtime(args: argparse.Namespace, distributed: bool = False) -> Runtime:
     return compute_init(given, distributed)
 
 
-BACKEND_HELP = {  # bertkit.inference.BACKENDS, as --backend describes them
+BACKEND_HELP = {  # bertkit.engine.runner.BACKENDS, as --backend describes them
     "auto": "auto (default): the fastest installed for the device, the CPU's kind and the precision "
-    "(bertkit.backend; the choice is printed)",
+    "(a table measured per CPU kind; the choice is printed)",
     "torch": "torch: bertkit's own engine",
     "onnx": "onnx: the task head run by ONNX Runtime from a `bertkit export` file",
     "openvino": "openvino: the model converted to OpenVINO at load time (pip install bertkit[openvino])",
@@ -74,7 +74,7 @@ def add_engine(p: argparse.ArgumentParser, backends: tuple[str, ...] = ()) -> No
             help="texts (one a line, or JSON lines with 'text') that OpenVINO's --int8 calibrates on "
             "(the first 300); default 320 texts of many kinds shipped with bertkit",
         )
-    from bertkit.inference import MAX_TOKENS
+    from bertkit.engine.runner import MAX_TOKENS
 
     default = ", ".join(f"{v} on {k}" for k, v in MAX_TOKENS.items() if k in (backends or ("torch",)))
     g.add_argument("--max-tokens", type=int, default=None, help=f"padded tokens a batch (default {default})")
@@ -87,7 +87,7 @@ def add_engine(p: argparse.ArgumentParser, backends: tuple[str, ...] = ()) -> No
 
 
 def engine(args: argparse.Namespace):
-    from bertkit.inference import InferenceOptions
+    from bertkit.engine.runner import InferenceOptions
 
     return InferenceOptions.from_env(
         int8=args.int8 or None,
@@ -101,7 +101,7 @@ def engine(args: argparse.Namespace):
 
 def add_segmenter(p: argparse.ArgumentParser) -> None:
     """Word boundaries recorded in token shards (`bertkit shards`, and `pretrain` on raw text)."""
-    from bertkit.data.segment import SEGMENTERS
+    from bertkit.tokenization.segment import SEGMENTERS
 
     p.add_argument(
         "--segmenter",

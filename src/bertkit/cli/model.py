@@ -41,7 +41,7 @@ def add_parser(sub) -> None:
 
 
 def describe(args: argparse.Namespace) -> None:
-    from bertkit.heads import load_model
+    from bertkit.models.heads import load_model
 
     model = load_model(args.model)
     c = model.config
@@ -57,7 +57,7 @@ def describe(args: argparse.Namespace) -> None:
 
 
 def init(args: argparse.Namespace) -> None:
-    from bertkit.heads import init_model_dir
+    from bertkit.models.heads import init_model_dir
 
     overrides = {"max_position_embeddings": args.max_positions}
     for name in ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size"):

@@ -8,7 +8,7 @@ from bertkit.cli import flags
 
 
 def add_parser(sub) -> None:
-    from bertkit.pretrain import PretrainArgs, pretrain_defaults
+    from bertkit.training.pretrain import PretrainArgs, pretrain_defaults
 
     d = PretrainArgs(corpus=[], output="")
     pt = sub.add_parser(
@@ -84,7 +84,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from bertkit.pretrain import PretrainArgs, pretrain, pretrain_defaults
+    from bertkit.training.pretrain import PretrainArgs, pretrain, pretrain_defaults
 
     fields = PretrainArgs.__dataclass_fields__
     kw = {k: v for k, v in vars(args).items() if k in fields and k != "train"}

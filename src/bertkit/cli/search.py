@@ -10,7 +10,7 @@ from typing import Any, cast
 
 from bertkit.cli import flags
 from bertkit.errors import BertkitError
-from bertkit.train import TrainArgs
+from bertkit.training.loop import TrainArgs
 
 
 def add_parser(sub) -> None:
@@ -44,8 +44,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from bertkit.search import TASK_KEYS, parse_grid, run_search
     from bertkit.tasks import registry
+    from bertkit.training.search import TASK_KEYS, parse_grid, run_search
 
     rt = flags.runtime(args)
     grid = parse_grid(args.grid)

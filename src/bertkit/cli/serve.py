@@ -33,7 +33,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from bertkit.server import Limits, run
+    from bertkit.serve.app import Limits, run
 
     limits = Limits(
         max_body_bytes=args.max_body_bytes,

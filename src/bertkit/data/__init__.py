@@ -1,5 +1,8 @@
-"""Readers: files in the formats users bring (TSV/CSV/JSONL, CoNLL columns, span JSONL, SQuAD).
-Which reader a task uses is the task's choice: `bertkit.tasks.registry.load_examples`."""
+"""Examples and batches: readers for the formats users bring (TSV/CSV/JSONL rows, class folders,
+CoNLL columns, span JSONL, SQuAD) with tag schemes (`schemes`), padding and length-grouped
+batching (`batching`), pretraining shards (`shards`) and masked-LM instances (`mlm`). Which
+reader a task uses is the task's choice (`bertkit.tasks.registry.load_examples`). May import
+`tokenization` and the ground floor; not `models`, `evaluation` (its neighbours) or anything above."""
 
 from __future__ import annotations
 

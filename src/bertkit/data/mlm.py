@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from bertkit.data.batching import IGNORE
 from bertkit.errors import BertkitError
-from bertkit.tasks.batching import IGNORE
 
 
 @dataclass(frozen=True)

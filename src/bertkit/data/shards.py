@@ -11,11 +11,11 @@ Layout of the output directory, for each split ("train", "heldout"), shard k:
     {split}-{k:05d}.lines.bin    int64: each line's start offset into the tokens, then the end
     {split}-{k:05d}.docs.bin     int64: each document's first line index into the lines, then the end
     {split}-{k:05d}.words.bin    uint8, one a token: 1 where the token continues the word of the
-                                 token before it (only with a segmenter, see `bertkit.data.segment`)
+                                 token before it (only with a segmenter, see `bertkit.tokenization.segment`)
     manifest.json                counts, sha256 of every file, the tokenizer, the inputs, the options
 
 A line is a "sentence" and a document a run of lines, as in google-research/bert's
-create_pretraining_data.py (see `bertkit.data.text` for what ends a document). Lines that tokenize
+create_pretraining_data.py (see `bertkit.tokenization.text` for what ends a document). Lines that tokenize
 to nothing are dropped, and so are documents left empty. A shard closes once it holds at least
 `shard_tokens` tokens, at a document boundary, so a document never spans shards.
 
@@ -44,11 +44,11 @@ from typing import Any
 
 import numpy as np
 
-from bertkit.data.segment import SEGMENTERS, continuation, load_segmenter, word_starts
-from bertkit.data.text import DOC_MODES, PathArg, ReadStats, iter_document_lines, resolve_files
 from bertkit.errors import BertkitError
 from bertkit.fileio import staged_output, write_json
-from bertkit.tokenizer import Tokenizer
+from bertkit.tokenization.segment import SEGMENTERS, continuation, load_segmenter, word_starts
+from bertkit.tokenization.text import DOC_MODES, PathArg, ReadStats, iter_document_lines, resolve_files
+from bertkit.tokenization.tokenizer import Tokenizer
 
 FORMAT, FORMAT_VERSION = "bertkit-shards", 1
 MANIFEST = "manifest.json"
@@ -84,13 +84,13 @@ def build_shards(
     """Tokenize text files (plain or .gz; paths, folders or glob patterns) with the tokenizer in
     `tokenizer_dir` into token shards in `output_dir`, and return the manifest.
 
-    Reading (`bertkit.data.text.iter_document_lines`): documents per `doc_mode` ("file" or
+    Reading (`bertkit.tokenization.text.iter_document_lines`): documents per `doc_mode` ("file" or
     "blank-line"), Project Gutenberg boilerplate dropped unless `strip_gutenberg` is False, exact
     repeats of a line dropped corpus-wide with `dedupe_lines`. `workers` processes tokenize chunks
     of lines, a bounded number at a time, so memory does not grow with the corpus; the output
     does not depend on `workers`. workers=1 tokenizes in this process; None uses os.cpu_count()
     processes, or this process alone for a corpus under 4 MB (spawning would cost more).
-    With `segmenter` (one of `bertkit.data.segment.SEGMENTERS`) each line is also cut into words
+    With `segmenter` (one of `bertkit.tokenization.segment.SEGMENTERS`) each line is also cut into words
     and every shard gets a words file (which tokens continue a word), for whole-word masking.
 
     Held-out split, deterministic (no random numbers): a unit of text is held out when the

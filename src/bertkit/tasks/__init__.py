@@ -1,1 +1,6 @@
-"""Tasks: what turns logits into losses, predictions and metrics (classification, NER, QA)."""
+"""What a task is, asked through one registry (`registry`): reading its files, features, loss,
+decoding, metrics and saved settings for classification (single-label, multi-label, regression,
+pairs), NER (softmax, CRF, BiLSTM-CRF) and QA; class weights; a fine-tuned task's model on the
+chosen backend (`engine`) and its inputs from files (`inputs`). No module outside this package
+compares task names. May import `engine`, `models`, `data`, `evaluation`, `tokenization` and
+the ground floor."""

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, overload
 
 import torch
 
-from bertkit.config import BertConfig
 from bertkit.errors import BertkitError
+from bertkit.models.config import BertConfig
 
 if TYPE_CHECKING:
-    from bertkit.tokenizer import Tokenizer
+    from bertkit.tokenization.tokenizer import Tokenizer
 
 
 class Texts(Protocol):
@@ -127,7 +127,7 @@ class Task:
         `model_class`. Tasks that can be distilled split it: loss_from(model, outputs(model, batch), ...)."""
         raise NotImplementedError
 
-    # ---- distillation (bertkit.distill asks these; None / an error: the task cannot be distilled)
+    # ---- distillation (bertkit.training.distill asks these; None / an error: the task cannot be distilled)
 
     @property
     def soft_targets(self) -> str | None:

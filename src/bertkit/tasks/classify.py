@@ -19,14 +19,14 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from bertkit.config import BertConfig
+from bertkit.engine.runner import forward_batches
 from bertkit.errors import BertkitError
-from bertkit.heads import BertForSequenceClassification
-from bertkit.inference import forward_batches
-from bertkit.metrics import classification_metrics, regression_metrics
+from bertkit.evaluation.metrics import classification_metrics, regression_metrics
+from bertkit.models.config import BertConfig
+from bertkit.models.heads import BertForSequenceClassification
 from bertkit.tasks import weights
 from bertkit.tasks.base import Task, Texts
-from bertkit.tokenizer import Tokenizer
+from bertkit.tokenization.tokenizer import Tokenizer
 
 
 @dataclass

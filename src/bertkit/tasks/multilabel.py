@@ -35,9 +35,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bertkit.config import BertConfig
 from bertkit.errors import BertkitError
-from bertkit.metrics import multilabel_metrics
+from bertkit.evaluation.metrics import multilabel_metrics
+from bertkit.models.config import BertConfig
 from bertkit.tasks.classify import ClassifyTask
 
 THRESHOLD_MODES = ("shrunk", "per-label", "global", "fixed")

@@ -34,18 +34,18 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from bertkit.config import BertConfig
 from bertkit.data import schemes
+from bertkit.data.batching import IGNORE
+from bertkit.engine.runner import forward_batches
 from bertkit.errors import BertkitError
+from bertkit.evaluation.metrics import entity_metrics, get_entities
 from bertkit.fileio import save_safetensors
-from bertkit.heads import BertForTokenClassification
-from bertkit.inference import forward_batches
-from bertkit.metrics import entity_metrics, get_entities
+from bertkit.models.config import BertConfig
+from bertkit.models.heads import BertForTokenClassification
 from bertkit.tasks import weights
 from bertkit.tasks.base import Task
-from bertkit.tasks.batching import IGNORE
 from bertkit.tasks.crf import CRF, BiLSTM, iob2_decoder
-from bertkit.tokenizer import Tokenizer
+from bertkit.tokenization.tokenizer import Tokenizer
 
 HEADS = ("softmax", "crf", "bilstm-crf")
 DECODES = ("constrained", "argmax")  # how the softmax head turns word probabilities into tags
@@ -238,7 +238,7 @@ class NerTask(Task):
         return self.head != "softmax"
 
     def onnx_model(self, runner: nn.Module, torch_model: nn.Module | None) -> nn.Module:
-        from bertkit.onnx_backend import OnnxTagger
+        from bertkit.engine.onnx_runner import OnnxTagger
 
         crf = getattr(torch_model, "crf", None)
         return OnnxTagger(runner, crf.eval() if crf is not None else None)

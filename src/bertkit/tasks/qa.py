@@ -16,13 +16,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from bertkit.config import BertConfig
+from bertkit.engine.runner import forward_batches
 from bertkit.errors import BertkitError
-from bertkit.heads import BertForQuestionAnswering
-from bertkit.inference import forward_batches
-from bertkit.metrics import squad_em_f1
+from bertkit.evaluation.metrics import squad_em_f1
+from bertkit.models.config import BertConfig
+from bertkit.models.heads import BertForQuestionAnswering
 from bertkit.tasks.base import Task, Texts
-from bertkit.tokenizer import Tokenizer
+from bertkit.tokenization.tokenizer import Tokenizer
 
 
 @dataclass

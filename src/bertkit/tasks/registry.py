@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bertkit.config import BertConfig
 from bertkit.errors import BertkitError
+from bertkit.models.config import BertConfig
 from bertkit.tasks.base import Task
 from bertkit.tasks.classify import ClassifyTask
 from bertkit.tasks.multilabel import MultiLabelTask

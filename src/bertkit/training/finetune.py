@@ -23,17 +23,17 @@ from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
-from bertkit.config import BertConfig
+from bertkit.data.batching import length_grouped_order, pad_batch
 from bertkit.errors import BertkitError
 from bertkit.fileio import check_new_output, staged_output, write_json
+from bertkit.models.config import BertConfig
 from bertkit.runtime import Runtime, local_runtime
 from bertkit.tasks.base import Task
-from bertkit.tasks.batching import length_grouped_order, pad_batch
-from bertkit.tokenizer import Tokenizer
-from bertkit.train import Checkpointing, Evaluation, TrainArgs, TrainResult, fit, set_seed
+from bertkit.tokenization.tokenizer import Tokenizer
+from bertkit.training.loop import Checkpointing, Evaluation, TrainArgs, TrainResult, fit, set_seed
 
 if TYPE_CHECKING:
-    from bertkit.checkpoint import PretrainedMixin
+    from bertkit.models.checkpoint import PretrainedMixin
 
 LABEL_KEYS = ("labels", "start_positions", "end_positions")
 
@@ -100,7 +100,7 @@ def run_settings(args: TrainArgs, rt: Runtime) -> dict[str, Any]:
 
 def resume_from(ck: Resumable, run: dict, n_train: int, rt: Runtime) -> tuple[Path | None, dict | None]:
     """The newest complete checkpoint and its trainer state, checked against this run."""
-    from bertkit.resume import checkpoints, read_trainer_state, remove_partial
+    from bertkit.training.resume import checkpoints, read_trainer_state, remove_partial
 
     if rt.main:
         remove_partial(ck.root)  # what a killed run left of a checkpoint it was writing
@@ -156,7 +156,7 @@ def checkpointing(
     rt: Runtime,
     log_dir: Path | None,
 ) -> Checkpointing:
-    from bertkit.resume import write_checkpoint
+    from bertkit.training.resume import write_checkpoint
 
     """The run's checkpoints; `model` (its save_pretrained) writes the weights of each."""
     every = resumable.every or (state or {}).get("every")

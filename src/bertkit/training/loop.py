@@ -33,8 +33,8 @@ import torch
 from torch import nn
 
 from bertkit.errors import BertkitError
-from bertkit.optim import linear_schedule, make_optimizer, warmup_steps_for
 from bertkit.runtime import Runtime, local_runtime
+from bertkit.training.optim import linear_schedule, make_optimizer, warmup_steps_for
 
 Batch = dict[str, Any]
 

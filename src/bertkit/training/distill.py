@@ -39,10 +39,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bertkit.config import PRESETS, BertConfig
+from bertkit.engine.runner import InferenceOptions, forward_batches
 from bertkit.errors import BertkitError
 from bertkit.fileio import check_new_output, save_safetensors, write_json
-from bertkit.finetune import (
+from bertkit.models.config import PRESETS, BertConfig
+from bertkit.models.encoder import BertModel, Layer, attention_probs, extended_mask, split_heads
+from bertkit.runtime import Runtime, local_runtime
+from bertkit.tasks.base import Task
+from bertkit.tasks.engine import task_engine
+from bertkit.tokenization.tokenizer import Tokenizer
+from bertkit.training.finetune import (
     Resumable,
     Trained,
     check_training,
@@ -57,16 +63,10 @@ from bertkit.finetune import (
     training_batches,
     write_output,
 )
-from bertkit.inference import InferenceOptions, forward_batches
-from bertkit.model import BertModel, Layer, attention_probs, extended_mask, split_heads
-from bertkit.pipelines import task_engine
-from bertkit.runtime import Runtime, local_runtime
-from bertkit.tasks.base import Task
-from bertkit.tokenizer import Tokenizer
-from bertkit.train import Evaluation, TrainArgs, fit, set_seed
+from bertkit.training.loop import Evaluation, TrainArgs, fit, set_seed
 
 if TYPE_CHECKING:
-    from bertkit.checkpoint import PretrainedMixin
+    from bertkit.models.checkpoint import PretrainedMixin
 
 LAYER_LOSSES = ("none", "hidden", "attention", "both")
 CACHE, CACHE_INFO = "teacher-logits.npy", "teacher-logits.json"
@@ -608,7 +608,7 @@ def teach(job: Job, feats: list[dict], dev_feats: list[dict]) -> tuple[TeacherLo
     teacher = job.task.load_model(job.teacher_dir) if job.rt.main else None
     size = size_of(teacher) if teacher is not None else {}
     engine = None
-    if teacher is not None:  # the fastest backend installed (bertkit.backend), as predict runs it
+    if teacher is not None:  # the fastest backend installed (bertkit.engine.backend), as predict runs it
         options = InferenceOptions.from_env()
         teacher_dir = Path(job.teacher_dir)
         engine = task_engine(job.task, teacher_dir, options, job.rt, job.tokenizer, teacher)[0]
@@ -726,8 +726,8 @@ def read_labelled(task: Task, path: str | Path, fmt: str | None, opts: dict) -> 
     """A labelled file for the teacher's task: its reader with the task's own reader options,
     every label checked against the teacher's."""
     from bertkit.data.readers import check_labels
-    from bertkit.pipelines import reader_opts
     from bertkit.tasks import registry
+    from bertkit.tasks.inputs import reader_opts
 
     examples = registry.load_examples(task.name, path, fmt, **reader_opts(task, opts))
     if any(getattr(e, "label", 0) is None or getattr(e, "tags", 0) is None for e in examples):
@@ -741,8 +741,8 @@ def read_labelled(task: Task, path: str | Path, fmt: str | None, opts: dict) -> 
 def read_unlabeled(task: Task, path: str | Path, fmt: str | None, opts: dict) -> list:
     """Texts for the teacher to label: one a line, or JSON lines with "text" (as `bertkit
     predict` reads them); with `fmt`, the task's reader (what labels the file has are unused)."""
-    from bertkit.pipelines import read_inputs, reader_opts
     from bertkit.tasks import registry
+    from bertkit.tasks.inputs import read_inputs, reader_opts
 
     if fmt is None:
         return read_inputs(task, str(path))

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bertkit.checkpoint import PretrainedMixin
-from bertkit.config import BertConfig
+from bertkit.models.checkpoint import PretrainedMixin
+from bertkit.models.config import BertConfig
 
 try:  # flash attention over packed sequences of different lengths (CUDA, fp16/bf16)
     from torch.nn.attention.varlen import varlen_attn
@@ -294,12 +294,12 @@ class BertModel(PretrainedMixin, nn.Module):
         self.embeddings = Embeddings(config)
         self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))
         self.pooler = Pooler(config) if add_pooling_layer else None
-        # Padding-free dense layers at inference (see Packing); `bertkit.inference` turns it on.
+        # Padding-free dense layers at inference (see Packing); `bertkit.engine.runner` turns it on.
         # Off by default: hidden states at padding positions are then zeros, not transformers' values.
         self.packed = False
         self.attention_row = 64  # packed: sequences share attention rows of at least this many tokens
         self.output_dtype: torch.dtype | None = None  # cast outputs to this (bf16 encoder, fp32 heads)
-        self.streams = 1  # batches run at once at inference (bertkit.inference.forward_batches)
+        self.streams = 1  # batches run at once at inference (bertkit.engine.runner.forward_batches)
         self.apply(lambda m: init_weights(m, config.initializer_range))
 
     def set_attention_impl(self, impl: str) -> None:

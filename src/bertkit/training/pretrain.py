@@ -31,8 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bertkit import resume
-from bertkit.config import PRESETS, BertConfig
+from bertkit.data.batching import IGNORE
 from bertkit.data.mlm import (
     InstanceMaker,
     MaskingConfig,
@@ -45,11 +44,12 @@ from bertkit.data.mlm import (
 )
 from bertkit.errors import BertkitError
 from bertkit.fileio import save_safetensors, write_json
-from bertkit.heads import BertForPreTraining
+from bertkit.models.config import PRESETS, BertConfig
+from bertkit.models.heads import BertForPreTraining
 from bertkit.runtime import Runtime, compute_init
-from bertkit.tasks.batching import IGNORE
-from bertkit.tokenizer import Tokenizer
-from bertkit.train import Checkpointing, Evaluation, TrainArgs, fit
+from bertkit.tokenization.tokenizer import Tokenizer
+from bertkit.training import resume
+from bertkit.training.loop import Checkpointing, Evaluation, TrainArgs, fit
 
 if TYPE_CHECKING:
     from bertkit.data.shards import ShardedCorpus
@@ -124,7 +124,7 @@ def prepare(args: PretrainArgs, dist: Runtime) -> tuple[Tokenizer, Path]:
     shard_dir = Path(args.corpus[0]) if given_shards else out / "data"
     if dist.main:
         if not args.tokenizer and not (tok_dir / "vocab.txt").is_file():
-            from bertkit.tokenizer import train_tokenizer
+            from bertkit.tokenization.tokenizer import train_tokenizer
 
             print(f"training a WordPiece vocabulary of {args.vocab_size} tokens on the corpus")
             train_tokenizer(args.corpus, args.vocab_size, tok_dir, do_lower_case=not args.cased)
@@ -157,7 +157,7 @@ def remove_partial_checkpoints(output: Path) -> list[Path]:
 
 def write_checkpoint(output: Path, model_state: dict, config: BertConfig, trainer: dict, keep: int) -> Path:
     """checkpoints/step-N, written whole or not at all (see `resume`)."""
-    from bertkit.checkpoint import bertkit_to_hf
+    from bertkit.models.checkpoint import bertkit_to_hf
 
     def write_model(stage: Path) -> None:
         save_safetensors(bertkit_to_hf(model_state, "bert."), stage / "model.safetensors")
@@ -169,7 +169,7 @@ def write_checkpoint(output: Path, model_state: dict, config: BertConfig, traine
 
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(bertkit-named model state, trainer state)."""
-    from bertkit.checkpoint import ENCODER_PARTS, hf_to_bertkit, read_weights
+    from bertkit.models.checkpoint import ENCODER_PARTS, hf_to_bertkit, read_weights
 
     state, _ = read_weights(path)
     mapped, _ = hf_to_bertkit(state)
@@ -351,7 +351,7 @@ def pretrain(args: PretrainArgs, rt: Runtime | None = None) -> dict[str, Any]:
         plain.load_state_dict(final)
         plain.save_pretrained(out)
         tok.save_pretrained(out)
-        from bertkit.report import plot_learning_curves
+        from bertkit.evaluation.report import plot_learning_curves
 
         plot_learning_curves(out / "learning_curves.png", _read_history(out / "log.jsonl"))
         rate = seen_tokens * dist.world / max(result.seconds, 1e-9)
@@ -373,7 +373,7 @@ def pretrain(args: PretrainArgs, rt: Runtime | None = None) -> dict[str, Any]:
 def _read_words(path: str | None) -> list[str]:
     if path is None:
         return []
-    from bertkit.data.text import iter_text_lines
+    from bertkit.tokenization.text import iter_text_lines
 
     return [w for w in iter_text_lines(path, strip_gutenberg=False) if w.strip()]
 

@@ -6,7 +6,7 @@ load time: the same machine always gets the same engine. On a GPU it is the torc
 CPU the table's choice where it is installed (OpenVINO needs `pip install 'bertkit[openvino]'`,
 and NNCF for int8), else the torch engine. What the chosen backend does not run (fill-mask,
 distillation's layer losses) falls back to the torch engine. The choice is one
-line in the log (logger "bertkit.backend", INFO; the CLI shows it on stderr). `--backend
+line in the log (logger "bertkit.engine.backend", INFO; the CLI shows it on stderr). `--backend
 torch|onnx|openvino` (or `BERTKIT_BACKEND`) forces one; ONNX is never chosen by itself (it runs
 a file `bertkit export` wrote).
 """
@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 from bertkit.runtime import cpu_kind
 
 if TYPE_CHECKING:
-    from bertkit.inference import InferenceOptions
+    from bertkit.engine.runner import InferenceOptions
     from bertkit.runtime import Runtime
 
-log = logging.getLogger("bertkit.backend")
+log = logging.getLogger("bertkit.engine.backend")
 
 # CPU kind -> (exact class: bf16/fp32, int8) backend where it is installed. Measured with
 # bench/inference_vs_engines.py on all-MiniLM-L6-v2, four corpora (docs/benchmarks.md):

@@ -7,9 +7,9 @@ ner("Angela Merkel visited Paris")  # [{"text": "Angela Merkel", "label": "PER",
 qa = bertkit.pipeline("question-answering", model="out/squad")
 qa(question="Who?", context="...")  # {"answer": ..., "start": ..., "end": ..., "score": ...}
 emb = bertkit.pipeline("feature-extraction", model="path/to/all-MiniLM-L6-v2")
-emb(["a sentence"])  # numpy (1, 384): see embeddings.py
+emb(["a sentence"])  # numpy (1, 384): see bertkit.engine.embeddings
 
-All run on the inference engine (`bertkit.inference`) on the runtime's device (`device="cuda"`,
+All run on the inference engine (`bertkit.engine.runner`) on the runtime's device (`device="cuda"`,
 default: a GPU when there is one) and precision (bf16 weights where the device multiplies bf16
 natively); `precision="fp32"`, `int8=True`, `threads=N`, `max_tokens=N`, `streams=N` choose
 otherwise (or `BERTKIT_DEVICE` / `BERTKIT_PRECISION` / `BERTKIT_THREADS`).
@@ -27,13 +27,15 @@ from typing import Any
 
 import torch
 
-from bertkit.backend import choose
+from bertkit.engine.backend import choose
+from bertkit.engine.runner import InferenceOptions, prepare
 from bertkit.errors import BertkitError
-from bertkit.inference import InferenceOptions, prepare
 from bertkit.runtime import Runtime, local_runtime
 from bertkit.tasks import registry
+from bertkit.tasks.engine import task_engine
+from bertkit.tasks.inputs import read_inputs, reader_opts
 from bertkit.tasks.ner import words_of
-from bertkit.tokenizer import Tokenizer
+from bertkit.tokenization.tokenizer import Tokenizer
 
 __all__ = ["FillMaskPipeline", "Pipeline", "evaluate_dir", "pipeline", "predict_stream", "words_of"]
 
@@ -68,34 +70,6 @@ class Pipeline:
         return out[0] if single else out
 
 
-def task_engine(
-    task,
-    model_dir: Path,
-    options: InferenceOptions,
-    rt: Runtime,
-    tokenizer: Tokenizer,
-    model: torch.nn.Module | None = None,
-) -> tuple[torch.nn.Module, InferenceOptions]:
-    """A fine-tuned directory's model on the backend `options` ask for (`auto`: bertkit.backend's
-    choice), called as the task's PyTorch model is, and the options with the backend resolved.
-    `model`: the directory's PyTorch model when the caller has loaded it already."""
-    o = options.on(choose(options, rt, ("torch", "onnx", "openvino")))
-    if o.backend == "onnx":
-        from bertkit.onnx_backend import onnx_model
-
-        # The graph holds the whole forward pass; only a CRF's transitions come from PyTorch.
-        if task.onnx_needs_torch and model is None:
-            model = task.load_model(model_dir)
-        return onnx_model(model_dir, task, model, o.onnx_file, rt.threads), o
-    model = model if model is not None else task.load_model(model_dir)
-    if o.backend == "openvino":
-        from bertkit.openvino_backend import openvino_runner
-
-        runner = openvino_runner(model, task.onnx_outputs, o, rt, tokenizer)
-        return task.onnx_model(runner, model), o
-    return prepare(model, o, rt), o
-
-
 class FillMaskPipeline:
     """Top-k fillers for each [MASK] of a text, from a masked-LM model (a pretrained directory):
     `[{"token": str, "token_id": int, "score": float, "sequence": str}, ...]` for a text with one
@@ -108,7 +82,7 @@ class FillMaskPipeline:
         top_k: int = 5,
         options: InferenceOptions | None = None,
     ):
-        from bertkit.heads import BertForMaskedLM
+        from bertkit.models.heads import BertForMaskedLM
 
         self.tokenizer = Tokenizer.from_pretrained(model_dir)
         model = BertForMaskedLM.from_pretrained(model_dir)
@@ -169,7 +143,7 @@ def pipeline(
     ("fill-mask" takes a pretrained masked-LM directory, "feature-extraction" any BERT
     directory and takes `pooling`, `normalize`, `max_length`). `device` and `precision` set the
     runtime, the keyword arguments after them the inference engine (see
-    `bertkit.inference.InferenceOptions`); `backend="onnx"` runs a task model's file from
+    `bertkit.engine.runner.InferenceOptions`); `backend="onnx"` runs a task model's file from
     `bertkit export` (`onnx_file`, default MODEL/model.onnx), `backend="openvino"` a task model
     or an encoder (feature-extraction) on OpenVINO, converted at load time (with `int8=True`
     calibrated on the texts of the file `calibration`)."""
@@ -194,7 +168,7 @@ def pipeline(
         runs = "classification, NER and QA models" + (" and embeddings" if opts.backend == "openvino" else "")
         raise BertkitError(f"backend {opts.backend!r} runs {runs}, not {task!r}")
     if embedding:
-        from bertkit.embeddings import EmbeddingPipeline
+        from bertkit.engine.embeddings import EmbeddingPipeline
 
         return EmbeddingPipeline(model, rt, options=opts, **kwargs)
     decision = {k: kwargs.pop(k) for k in ("threshold", "thresholds") if k in kwargs and task != "fill-mask"}
@@ -226,8 +200,8 @@ def evaluate_dir(
     """Evaluate a fine-tuned directory on a labelled file; write the report to `output`, its
     tags (NER) in `output_scheme` (see `Task.with_output_scheme`)."""
     from bertkit.data.readers import check_labels
+    from bertkit.evaluation.report import write_report
     from bertkit.fileio import staged_output
-    from bertkit.report import write_report
 
     pipe = Pipeline(model_dir, runtime, options, decision)
     task = pipe.task.with_output_scheme(output_scheme)
@@ -240,32 +214,6 @@ def evaluate_dir(
     with staged_output(output, overwrite=True) as stage:
         write_report(stage, task, examples, preds, metrics)
     return metrics
-
-
-def reader_opts(task, opts: dict) -> dict:
-    """The reader options for a trained model's files: what it was trained with (regression,
-    multi-label labels) unless the command line says otherwise."""
-    return {**task.reader_options(), **{k: v for k, v in opts.items() if v is not None}}
-
-
-def read_inputs(task, source: str) -> list:
-    """`bertkit predict`'s input: JSON lines or plain text lines, one example each."""
-    try:
-        raw = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise BertkitError(f"cannot read input ({e})", source) from None
-    examples = []
-    for n, line in enumerate(raw.splitlines(), 1):
-        if not line.strip():
-            continue
-        obj = None
-        if line.lstrip().startswith("{"):
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise BertkitError(f"line {n}: invalid JSON ({e.msg})", source) from None
-        examples.append(task.example_from_line(obj, line, n, source))
-    return examples
 
 
 def predict_stream(

@@ -21,7 +21,7 @@ rarely having a large neighbour. all-MiniLM-L6-v2, 2,048 SST-2 sentences, oneDNN
 kernels: mean cosine to fp32 0.99863 (min 0.9944) against 0.99555 (0.9764) with 7-bit
 activations; 0.99877 (0.9940) with VNNI.
 
-`quantize_encoder` swaps the Linears for `Int8Linear`s in place; `bertkit.fused.FusedLayer`
+`quantize_encoder` swaps the Linears for `Int8Linear`s in place; `bertkit.engine.fused.FusedLayer`
 then runs them with the residual adds and GELU fused, as it runs its prepacked float Linears.
 """
 
@@ -33,8 +33,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from bertkit.fused import post_op
-from bertkit.model import BertModel, Layer
+from bertkit.engine.fused import post_op
+from bertkit.models.encoder import BertModel, Layer
 from bertkit.runtime import cpu_has_vnni
 
 ALPHA = 0.5  # SmoothQuant's migration strength
@@ -52,7 +52,7 @@ def available() -> bool:
 
 class Int8Linear(nn.Module):
     """An inference-only nn.Linear on oneDNN's int8 matrix product: `forward(x, residual)` =
-    act(x W^T + b) or x W^T + b + residual, in `out_dtype`, as `bertkit.fused.PrepackedLinear`.
+    act(x W^T + b) or x W^T + b + residual, in `out_dtype`, as `bertkit.engine.fused.PrepackedLinear`.
     `smooth` (in_features,): the input is divided by it before quantization, the weight's columns
     multiplied by it (SmoothQuant)."""
 

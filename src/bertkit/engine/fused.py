@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bertkit.model import BertModel, Layer
+from bertkit.models.encoder import BertModel, Layer
 
 
 # activation module -> (oneDNN post-op, its algorithm)
@@ -68,7 +68,7 @@ class FusedLayer(nn.Module):
         post = post_op(ffn.act)  # None where an Int8Linear up-projection has fused it already
 
         def pack(linear: nn.Module, post=None) -> nn.Module:
-            # Linears already made inference layers (`bertkit.int8.Int8Linear`) stay as they are
+            # Linears already made inference layers (`bertkit.engine.int8.Int8Linear`) stay as they are
             return PrepackedLinear(linear, batch_hint, post) if type(linear) is nn.Linear else linear
 
         # (the modules' annotations say nn.Linear: these stand in for them at inference)

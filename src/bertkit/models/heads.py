@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bertkit.checkpoint import PretrainedMixin
-from bertkit.config import BertConfig
-from bertkit.model import BertModel, activation, init_weights
+from bertkit.models.checkpoint import PretrainedMixin
+from bertkit.models.config import BertConfig
+from bertkit.models.encoder import BertModel, activation, init_weights
 
 
 @dataclass
@@ -238,7 +238,7 @@ def init_model_dir(
     vocabulary and saved with it as a model directory: the start of pretraining, or of
     fine-tuning from scratch where no pretrained model exists."""
     from bertkit.fileio import staged_output
-    from bertkit.tokenizer import Tokenizer
+    from bertkit.tokenization.tokenizer import Tokenizer
 
     tok = Tokenizer.from_pretrained(tokenizer_dir)
     config = BertConfig.preset(preset, vocab_size=tok.vocab_size, pad_token_id=tok.pad_token_id, **overrides)

@@ -18,19 +18,16 @@ import logging
 import tempfile
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from bertkit.engine.graph import INPUTS, Graph, traceable
 from bertkit.errors import BertkitError
 from bertkit.fileio import atomic_path
 
-if TYPE_CHECKING:
-    from bertkit.tasks.ner import NerTagger
-
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # Real sentences of mixed lengths and scripts for the parity check.
 CHECK_TEXTS = [
     "EU rejects German call to boycott British lamb .",
@@ -43,44 +40,9 @@ CHECK_TEXTS = [
 ]
 
 
-class Graph(nn.Module):
-    """The model as a function of three tensors returning a tuple (what the exporter traces)."""
-
-    def __init__(self, model: nn.Module, outputs: tuple[str, ...]):
-        super().__init__()
-        self.model, self.outputs = model, outputs
-
-    def forward(self, input_ids, attention_mask, token_type_ids):
-        if hasattr(self.model, "emissions"):  # a NER tagger: BERT (+ BiLSTM) emission scores
-            batch = dict(zip(INPUTS, (input_ids, attention_mask, token_type_ids), strict=True))
-            return (cast("NerTagger", self.model).emissions(batch),)
-        out = self.model(input_ids, attention_mask, token_type_ids)
-        return tuple(getattr(out, name) for name in self.outputs)
-
-
-def traceable(model: nn.Module) -> nn.Module:
-    """`model` made ready to be traced, in place: eval, fp32, and attention by the plain formula
-    (it converts to standard operators). Trace it on inputs with padding (`example_inputs`): a
-    mask of all ones takes the no-mask branch, which would be traced into the graph."""
-    from bertkit.model import BertModel
-
-    model.eval().float()
-    for m in model.modules():
-        if isinstance(m, BertModel):
-            m.set_attention_impl("eager")
-    return model
-
-
-def example_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask, token_type_ids) of two rows, the second padded."""
-    ids = torch.tensor([[101, 2000, 2001, 2002, 2003, 2004, 2005, 102], [101, 2006, 2007, 102, 0, 0, 0, 0]])
-    mask = (ids != 0).long()
-    return ids, mask, torch.zeros_like(ids)
-
-
 def load_for_export(model_dir: Path) -> tuple[nn.Module, tuple[str, ...]]:
     """The directory's model and the outputs its graph gives: its task's head, or the encoder."""
-    from bertkit.model import BertModel
+    from bertkit.models.encoder import BertModel
     from bertkit.tasks import registry
 
     if registry.is_task_dir(model_dir):
@@ -95,7 +57,7 @@ def export_onnx(model_dir: str | Path, output: str | Path, int8: bool = False, o
         import onnxruntime as ort
     except ImportError:
         raise BertkitError("ONNX export needs onnxruntime: pip install 'bertkit[onnx]'") from None
-    from bertkit.tokenizer import Tokenizer
+    from bertkit.tokenization.tokenizer import Tokenizer
 
     model_dir, output = Path(model_dir), Path(output)
     model, outputs = load_for_export(model_dir)

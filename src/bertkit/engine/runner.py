@@ -14,7 +14,7 @@ Every predicting path uses it (pipelines, `bertkit predict`/`evaluate`/`embed`, 
 - bf16 weights where the hardware multiplies bf16 natively (AMX / AVX512-BF16 CPUs, CUDA), fp32
   elsewhere (the runtime's precision); heads that need fp32 (BiLSTM, CRF) get fp32 hidden states;
 - CPU only: bf16/fp32 weights prepacked for oneDNN with GELU and the residual adds fused into
-  the matrix products (`bertkit.fused`); optional int8 matrix products (`bertkit.int8`: QKV,
+  the matrix products (`bertkit.engine.fused`); optional int8 matrix products (`bertkit.engine.int8`: QKV,
   attention output and up-projection, SmoothQuant calibrated without data); on CUDA, SDPA's
   fused attention kernels and pinned-memory copies that do not block;
 """
@@ -32,18 +32,18 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from bertkit.data.batching import pad_batch, sorted_order
+from bertkit.engine.fused import can_prepack, fuse_layers
+from bertkit.engine.int8 import available as int8_available
+from bertkit.engine.int8 import quantize_encoder
 from bertkit.errors import BertkitError
-from bertkit.fused import can_prepack, fuse_layers
-from bertkit.int8 import available as int8_available
-from bertkit.int8 import quantize_encoder
-from bertkit.model import BertModel
+from bertkit.models.encoder import BertModel
 from bertkit.runtime import Runtime, local_runtime
-from bertkit.tasks.batching import pad_batch, sorted_order
 
 ModelT = TypeVar("ModelT", bound=nn.Module)
 R = TypeVar("R")
 
-BACKENDS = ("auto", "torch", "onnx", "openvino")  # auto: bertkit.backend decides
+BACKENDS = ("auto", "torch", "onnx", "openvino")  # auto: bertkit.engine.backend decides
 # The token budget each backend runs fastest at (max_tokens=0): bertkit's engine packs large
 # batches into long GEMMs; OpenVINO's THROUGHPUT streams lose with larger requests (SST-2 2,374
 # texts/s at 1,024 against 2,201 at 2,048 and 1,389 at 8,192; IMDB 106 against 102 and 82;
@@ -57,11 +57,11 @@ CUDA_MAX_TOKENS = 65536
 class InferenceOptions:
     max_tokens: int = 0  # padded tokens per batch (B × T); 0: the backend's (MAX_TOKENS)
     packed: bool = True  # padding-free dense layers
-    int8: bool = False  # int8 matrix products, SmoothQuant-calibrated (CPU, bertkit.int8)
-    prepack: bool = True  # CPU weights reordered once for oneDNN, post-ops fused (bertkit.fused)
+    int8: bool = False  # int8 matrix products, SmoothQuant-calibrated (CPU, bertkit.engine.int8)
+    prepack: bool = True  # CPU weights reordered once for oneDNN, post-ops fused (bertkit.engine.fused)
     streams: int = 0  # batches run at once, each on threads/streams threads (CPU); 0: auto
-    backend: str = "auto"  # auto: bertkit.backend's table; torch; "onnx": ONNX Runtime (onnx_backend.py);
-    # "openvino" (openvino_backend.py)
+    backend: str = "auto"  # auto: bertkit.engine.backend's table; torch; "onnx": ONNX Runtime
+    # (onnx_runner.py); "openvino" (openvino_runner.py)
     onnx_file: str | None = None  # the exported graph for backend "onnx" (default DIR/model.onnx)
     calibration: str | None = None  # texts int8 on backend "openvino" calibrates on (else the package's)
     budget_given: bool = field(default=False, init=False)  # max_tokens asked for (else per device)
@@ -102,7 +102,7 @@ def engine_dtype(rt: Runtime, int8: bool = False) -> torch.dtype:
 
 def device_of(model: nn.Module) -> torch.device:
     """Where a model's inputs go: its parameters' device; the CPU for one without parameters
-    (an ONNX Runtime session, `bertkit.onnx_backend`)."""
+    (an ONNX Runtime session, `bertkit.engine.onnx_runner`)."""
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
 

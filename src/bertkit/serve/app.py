@@ -33,8 +33,8 @@ from typing import Any, overload
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from bertkit.engine.runner import InferenceOptions, encoders
 from bertkit.errors import BertkitError, HTTPError
-from bertkit.inference import InferenceOptions, encoders
 from bertkit.runtime import Runtime, local_runtime
 from bertkit.tasks import registry
 
@@ -129,9 +129,9 @@ class ServedModel:
     """The pipelines one model directory can serve, each a function of a list of items."""
 
     def __init__(self, model_dir: Path, options: InferenceOptions, runtime: Runtime | None = None):
-        from bertkit.config import BertConfig
-        from bertkit.embeddings import EmbeddingPipeline
-        from bertkit.pipelines import FillMaskPipeline, Pipeline
+        from bertkit.engine.embeddings import EmbeddingPipeline
+        from bertkit.inference.pipelines import FillMaskPipeline, Pipeline
+        from bertkit.models.config import BertConfig
 
         self.dir = model_dir
         self.config = BertConfig.from_pretrained(model_dir)

@@ -23,9 +23,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from bertkit.config import BertConfig
 from bertkit.errors import BertkitError
 from bertkit.fileio import save_safetensors
+from bertkit.models.config import BertConfig
 
 log = logging.getLogger("bertkit")
 

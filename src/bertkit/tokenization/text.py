@@ -15,6 +15,7 @@ import glob
 import gzip
 import hashlib
 import itertools
+import json
 import os
 import re
 from array import array
@@ -181,6 +182,33 @@ class LineHashSet:
             i = (i + 1) & mask
         slots[i] = h
         return True
+
+
+def read_texts(source: str) -> list[str]:
+    """Texts of a file (or "-" for standard input): one text a line, every line a row (an empty
+    line an empty text, so row i is line i), or JSON lines with a "text" string field."""
+    import sys
+
+    try:
+        raw = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise BertkitError(f"cannot read input ({e})", source) from None
+    lines = raw.splitlines()
+    jsonl = bool(lines) and all(not ln.strip() or ln.lstrip().startswith("{") for ln in lines)
+    if not jsonl:
+        return lines
+    texts = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise BertkitError(f"line {n}: invalid JSON ({e.msg})", source) from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+            raise BertkitError(f"line {n}: expected a JSON object with a 'text' string field", source)
+        texts.append(obj["text"])
+    return texts
 
 
 def _read_lines(path: Path, stats: ReadStats | None = None) -> Generator[str, None, None]:

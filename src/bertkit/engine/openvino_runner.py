@@ -4,7 +4,7 @@ PyTorch model (no export step), as OpenVINO's documentation advises for throughp
 bertkit keeps everything around the forward pass: tokenization, batching by length, windows,
 span and Viterbi decoding, pooling. The model is converted with `openvino.convert_model` (batch
 and sequence axes dynamic) and compiled with the THROUGHPUT hint; the engine's streams
-(`bertkit.inference.forward_batches`) run OpenVINO's optimal number of requests at once, one
+(`bertkit.engine.runner.forward_batches`) run OpenVINO's optimal number of requests at once, one
 infer request per thread. Precision follows the runtime: bf16 (`INFERENCE_PRECISION_HINT`) where
 it computes in bf16, else fp32; `int8` quantizes the graph with NNCF post-training quantization
 (`ModelType.TRANSFORMER`: SmoothQuant, int8 matrix products and attention; `nncf_settings`),
@@ -41,16 +41,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from bertkit.engine.graph import INPUTS, Graph, example_inputs, traceable
 from bertkit.errors import BertkitError
 
 log = logging.getLogger("bertkit")
 
 if TYPE_CHECKING:
-    from bertkit.inference import InferenceOptions
+    from bertkit.engine.runner import InferenceOptions
     from bertkit.runtime import Runtime
-    from bertkit.tokenizer import Tokenizer
+    from bertkit.tokenization.tokenizer import Tokenizer
 
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 CALIBRATION_TEXTS = 300  # the first texts of a calibration file
 SHIPPED_CALIBRATION = Path(__file__).parent / "static" / "calibration.txt"
 # The shipped texts are one to a few sentences long; paragraphs made of consecutive ones (PARAGRAPHS
@@ -184,7 +184,6 @@ class OpenvinoRunner(nn.Module):
     ):
         super().__init__()
         ov = _openvino()
-        from bertkit.export import Graph, example_inputs, traceable
 
         shapes = [(n, ov.PartialShape([-1, -1]), ov.Type.i64) for n in INPUTS]
 
@@ -260,12 +259,12 @@ def openvino_runner(
 ) -> OpenvinoRunner:
     """`model`'s forward pass on OpenVINO (the CPU) with the engine's `options` (int8, streams,
     calibration) in the runtime's precision and threads."""
-    from bertkit.model import BertModel
+    from bertkit.models.encoder import BertModel
 
     config = next(m.config for m in model.modules() if isinstance(m, BertModel))
     calibration = None
     if options.int8:
-        from bertkit.embeddings import read_texts
+        from bertkit.tokenization.text import read_texts
 
         texts = shipped_calibration()
         if options.calibration:

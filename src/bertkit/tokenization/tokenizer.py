@@ -27,10 +27,12 @@ from typing import Any, cast
 import tokenizers
 from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-from bertkit.data.text import iter_text_lines, resolve_files
-from bertkit.data.text import strip_gutenberg_boilerplate as strip_gutenberg_boilerplate  # re-exported
 from bertkit.errors import BertkitError
 from bertkit.fileio import atomic_path, write_json, write_text
+from bertkit.tokenization.text import iter_text_lines, resolve_files
+from bertkit.tokenization.text import (
+    strip_gutenberg_boilerplate as strip_gutenberg_boilerplate,  # re-exported
+)
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)  # BERT's order: ids 0..4 of a trained vocabulary

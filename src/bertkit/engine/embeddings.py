@@ -19,12 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bertkit.backend import choose
+from bertkit.engine.backend import choose
+from bertkit.engine.runner import InferenceOptions, forward_batches, prepare
 from bertkit.errors import BertkitError
-from bertkit.inference import InferenceOptions, forward_batches, prepare
-from bertkit.model import BertModel
+from bertkit.models.encoder import BertModel
 from bertkit.runtime import Runtime, local_runtime
-from bertkit.tokenizer import Tokenizer
+from bertkit.tokenization.text import read_texts
+from bertkit.tokenization.tokenizer import Tokenizer
 
 POOLINGS = ("mean", "cls")
 
@@ -102,7 +103,7 @@ class EmbeddingPipeline:
         if shared:
             self.model = encoder
         elif o.backend == "openvino":
-            from bertkit.openvino_backend import openvino_runner
+            from bertkit.engine.openvino_runner import openvino_runner
 
             self.model = openvino_runner(encoder, ("last_hidden_state",), o, rt, self.tokenizer)
         else:
@@ -140,33 +141,6 @@ class EmbeddingPipeline:
                     v = torch.nn.functional.normalize(v, dim=-1)
                 out[idx] = v.cpu().numpy()
         return out[0] if single else out
-
-
-def read_texts(source: str) -> list[str]:
-    """Texts of a file (or "-" for standard input): one text a line, every line a row (an empty
-    line an empty text, so row i is line i), or JSON lines with a "text" string field."""
-    import sys
-
-    try:
-        raw = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise BertkitError(f"cannot read input ({e})", source) from None
-    lines = raw.splitlines()
-    jsonl = bool(lines) and all(not ln.strip() or ln.lstrip().startswith("{") for ln in lines)
-    if not jsonl:
-        return lines
-    texts = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise BertkitError(f"line {n}: invalid JSON ({e.msg})", source) from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
-            raise BertkitError(f"line {n}: expected a JSON object with a 'text' string field", source)
-        texts.append(obj["text"])
-    return texts
 
 
 def embed_file(pipe: EmbeddingPipeline, source: str, dest: str, chunk: int = 4096) -> tuple[int, int]:

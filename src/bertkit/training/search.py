@@ -20,7 +20,7 @@ from typing import Any, cast
 from bertkit.errors import BertkitError
 from bertkit.fileio import write_json, write_text
 from bertkit.runtime import Runtime
-from bertkit.train import TrainArgs
+from bertkit.training.loop import TrainArgs
 
 # Grid keys: TrainArgs fields, plus task settings.
 TRAIN_KEYS = {
@@ -91,7 +91,7 @@ def run_search(
     """
     import optuna
 
-    from bertkit.finetune import train_model
+    from bertkit.training.finetune import train_model
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     output.mkdir(parents=True, exist_ok=True)
