@@ -120,7 +120,8 @@ def pretrained_layers(out: Path, k: int = 3) -> Path:
     `--student-layers` cuts the teacher: the student a user without a teacher would start from."""
     from bertkit.models.encoder import BertModel
     from bertkit.tokenization.tokenizer import Tokenizer
-    from bertkit.training.distill import evenly_spaced, keep_layers
+    from bertkit.training.distill_losses import evenly_spaced
+    from bertkit.training.distill_student import keep_layers
 
     if not (out / "model.safetensors").exists():
         model = BertModel.from_pretrained(teacher_checkpoint())

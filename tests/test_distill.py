@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 
 import bertkit
-from bertkit import distill as D
 from bertkit.cli import main
 from bertkit.data.batching import IGNORE
 from bertkit.models.config import BertConfig
@@ -23,6 +22,10 @@ from bertkit.tasks import registry
 from bertkit.tasks.classify import ClassifyTask
 from bertkit.tasks.ner import NerTagger, NerTask, words_of
 from bertkit.tokenization.tokenizer import Tokenizer
+from bertkit.training import distill as D
+from bertkit.training import distill_losses as L
+from bertkit.training import distill_student as S
+from bertkit.training import distill_teacher as TL
 
 TAGS = ["O", "B-PER", "I-PER", "B-LOC"]
 POS, NEG = ["good", "great", "wonderful", "brilliant"], ["bad", "awful", "dull", "boring"]
@@ -87,12 +90,12 @@ TRAIN = 120  # toy training texts: 15 batches of 8 an epoch
 
 
 def test_evenly_spaced_layers_end_on_the_teachers_top_layer():
-    assert D.evenly_spaced(6, 3) == [1, 3, 5]
-    assert D.evenly_spaced(12, 6) == [1, 3, 5, 7, 9, 11]
-    assert D.evenly_spaced(4, 2) == [1, 3]
-    assert D.evenly_spaced(4, 4) == [0, 1, 2, 3]
-    assert D.evenly_spaced(2, 1) == [1]
-    assert D.evenly_spaced(6, 4) == [0, 2, 3, 5]
+    assert L.evenly_spaced(6, 3) == [1, 3, 5]
+    assert L.evenly_spaced(12, 6) == [1, 3, 5, 7, 9, 11]
+    assert L.evenly_spaced(4, 2) == [1, 3]
+    assert L.evenly_spaced(4, 4) == [0, 1, 2, 3]
+    assert L.evenly_spaced(2, 1) == [1]
+    assert L.evenly_spaced(6, 4) == [0, 2, 3, 5]
 
 
 @pytest.mark.parametrize("head", ["softmax", "crf"])
@@ -102,11 +105,11 @@ def test_student_copies_the_chosen_teacher_layers_and_all_else(tiny_dir, tmp_pat
     t_dir = make_teacher(tmp_path / "t", tiny_dir, info, labels, layers=4)
     task = registry.from_dir(t_dir)
     tok = Tokenizer.from_pretrained(t_dir)
-    plan = D.plan_student(D.DistillArgs(student_layers=2), t_dir, tok)
+    plan = S.plan_student(S.DistillArgs(student_layers=2), t_dir, tok)
     assert plan.picked == [1, 3]
-    student, config = D.build_student(plan, task, t_dir, None)
+    student, config = S.build_student(plan, task, t_dir, None)
     teacher = task.load_model(t_dir)
-    assert config.num_hidden_layers == 2 and D.encoder_of(student).config is config
+    assert config.num_hidden_layers == 2 and L.encoder_of(student).config is config
     s, t = student.state_dict(), teacher.state_dict()
     prefix = "model.bert.layers." if head == "crf" else "bert.layers."
     for j, i in enumerate([1, 3]):
@@ -126,13 +129,13 @@ def test_student_copying_every_layer_has_no_layer_loss(tiny_dir, tmp_path):
     t_dir = make_teacher(tmp_path / "t", tiny_dir, {"task": "classify"}, ["neg", "pos"], layers=4)
     task = registry.from_dir(t_dir)
     tok = Tokenizer.from_pretrained(t_dir)
-    settings = D.DistillArgs(student_layers=4, layer_loss="both")
-    plan = D.plan_student(settings, t_dir, tok)
-    student, _ = D.build_student(plan, task, t_dir, None)
-    model = D.wrap_student(student, plan, task, settings, None).eval()
-    hidden, attention = D.layer_pairs(4, 4, "both")
+    settings = S.DistillArgs(student_layers=4, layer_loss="both")
+    plan = S.plan_student(settings, t_dir, tok)
+    student, _ = S.build_student(plan, task, t_dir, None)
+    model = S.wrap_student(student, plan, task, settings, None).eval()
+    hidden, attention = L.layer_pairs(4, 4, "both")
     teacher = task.load_model(t_dir)
-    loss = D.LayerLoss(task, teacher, hidden, attention, 2)
+    loss = L.LayerLoss(task, teacher, hidden, attention, 2)
     batch = _batch(tok, ["a good film", "the plot was dull and very long"])
     with torch.no_grad():
         out, h, qkv = model(batch)
@@ -140,8 +143,8 @@ def test_student_copying_every_layer_has_no_layer_loss(tiny_dir, tmp_path):
         assert float(loss(h, qkv, batch)) == pytest.approx(0.0, abs=1e-10)
     # a 2-layer copy is compared with teacher layers 2 and 4 (indices 1, 3): not zero, but those
     # pairs alone, checked against the teacher's own hidden states
-    assert D.layer_pairs(2, 4, "hidden")[0] == [(0, 0), (1, 2), (2, 4)]
-    assert D.layer_pairs(2, 4, "attention")[1] == [(0, 1), (1, 3)]
+    assert L.layer_pairs(2, 4, "hidden")[0] == [(0, 0), (1, 2), (2, 4)]
+    assert L.layer_pairs(2, 4, "attention")[1] == [(0, 1), (1, 3)]
 
 
 def _batch(tok, texts, labels=None):
@@ -160,13 +163,13 @@ def test_kl_term_is_t_squared_kl_div():
     s, t = torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g) * 3
     for T in (1.0, 2.0, 4.0):
         by_hand = F.kl_div(F.log_softmax(s / T, -1), F.softmax(t / T, -1), reduction="sum")
-        assert float(D.kl_term(s, t, T)) == pytest.approx(T * T * float(by_hand), rel=1e-5)
+        assert float(L.kl_term(s, t, T)) == pytest.approx(T * T * float(by_hand), rel=1e-5)
         p, q = F.softmax(t / T, -1), F.softmax(s / T, -1)  # KL(p || q) from its definition
-        assert float(D.kl_term(s, t, T)) == pytest.approx(T * T * float((p * (p / q).log()).sum()), rel=1e-4)
-    assert float(D.kl_term(t, t, 2.0)) == pytest.approx(0.0, abs=1e-6)
+        assert float(L.kl_term(s, t, T)) == pytest.approx(T * T * float((p * (p / q).log()).sum()), rel=1e-4)
+    assert float(L.kl_term(t, t, 2.0)) == pytest.approx(0.0, abs=1e-6)
     task = ClassifyTask(["a", "b", "c"])
     batch = {"input_ids": torch.zeros(5, 4, dtype=torch.long), "loss_norm": 10.0}
-    assert float(D.soft_loss(task, s, t, batch, 2.0)) == pytest.approx(float(D.kl_term(s, t, 2.0)) / 10)
+    assert float(L.soft_loss(task, s, t, batch, 2.0)) == pytest.approx(float(L.kl_term(s, t, 2.0)) / 10)
 
 
 def test_multilabel_soft_targets_are_bce_against_the_teachers_sigmoid():
@@ -180,7 +183,7 @@ def test_multilabel_soft_targets_are_bce_against_the_teachers_sigmoid():
     by_hand = -(p * q.log() + (1 - p) * (1 - q).log()).mean(-1).sum() * T * T
     task = MultiLabelTask(["x", "y", "z"])
     batch = {"input_ids": torch.zeros(4, 2, dtype=torch.long), "loss_norm": 4.0}
-    assert float(D.soft_loss(task, s, t, batch, T)) == pytest.approx(float(by_hand) / 4, rel=1e-5)
+    assert float(L.soft_loss(task, s, t, batch, T)) == pytest.approx(float(by_hand) / 4, rel=1e-5)
 
 
 def test_ner_soft_loss_only_at_first_sub_tokens():
@@ -189,14 +192,14 @@ def test_ner_soft_loss_only_at_first_sub_tokens():
     s, t = torch.randn(2, 5, 4, generator=g), torch.randn(2, 5, 4, generator=g)
     labels = torch.tensor([[IGNORE, 1, IGNORE, 2, IGNORE], [IGNORE, 0, 3, IGNORE, IGNORE]])
     batch = {"input_ids": torch.zeros(2, 5, dtype=torch.long), "labels": labels, "loss_norm": 3.0}
-    got = float(D.soft_loss(task, s, t, batch, 2.0))
+    got = float(L.soft_loss(task, s, t, batch, 2.0))
     where = labels != IGNORE
-    assert got == pytest.approx(float(D.kl_term(s[where], t[where], 2.0)) / 3.0)
+    assert got == pytest.approx(float(L.kl_term(s[where], t[where], 2.0)) / 3.0)
     s2, t2 = s.clone(), t.clone()
     s2[~where], t2[~where] = 100.0, -100.0  # sub-tokens, special tokens, padding: not compared
-    assert float(D.soft_loss(task, s2, t2, batch, 2.0)) == pytest.approx(got)
+    assert float(L.soft_loss(task, s2, t2, batch, 2.0)) == pytest.approx(got)
     s2[0, 1, 0] += 1.0
-    assert float(D.soft_loss(task, s2, t2, batch, 2.0)) != pytest.approx(got)
+    assert float(L.soft_loss(task, s2, t2, batch, 2.0)) != pytest.approx(got)
 
 
 @pytest.mark.parametrize("kind", ["classify", "softmax", "crf"])
@@ -207,9 +210,9 @@ def test_alpha_one_is_the_fine_tuning_loss(tiny_dir, tmp_path, kind):
         t_dir = make_teacher(tmp_path / "t", tiny_dir, {"task": "ner", "head": kind}, TAGS)
     task = registry.from_dir(t_dir)
     tok = Tokenizer.from_pretrained(t_dir)
-    plan = D.plan_student(D.DistillArgs(), t_dir, tok)
-    student, _ = D.build_student(plan, task, t_dir, None)
-    model = D.wrap_student(student, plan, task, D.DistillArgs(), None).eval()  # no dropout
+    plan = S.plan_student(S.DistillArgs(), t_dir, tok)
+    student, _ = S.build_student(plan, task, t_dir, None)
+    model = S.wrap_student(student, plan, task, S.DistillArgs(), None).eval()  # no dropout
     from bertkit.data.batching import pad_batch
     from bertkit.data.readers import TokenExample
 
@@ -223,10 +226,10 @@ def test_alpha_one_is_the_fine_tuning_loss(tiny_dir, tmp_path, kind):
     with torch.no_grad():
         batch["teacher_logits"] = task.outputs(task.load_model(t_dir), batch) * 3  # far from the student
         plain = task.loss(student, batch)
-        assert float(D.DistillLoss(task, 1.0, 2.0)(model, batch)) == pytest.approx(float(plain), rel=1e-6)
-        mixed = float(D.DistillLoss(task, 0.5, 2.0)(model, batch))
+        assert float(L.DistillLoss(task, 1.0, 2.0)(model, batch)) == pytest.approx(float(plain), rel=1e-6)
+        mixed = float(L.DistillLoss(task, 0.5, 2.0)(model, batch))
         outputs = task.outputs(student, batch)
-        soft = D.soft_loss(task, outputs, batch["teacher_logits"], batch, 2.0)
+        soft = L.soft_loss(task, outputs, batch["teacher_logits"], batch, 2.0)
         assert mixed == pytest.approx(0.5 * float(plain) + 0.5 * float(soft), rel=1e-5)
         assert float(soft) > 0
 
@@ -240,13 +243,13 @@ def test_rows_only_the_teacher_labelled_carry_no_hard_loss(tiny_dir, tmp_path):
     batch |= {"loss_norm": 3.0, "labelled": torch.tensor([True, False, True])}
     with torch.no_grad():
         out = task.outputs(model, batch)
-        hard = float(D.hard_loss(task, model, out, batch))
+        hard = float(L.hard_loss(task, model, out, batch))
         batch["labels"] = torch.tensor([1, 1, 0])  # the unlabeled row's (blank) label: no matter
-        assert float(D.hard_loss(task, model, out, batch)) == pytest.approx(hard)
+        assert float(L.hard_loss(task, model, out, batch)) == pytest.approx(hard)
         ce = F.cross_entropy(out[[0, 2]], torch.tensor([1, 0]), reduction="sum") / 3.0
         assert hard == pytest.approx(float(ce), rel=1e-6)
         batch["labelled"] = torch.tensor([False, False, False])
-        assert float(D.hard_loss(task, model, out, batch)) == 0.0
+        assert float(L.hard_loss(task, model, out, batch)) == 0.0
     # unlabeled features get the task's blank labels (NER: O at each word's first sub-token)
     ner = NerTask(TAGS)
     feats = D.unlabeled_features(ner, tok, [words_of("Peter visited Paris")])
@@ -305,7 +308,7 @@ def test_student_learns_the_teacher_and_loads_in_transformers(sentiment, student
     assert d["student_size"]["bytes"] == 4 * d["student_size"]["parameters"]
     for name in ("report/test/report.md", "tokenizer.json", "train_args.json"):
         assert (out / name).is_file(), name
-    assert not (out / D.PROJECTION).exists() and not list(out.parent.glob(".student.*"))
+    assert not (out / S.PROJECTION).exists() and not list(out.parent.glob(".student.*"))
     config = json.loads((out / "config.json").read_text())
     assert config["num_hidden_layers"] == 2 and config["bertkit"]["task"] == "classify"
     # the student answers as its teacher does, far better than chance (one class in two)
@@ -347,7 +350,7 @@ def test_every_predicting_path_takes_the_student(sentiment, student, tmp_path):
 
 def test_cache_is_written_once_and_a_resumed_run_reuses_it(sentiment, tmp_path, monkeypatch):
     calls = {"write": 0, "loss": 0}
-    real_write, real_loss = D.write_teacher_logits, D.DistillLoss.__call__
+    real_write, real_loss = TL.write_teacher_logits, L.DistillLoss.__call__
 
     def write(*a, **kw):
         calls["write"] += 1
@@ -359,18 +362,18 @@ def test_cache_is_written_once_and_a_resumed_run_reuses_it(sentiment, tmp_path, 
             raise KeyboardInterrupt
         return real_loss(self, model, batch)
 
-    monkeypatch.setattr(D, "write_teacher_logits", write)
-    monkeypatch.setattr(D.DistillLoss, "__call__", dying)
+    monkeypatch.setattr(TL, "write_teacher_logits", write)
+    monkeypatch.setattr(L.DistillLoss, "__call__", dying)
     out = tmp_path / "out"
     assert _distill(sentiment, out, "--epochs", "2", "--save-every", "5", "--lr", "1e-3") == 130
     assert calls["write"] == 1  # once for every epoch
     cache = tmp_path / "out-checkpoints"
-    assert (cache / D.CACHE).is_file() and (cache / "step-00000015").is_dir()
+    assert (cache / TL.CACHE).is_file() and (cache / "step-00000015").is_dir()
     assert _distill(sentiment, out, "--epochs", "2", "--save-every", "5", "--lr", "1e-3", "--resume") == 0
     assert calls["write"] == 1  # the resumed run read the cache
     assert (out / "model.safetensors").is_file() and not cache.exists()
     # the resumed run ends where an uninterrupted one does
-    monkeypatch.setattr(D.DistillLoss, "__call__", real_loss)
+    monkeypatch.setattr(L.DistillLoss, "__call__", real_loss)
     whole = tmp_path / "whole"
     assert _distill(sentiment, whole, "--epochs", "2", "--lr", "1e-3") == 0
     assert calls["write"] == 2
@@ -401,7 +404,7 @@ def test_a_wider_student_learns_a_projection_that_is_not_saved(sentiment, tmp_pa
     assert _distill(sentiment, out, "--student", "mini", "--layer-loss", "hidden", "--max-steps", "3") == 0
     config = json.loads((out / "config.json").read_text())
     assert config["hidden_size"] == 256 and config["num_hidden_layers"] == 4
-    assert not (out / D.PROJECTION).exists()
+    assert not (out / S.PROJECTION).exists()
     hf.BertForSequenceClassification.from_pretrained(out)
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from bertkit import int8
+from bertkit.engine import int8
 from bertkit.engine.fused import FusedLayer
 from bertkit.engine.runner import InferenceOptions, prepare
 from bertkit.runtime import Runtime, cpu_flags, cpu_has_vnni
@@ -168,7 +168,7 @@ def test_no_saturation_on_onednn_avx2_kernels():
     code = """
 import torch
 from torch import nn
-from bertkit import int8
+from bertkit.engine import int8
 from bertkit.runtime import cpu_has_vnni
 assert not cpu_has_vnni()  # the cap says so, whatever the CPU
 torch.manual_seed(0)

@@ -89,7 +89,7 @@ def test_int8_quantizes_and_stays_close(tiny_dir, tmp_path):
 def test_int8_calibrates_on_shipped_sentences_and_paragraphs(tiny_dir):
     """Without --calibration: the shipped texts as written and, every third, paragraphs of
     consecutive ones (longer than the model's positions: truncated), never random tokens."""
-    from bertkit import openvino_backend as ob
+    from bertkit.engine import openvino_runner as ob
 
     texts = ob.shipped_calibration()
     shipped = set(ob.SHIPPED_CALIBRATION.read_text(encoding="utf-8").splitlines())

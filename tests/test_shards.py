@@ -19,8 +19,8 @@ import pytest
 from bertkit.cli import main
 from bertkit.data.shards import SPLITS, ShardedCorpus, build_shards, read_manifest
 from bertkit.errors import BertkitError
-from bertkit.tokenization.text import LineHashSet, iter_documents
-from bertkit.tokenization.tokenizer import SPECIAL_TOKENS, Tokenizer, iter_text_lines
+from bertkit.tokenization.text import LineHashSet, iter_documents, iter_text_lines
+from bertkit.tokenization.tokenizer import SPECIAL_TOKENS, Tokenizer
 
 WORDS = "the cat sat on a mat dog ran far away and then came back home red blue big small old new".split()
 START = "*** START OF THE PROJECT GUTENBERG EBOOK A TALE ***"

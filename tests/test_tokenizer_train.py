@@ -18,14 +18,9 @@ from pathlib import Path
 import pytest
 
 from bertkit.cli import main
-from bertkit.tokenization.tokenizer import (
-    SPECIAL_TOKENS,
-    Tokenizer,
-    iter_text_lines,
-    resolve_files,
-    strip_gutenberg_boilerplate,
-    train_tokenizer,
-)
+from bertkit.tokenization.text import iter_text_lines, resolve_files, strip_gutenberg_boilerplate
+from bertkit.tokenization.tokenizer import SPECIAL_TOKENS, Tokenizer
+from bertkit.tokenization.vocab import train_tokenizer
 
 BOOKS = [
     "Carroll, Lewis/Alice's Adventures in Wonderland.txt.gz",

@@ -9,7 +9,7 @@ from .data import read_sst2
 
 
 def check_tokenizer(ctx: Ctx) -> dict:
-    from bertkit.tokenization.tokenizer import train_tokenizer
+    from bertkit.tokenization.vocab import train_tokenizer
 
     out = fresh(ctx.work / "tok")
     tok = train_tokenizer([ctx.data / "text"], vocab_size=ctx.sizes.vocab, output=out)

@@ -12,7 +12,8 @@ from bertkit.training.loop import TrainArgs
 
 def add_parser(sub) -> None:
     from bertkit.tasks.registry import distillable
-    from bertkit.training.distill import LAYER_LOSSES, DistillArgs
+    from bertkit.training.distill_losses import LAYER_LOSSES
+    from bertkit.training.distill_student import DistillArgs
 
     d = DistillArgs()
     p = sub.add_parser(
@@ -92,7 +93,8 @@ def run(args: argparse.Namespace) -> None:
     from bertkit.errors import BertkitError
     from bertkit.evaluation.report import write_report
     from bertkit.tasks import registry
-    from bertkit.training.distill import Data, DistillArgs, distill, read_labelled, read_unlabeled
+    from bertkit.training.distill import Data, distill, read_labelled, read_unlabeled
+    from bertkit.training.distill_student import DistillArgs
     from bertkit.training.finetune import Resumable
 
     output = Path(args.output)

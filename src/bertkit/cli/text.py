@@ -85,7 +85,7 @@ def add_parser(sub) -> None:
 
 
 def tokenizer_train(args: argparse.Namespace) -> None:
-    from bertkit.tokenization.tokenizer import train_tokenizer
+    from bertkit.tokenization.vocab import train_tokenizer
 
     tok = train_tokenizer(
         args.files,

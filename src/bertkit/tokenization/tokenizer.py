@@ -11,8 +11,8 @@ The pipeline is google-research/bert's tokenization.py:
 
 `Tokenizer.__call__` takes the arguments of `transformers`' BERT tokenizer and returns the same ids,
 masks, offsets and overflow windows (the tests check this on real data); `tokenizers` does the
-truncation and padding. A saved tokenizer loads in `transformers` unchanged. `train_tokenizer`
-learns a new vocabulary from text files with `tokenizers`' WordPiece trainer.
+truncation and padding. A saved tokenizer loads in `transformers` unchanged. Learning a new
+vocabulary from text is `tokenization.vocab`'s.
 """
 
 from __future__ import annotations
@@ -20,19 +20,15 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
 import tokenizers
-from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers, processors
 
 from bertkit.errors import BertkitError
 from bertkit.fileio import atomic_path, write_json, write_text
-from bertkit.tokenization.text import iter_text_lines, resolve_files
-from bertkit.tokenization.text import (
-    strip_gutenberg_boilerplate as strip_gutenberg_boilerplate,  # re-exported
-)
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)  # BERT's order: ids 0..4 of a trained vocabulary
@@ -109,7 +105,7 @@ class Tokenizer:
         self.tokenize_chinese_chars = bool(tokenize_chinese_chars)
         self.model_max_length = int(model_max_length)
         backend.model.unk_token = UNK
-        backend.normalizer = _normalizer(self.do_lower_case, strip_accents, self.tokenize_chinese_chars)
+        backend.normalizer = bert_normalizer(self.do_lower_case, strip_accents, self.tokenize_chinese_chars)
         backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         backend.post_processor = processors.TemplateProcessing(
             single=f"{CLS}:0 $A:0 {SEP}:0",
@@ -281,25 +277,35 @@ class Tokenizer:
         row's input. `return_tensors`: "pt" (torch) or "np". With `is_split_into_words`, a text is a
         list of words (a batch, a list of such lists); word_ids() index those words."""
         words = is_split_into_words
-        one = lambda t: _check_text(t, words)
-        batched = isinstance(text, (list, tuple)) and (
-            not words or bool(text) and isinstance(text[0], (list, tuple))
-        )
-        if not batched:
-            inputs: list = (
-                [(one(text), one(text_pair))] if text_pair else [one(text)]
-            )  # "" is no pair, as in HF
-        elif text_pair is None:
-            inputs = [one(t) for t in text]
-        elif not isinstance(text_pair, (list, tuple)) or len(text_pair) != len(text):
-            raise ValueError("for a batch of texts, text_pair must be a list of the same length")
-        else:
-            inputs = [(one(a), one(b)) for a, b in zip(text, text_pair, strict=True)]
+        inputs, batched = _inputs(text, text_pair, words)
         pad, trunc, max_length = self._strategies(padding, truncation, max_length, pad_to_multiple_of)
         if not isinstance(stride, int) or stride < 0:
             raise ValueError(f"stride must be an int >= 0, not {stride!r}")
         if return_tensors not in (None, "pt", "np"):
             raise ValueError(f"return_tensors must be None, 'pt' or 'np', not {return_tensors!r}")
+        settings = (pad, trunc, max_length, stride, pad_to_multiple_of)
+        encodings = self._encode(inputs, words, add_special_tokens, *settings)
+        overflow = return_overflowing_tokens
+        data, rows = _outputs(encodings, overflow, return_offsets_mapping, return_special_tokens_mask)
+        if return_tensors is not None:
+            data = {k: _as_tensor(k, v, return_tensors) for k, v in data.items()}
+        elif not batched and not overflow:
+            data = {k: v[0] for k, v in data.items()}  # one text: flat lists, as in transformers
+        return BatchEncoding(data, rows)
+
+    def _encode(
+        self,
+        inputs: list,
+        words: bool,
+        add_special_tokens: bool,
+        pad: str | None,
+        trunc: str | None,
+        max_length: int | None,
+        stride: int,
+        pad_to_multiple_of: int | None,
+    ) -> list[tokenizers.Encoding]:
+        """`encode_batch` under these truncation and padding settings (the backend is shared: the
+        lock keeps another thread's settings out)."""
         with self._lock:
             try:
                 if trunc:
@@ -313,7 +319,7 @@ class Tokenizer:
                         length=length,
                         pad_to_multiple_of=pad_to_multiple_of,
                     )
-                encodings = self._backend.encode_batch(
+                return self._backend.encode_batch(
                     inputs, add_special_tokens=add_special_tokens, is_pretokenized=words
                 )
             except BaseException as e:
@@ -326,26 +332,6 @@ class Tokenizer:
             finally:
                 self._backend.no_truncation()
                 self._backend.no_padding()
-        # With overflow, each input gives its first window and then the rest, as rows of their own.
-        rows = [r for e in encodings for r in ([e, *e.overflowing] if return_overflowing_tokens else [e])]
-        data: dict[str, Any] = {
-            "input_ids": [r.ids for r in rows],
-            "token_type_ids": [r.type_ids for r in rows],
-            "attention_mask": [r.attention_mask for r in rows],
-        }
-        if return_special_tokens_mask:
-            data["special_tokens_mask"] = [r.special_tokens_mask for r in rows]
-        if return_offsets_mapping:
-            data["offset_mapping"] = [r.offsets for r in rows]
-        if return_overflowing_tokens:
-            data["overflow_to_sample_mapping"] = [
-                i for i, e in enumerate(encodings) for _ in [e, *e.overflowing]
-            ]
-        if return_tensors is not None:
-            data = {k: _as_tensor(k, v, return_tensors) for k, v in data.items()}
-        elif not batched and not return_overflowing_tokens:
-            data = {k: v[0] for k, v in data.items()}  # one text: flat lists, as in transformers
-        return BatchEncoding(data, rows)
 
     def _strategies(
         self, padding: Any, truncation: Any, max_length: int | None, pad_to_multiple_of: int | None
@@ -380,10 +366,45 @@ class Tokenizer:
         return f"Tokenizer(vocab_size={self.vocab_size}, do_lower_case={self.do_lower_case})"
 
 
-def _normalizer(lowercase: bool, strip_accents: bool | None, chinese: bool) -> normalizers.Normalizer:
+def bert_normalizer(lowercase: bool, strip_accents: bool | None, chinese: bool) -> normalizers.Normalizer:
     return normalizers.BertNormalizer(
         clean_text=True, handle_chinese_chars=chinese, strip_accents=strip_accents, lowercase=lowercase
     )
+
+
+def _inputs(text: Any, text_pair: Any, words: bool) -> tuple[list, bool]:
+    """What `encode_batch` takes for a text (or pair) or a batch of them, and whether it was a batch."""
+    one = lambda t: _check_text(t, words)
+    batched = isinstance(text, (list, tuple)) and (
+        not words or bool(text) and isinstance(text[0], (list, tuple))
+    )
+    if not batched:
+        return ([(one(text), one(text_pair))] if text_pair else [one(text)]), False  # "" is no pair, as in HF
+    if text_pair is None:
+        return [one(t) for t in text], True
+    if not isinstance(text_pair, (list, tuple)) or len(text_pair) != len(text):
+        raise ValueError("for a batch of texts, text_pair must be a list of the same length")
+    return [(one(a), one(b)) for a, b in zip(text, text_pair, strict=True)], True
+
+
+def _outputs(
+    encodings: list[tokenizers.Encoding], overflow: bool, offsets: bool, special: bool
+) -> tuple[dict[str, Any], list[tokenizers.Encoding]]:
+    """The output lists by name, one row an encoding; with overflow, each input gives its first
+    window and then the rest, as rows of their own."""
+    rows = [r for e in encodings for r in ([e, *e.overflowing] if overflow else [e])]
+    data: dict[str, Any] = {
+        "input_ids": [r.ids for r in rows],
+        "token_type_ids": [r.type_ids for r in rows],
+        "attention_mask": [r.attention_mask for r in rows],
+    }
+    if special:
+        data["special_tokens_mask"] = [r.special_tokens_mask for r in rows]
+    if offsets:
+        data["offset_mapping"] = [r.offsets for r in rows]
+    if overflow:
+        data["overflow_to_sample_mapping"] = [i for i, e in enumerate(encodings) for _ in [e, *e.overflowing]]
+    return data, rows
 
 
 def _check_text(text: Any, words: bool) -> Any:
@@ -452,126 +473,3 @@ def read_vocab(path: str | os.PathLike) -> list[str]:
         line = raw[: e.start].count(b"\n") + 1
         raise BertkitError(f"line {line}: not valid UTF-8", path) from None
     return [line.rstrip() for line in (lines[:-1] if lines[-1] == "" else lines)]
-
-
-def train_tokenizer(
-    files: str | os.PathLike | Iterable[str | os.PathLike],
-    vocab_size: int,
-    output: str | os.PathLike | None,
-    do_lower_case: bool = True,
-    min_frequency: int = 2,
-    limit_alphabet: int = 1000,
-    strip_accents: bool | None = None,
-    *,
-    strip_gutenberg: bool = True,
-    alphabet_files: str | os.PathLike | Iterable[str | os.PathLike] = (),
-) -> Tokenizer:
-    """Learn a WordPiece vocabulary of `vocab_size` tokens ([PAD] [UNK] [CLS] [SEP] [MASK] first)
-    from text files, folders or glob patterns (plain or .gz) and save it to the directory `output`
-    (None: do not save). Lines are streamed, so memory grows with the number of distinct words, not
-    with the corpus. The normalizer isolates CJK characters, so each one is a token. Every
-    character of `alphabet_files` (normalized as the corpus is) is kept whatever its count, as
-    the trainer's initial alphabet: text the model will meet (a fine-tuning set) then has no
-    [UNK] for characters the corpus lacks (digits, product names)."""
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size <= len(SPECIAL_TOKENS):
-        raise BertkitError(
-            f"vocab_size must be more than the {len(SPECIAL_TOKENS)} special tokens, not {vocab_size}"
-        )
-    if min_frequency < 0 or limit_alphabet < 1:
-        raise BertkitError("min_frequency must be >= 0 and limit_alphabet >= 1")
-    if output is not None and Path(output).exists() and not Path(output).is_dir():
-        raise BertkitError("output exists and is not a directory", output)
-    paths = resolve_files(files)
-    model = models.WordPiece(unk_token=UNK, max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD)
-    backend = tokenizers.Tokenizer(model)
-    # Training sees the text through the normalizer and pre-tokenizer that encoding will use.
-    backend.normalizer = _normalizer(do_lower_case, strip_accents, chinese=True)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    alphabet = _alphabet(backend, alphabet_files)
-    if len(alphabet) > limit_alphabet:
-        raise BertkitError(
-            f"the alphabet files hold {len(alphabet)} characters, more than limit_alphabet "
-            f"{limit_alphabet}: raise limit_alphabet"
-        )
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size,
-        min_frequency=min_frequency,
-        limit_alphabet=limit_alphabet,
-        initial_alphabet=alphabet,
-        special_tokens=list(SPECIAL_TOKENS),
-        continuing_subword_prefix="##",
-        show_progress=False,
-    )
-    seen = 0
-
-    def batches(size: int = 1000) -> Iterator[list[str]]:  # batches cut the calls across into Rust
-        nonlocal seen
-        batch: list[str] = []
-        for line in iter_text_lines(paths, strip_gutenberg):
-            if line.strip():
-                seen += 1
-                batch.append(line)
-            if len(batch) == size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
-
-    backend.train_from_iterator(batches(), trainer=trainer)
-    _add_continuations(backend, alphabet)
-    if seen == 0 or backend.get_vocab_size() <= len(SPECIAL_TOKENS):
-        names = ", ".join(map(str, paths[:3])) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
-        raise BertkitError(f"no text to train on in {names}")
-    if backend.get_vocab_size() > vocab_size:
-        n = backend.get_vocab_size()
-        raise BertkitError(
-            f"vocab_size {vocab_size} is too small: the characters alone (corpus and alphabet files) "
-            f"take {n} tokens (raise vocab_size or lower limit_alphabet)"
-        )
-    tok = Tokenizer(backend, do_lower_case=do_lower_case, strip_accents=strip_accents)
-    if output is not None:
-        tok.save_pretrained(output)
-    return tok
-
-
-def _add_continuations(backend: tokenizers.Tokenizer, alphabet: list[str]) -> None:
-    """Give each character of `alphabet` that can continue a word (a digit, a letter; not CJK
-    or punctuation, which the pre-tokenizer splits off) its "##" form, appended to the trained
-    vocabulary: without it "2018" is [UNK] when the corpus had no digits."""
-    assert backend.normalizer is not None and backend.pre_tokenizer is not None
-    vocab = backend.get_vocab()
-
-    def continues(ch: str) -> bool:
-        words = backend.pre_tokenizer.pre_tokenize_str(backend.normalizer.normalize_str("a" + ch))
-        return len(words) == 1
-
-    extra = [f"##{ch}" for ch in alphabet if f"##{ch}" not in vocab and continues(ch)]
-    if not extra:
-        return
-    for piece in extra:
-        vocab[piece] = len(vocab)
-    backend.model = models.WordPiece(
-        vocab,
-        unk_token=UNK,
-        max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD,
-        continuing_subword_prefix="##",
-    )
-
-
-def _alphabet(
-    backend: tokenizers.Tokenizer, files: str | os.PathLike | Iterable[str | os.PathLike]
-) -> list[str]:
-    """The distinct characters of `files` as the trainer sees them (after `backend`'s
-    normalizer), whitespace left out, in order of first appearance."""
-    if isinstance(files, (str, os.PathLike)):
-        files = [files]
-    files = list(files)
-    if not files:
-        return []
-    assert backend.normalizer is not None
-    seen: dict[str, None] = {}
-    for line in iter_text_lines(files, strip_gutenberg=False):
-        for ch in backend.normalizer.normalize_str(line):
-            if not ch.isspace():
-                seen[ch] = None
-    return list(seen)

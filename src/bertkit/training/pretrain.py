@@ -124,7 +124,7 @@ def prepare(args: PretrainArgs, dist: Runtime) -> tuple[Tokenizer, Path]:
     shard_dir = Path(args.corpus[0]) if given_shards else out / "data"
     if dist.main:
         if not args.tokenizer and not (tok_dir / "vocab.txt").is_file():
-            from bertkit.tokenization.tokenizer import train_tokenizer
+            from bertkit.tokenization.vocab import train_tokenizer
 
             print(f"training a WordPiece vocabulary of {args.vocab_size} tokens on the corpus")
             train_tokenizer(args.corpus, args.vocab_size, tok_dir, do_lower_case=not args.cased)

@@ -1,0 +1,166 @@
+"""Learning a WordPiece vocabulary from text, with `tokenizers`' WordPiece trainer.
+
+`train_tokenizer` streams the lines of text files (plain or .gz, Gutenberg boilerplate stripped),
+sees them through the normalizer and pre-tokenizer that encoding will use, learns `vocab_size`
+tokens with BERT's five special tokens first, and gives every kept character its "##" form so
+that no digit or letter is [UNK] inside a word. The result is a `Tokenizer`, saved like any other.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import tokenizers
+from tokenizers import models, pre_tokenizers, trainers
+
+from bertkit.errors import BertkitError
+from bertkit.tokenization.text import PathArg, iter_text_lines, resolve_files
+from bertkit.tokenization.tokenizer import (
+    MAX_INPUT_CHARS_PER_WORD,
+    SPECIAL_TOKENS,
+    UNK,
+    Tokenizer,
+    bert_normalizer,
+)
+
+PathsArg = PathArg | Iterable[PathArg]
+
+
+def train_tokenizer(
+    files: PathsArg,
+    vocab_size: int,
+    output: str | os.PathLike | None,
+    do_lower_case: bool = True,
+    min_frequency: int = 2,
+    limit_alphabet: int = 1000,
+    strip_accents: bool | None = None,
+    *,
+    strip_gutenberg: bool = True,
+    alphabet_files: PathsArg = (),
+) -> Tokenizer:
+    """Learn a WordPiece vocabulary of `vocab_size` tokens ([PAD] [UNK] [CLS] [SEP] [MASK] first)
+    from text files, folders or glob patterns (plain or .gz) and save it to the directory `output`
+    (None: do not save). Lines are streamed, so memory grows with the number of distinct words, not
+    with the corpus. The normalizer isolates CJK characters, so each one is a token. Every
+    character of `alphabet_files` (normalized as the corpus is) is kept whatever its count, as
+    the trainer's initial alphabet: text the model will meet (a fine-tuning set) then has no
+    [UNK] for characters the corpus lacks (digits, product names)."""
+    _check_options(vocab_size, min_frequency, limit_alphabet, output)
+    paths = resolve_files(files)
+    model = models.WordPiece(unk_token=UNK, max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD)
+    backend = tokenizers.Tokenizer(model)
+    # Training sees the text through the normalizer and pre-tokenizer that encoding will use.
+    backend.normalizer = bert_normalizer(do_lower_case, strip_accents, chinese=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    alphabet = _alphabet(backend, alphabet_files)
+    if len(alphabet) > limit_alphabet:
+        raise BertkitError(
+            f"the alphabet files hold {len(alphabet)} characters, more than limit_alphabet "
+            f"{limit_alphabet}: raise limit_alphabet"
+        )
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        limit_alphabet=limit_alphabet,
+        initial_alphabet=alphabet,
+        special_tokens=list(SPECIAL_TOKENS),
+        continuing_subword_prefix="##",
+        show_progress=False,
+    )
+    lines = _LineBatches(paths, strip_gutenberg)
+    backend.train_from_iterator(lines, trainer=trainer)
+    _add_continuations(backend, alphabet)
+    _check_trained(backend, vocab_size, lines.seen, paths)
+    tok = Tokenizer(backend, do_lower_case=do_lower_case, strip_accents=strip_accents)
+    if output is not None:
+        tok.save_pretrained(output)
+    return tok
+
+
+def _check_options(
+    vocab_size: int, min_frequency: int, limit_alphabet: int, output: str | os.PathLike | None
+) -> None:
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size <= len(SPECIAL_TOKENS):
+        raise BertkitError(
+            f"vocab_size must be more than the {len(SPECIAL_TOKENS)} special tokens, not {vocab_size}"
+        )
+    if min_frequency < 0 or limit_alphabet < 1:
+        raise BertkitError("min_frequency must be >= 0 and limit_alphabet >= 1")
+    if output is not None and Path(output).exists() and not Path(output).is_dir():
+        raise BertkitError("output exists and is not a directory", output)
+
+
+class _LineBatches:
+    """The corpus' non-blank lines in batches (batches cut the calls across into Rust), counting
+    the lines seen."""
+
+    def __init__(self, paths: list[Path], strip_gutenberg: bool, size: int = 1000):
+        self.paths, self.strip_gutenberg, self.size = paths, strip_gutenberg, size
+        self.seen = 0
+
+    def __iter__(self) -> Iterator[list[str]]:
+        batch: list[str] = []
+        for line in iter_text_lines(self.paths, self.strip_gutenberg):
+            if line.strip():
+                self.seen += 1
+                batch.append(line)
+            if len(batch) == self.size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+
+def _check_trained(backend: tokenizers.Tokenizer, vocab_size: int, seen: int, paths: list[Path]) -> None:
+    if seen == 0 or backend.get_vocab_size() <= len(SPECIAL_TOKENS):
+        names = ", ".join(map(str, paths[:3])) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+        raise BertkitError(f"no text to train on in {names}")
+    if backend.get_vocab_size() > vocab_size:
+        n = backend.get_vocab_size()
+        raise BertkitError(
+            f"vocab_size {vocab_size} is too small: the characters alone (corpus and alphabet files) "
+            f"take {n} tokens (raise vocab_size or lower limit_alphabet)"
+        )
+
+
+def _add_continuations(backend: tokenizers.Tokenizer, alphabet: list[str]) -> None:
+    """Give each character of `alphabet` that can continue a word (a digit, a letter; not CJK
+    or punctuation, which the pre-tokenizer splits off) its "##" form, appended to the trained
+    vocabulary: without it "2018" is [UNK] when the corpus had no digits."""
+    assert backend.normalizer is not None and backend.pre_tokenizer is not None
+    vocab = backend.get_vocab()
+
+    def continues(ch: str) -> bool:
+        words = backend.pre_tokenizer.pre_tokenize_str(backend.normalizer.normalize_str("a" + ch))
+        return len(words) == 1
+
+    extra = [f"##{ch}" for ch in alphabet if f"##{ch}" not in vocab and continues(ch)]
+    if not extra:
+        return
+    for piece in extra:
+        vocab[piece] = len(vocab)
+    backend.model = models.WordPiece(
+        vocab,
+        unk_token=UNK,
+        max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD,
+        continuing_subword_prefix="##",
+    )
+
+
+def _alphabet(backend: tokenizers.Tokenizer, files: PathsArg) -> list[str]:
+    """The distinct characters of `files` as the trainer sees them (after `backend`'s
+    normalizer), whitespace left out, in order of first appearance."""
+    if isinstance(files, (str, os.PathLike)):
+        files = [files]
+    files = list(files)
+    if not files:
+        return []
+    assert backend.normalizer is not None
+    seen: dict[str, None] = {}
+    for line in iter_text_lines(files, strip_gutenberg=False):
+        for ch in backend.normalizer.normalize_str(line):
+            if not ch.isspace():
+                seen[ch] = None
+    return list(seen)
