@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bertkit.data.readers import read_label_file
+from bertkit.data.labels import read_label_file
 from bertkit.runtime import cpu_description
 from bertkit.tasks.multilabel import MultiLabelTask, tuned_thresholds
 from bertkit.tasks.registry import load_examples

@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "bertkit"
 # floor do not import each other. Root modules (errors, fileio, runtime) are the ground floor;
 # `bertkit/__init__.py` (the public API) and `__main__` stand above the house.
 FLOORS: list[tuple[str, ...]] = [
-    ("bertkit.errors",),
+    ("bertkit.errors", "bertkit.options"),
     ("bertkit.fileio", "bertkit.runtime"),
     ("bertkit.tokenization",),
     ("bertkit.data", "bertkit.models", "bertkit.evaluation"),

@@ -21,7 +21,7 @@ import bertkit
 from bertkit import BertConfig, Tokenizer
 from bertkit.cli import main
 from bertkit.data.batching import IGNORE
-from bertkit.data.readers import TokenExample
+from bertkit.data.examples import TokenExample
 from bertkit.errors import BertkitError
 from bertkit.runtime import Runtime
 from bertkit.tasks import weights
@@ -355,8 +355,8 @@ def test_resume_builds_the_same_groups_and_continues_exactly():
 
 
 def test_resume_refuses_another_head_lr_mult(tmp_path):
-    from bertkit.training.finetune import Resumable, resume_from, run_settings
     from bertkit.training.resume import write_checkpoint
+    from bertkit.training.run import Resumable, resume_from, run_settings
 
     def checkpoint(root, args_saved):
         write_checkpoint(root, {"step": 1, "run": {"args": args_saved}}, lambda d: None, 1)

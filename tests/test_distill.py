@@ -214,7 +214,7 @@ def test_alpha_one_is_the_fine_tuning_loss(tiny_dir, tmp_path, kind):
     student, _ = S.build_student(plan, task, t_dir, None)
     model = S.wrap_student(student, plan, task, S.DistillArgs(), None).eval()  # no dropout
     from bertkit.data.batching import pad_batch
-    from bertkit.data.readers import TokenExample
+    from bertkit.data.examples import TokenExample
 
     if kind == "classify":
         batch = _batch(tok, ["a good film", "dull"], [1, 0])

@@ -13,7 +13,7 @@ import bertkit
 from bertkit import BertConfig, Tokenizer
 from bertkit.cli import main
 from bertkit.data.batching import IGNORE, length_grouped_order, pad_batch, sorted_order
-from bertkit.data.readers import QAExample, TokenExample
+from bertkit.data.examples import QAExample, TokenExample
 from bertkit.runtime import Runtime
 from bertkit.tasks.ner import NerTask
 from bertkit.tasks.qa import QATask

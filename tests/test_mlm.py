@@ -181,7 +181,7 @@ def test_vocabulary_without_mask_is_a_clear_error():
 def test_sparse_mlm_loss_equals_dense_loss(special):
     from bertkit import BertConfig
     from bertkit.models.heads import BertForPreTraining
-    from bertkit.training.pretrain import mlm_loss
+    from bertkit.training.masked_lm import mlm_loss
 
     rng = np.random.default_rng(5)
     docs = InMemoryDocs(_docs(rng))

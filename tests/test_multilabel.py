@@ -14,7 +14,7 @@ from sklearn import metrics as skm
 
 import bertkit
 from bertkit.cli import main
-from bertkit.data.readers import LabelSets
+from bertkit.data.labels import LabelSets
 from bertkit.errors import BertkitError
 from bertkit.evaluation.metrics import multilabel_metrics
 from bertkit.tasks import registry

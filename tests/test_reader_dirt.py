@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from bertkit.data.readers import read_conll, read_span_jsonl, read_text_classification
+from bertkit.data.conll import read_conll
+from bertkit.data.readers import read_text_classification
+from bertkit.data.spans import read_span_jsonl
 from bertkit.errors import BertkitError
 
 CLEAN = "EU B-ORG\nrejects O\n\nPeter B-PER\nBlackburn I-PER\n\nBRUSSELS B-LOC\n\nto O\n"

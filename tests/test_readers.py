@@ -11,18 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bertkit.data.readers import (
-    QAExample,
-    TextExample,
-    TokenExample,
-    check_labels,
-    detect_scheme,
-    label_vocab,
-    read_conll,
-    read_span_jsonl,
-    read_squad,
-    read_text_classification,
-)
+from bertkit.data.conll import read_conll
+from bertkit.data.examples import QAExample, TextExample, TokenExample
+from bertkit.data.labels import check_labels, label_vocab
+from bertkit.data.readers import read_text_classification
+from bertkit.data.schemes import detect as detect_scheme
+from bertkit.data.spans import read_span_jsonl
+from bertkit.data.squad import read_squad
 from bertkit.errors import BertkitError
 
 # --------------------------------------------------------------------------- helpers

@@ -106,7 +106,7 @@ def test_torchrun_environment_picks_the_backend(cuda, world, monkeypatch):
 def test_finetune_puts_model_batches_and_autocast_on_cuda(fake_cuda, head_dir, tmp_path):
     """Two training steps with the runtime on (patched) CUDA: the model is moved there, every
     batch goes through the runtime's pinned non-blocking copy to it, autocast is CUDA bf16."""
-    from bertkit.data.readers import TextExample
+    from bertkit.data.examples import TextExample
     from bertkit.engine.runner import InferenceOptions, prepare
     from bertkit.models.heads import BertForSequenceClassification
     from bertkit.tasks.classify import ClassifyTask

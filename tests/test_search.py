@@ -24,7 +24,7 @@ def test_parse_grid_and_errors():
 
 
 def test_folds_are_stratified_partitions():
-    from bertkit.data.readers import TextExample
+    from bertkit.data.examples import TextExample
 
     examples = [TextExample(f"t{i}", None, "a" if i % 3 else "b", i) for i in range(30)]
     splits = folds(examples, 3, seed=1)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from bertkit.cli import main
+from bertkit.data.corpus import ShardedCorpus
 from bertkit.data.mlm import (
     IGNORE,
     InstanceMaker,
@@ -22,7 +23,7 @@ from bertkit.data.mlm import (
     line_lengths,
     pack_spans,
 )
-from bertkit.data.shards import ShardedCorpus, build_shards
+from bertkit.data.shards import build_shards
 from bertkit.errors import BertkitError
 from bertkit.tokenization.segment import continuation, load_segmenter, word_starts
 from bertkit.tokenization.tokenizer import SPECIAL_TOKENS, Tokenizer

@@ -15,7 +15,8 @@ from bertkit.models.heads import BertForSequenceClassification, BertForTokenClas
 fastapi = pytest.importorskip("fastapi", reason="fastapi is not installed")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from bertkit.serve.app import Limits, create_app  # noqa: E402
+from bertkit.serve.app import create_app  # noqa: E402
+from bertkit.serve.limits import Limits  # noqa: E402
 
 SENTENCES = [
     "EU rejects German call to boycott British lamb .",

@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 
 from bertkit.cli import main
-from bertkit.data.shards import SPLITS, ShardedCorpus, build_shards, read_manifest
+from bertkit.data.corpus import ShardedCorpus
+from bertkit.data.manifest import SPLITS, read_manifest
+from bertkit.data.shards import build_shards
 from bertkit.errors import BertkitError
 from bertkit.tokenization.text import LineHashSet, iter_documents, iter_text_lines
 from bertkit.tokenization.tokenizer import SPECIAL_TOKENS, Tokenizer

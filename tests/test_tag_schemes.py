@@ -18,7 +18,8 @@ from seqeval.scheme import BILOU, IOB2, IOBES, IOE2
 
 from bertkit.cli import main
 from bertkit.data import schemes
-from bertkit.data.readers import detect_scheme, read_conll
+from bertkit.data.conll import read_conll
+from bertkit.data.schemes import detect as detect_scheme
 from bertkit.errors import BertkitError
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

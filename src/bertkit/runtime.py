@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from bertkit.errors import BertkitError
+from bertkit.options import option
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -38,9 +39,23 @@ class RuntimeArgs:
     """The runtime flags and their defaults (`BERTKIT_DEVICE`, `BERTKIT_PRECISION` and
     `BERTKIT_THREADS` in the environment override the defaults, flags override both)."""
 
-    device: str = "auto"
-    precision: str = "auto"
-    threads: int | None = None  # torch intra-op threads; None: torch's choice (one per core)
+    device: str = option(
+        "auto",
+        unset=True,
+        help="auto (default: CUDA when a GPU is visible, else the CPU), cpu, cuda or cuda:N "
+        "(env BERTKIT_DEVICE; default {default})",
+    )
+    precision: str = option(
+        "auto",
+        unset=True,
+        choices=PRECISIONS,
+        help="auto (default): bf16 where the device multiplies bf16 natively (GPUs of compute "
+        "capability 8.0+, AMX/AVX512-BF16 CPUs), else fp16 on CUDA and fp32 on a CPU; bf16, fp16 "
+        "(CUDA) or fp32 force it, in training (autocast, fp16 with a loss scaler) and inference (weights)",
+    )
+    threads: int | None = option(
+        None, unset=True, help="CPU threads (default: one per core)"
+    )  # None: torch's
 
     @classmethod
     def from_env(cls, **overrides: Any) -> RuntimeArgs:

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> None:
     from bertkit.tasks import registry
     from bertkit.training.distill import Data, distill, read_labelled, read_unlabeled
     from bertkit.training.distill_student import DistillArgs
-    from bertkit.training.finetune import Resumable
+    from bertkit.training.run import Resumable
 
     output = Path(args.output)
     resumable = Resumable.beside(output, args.save_every, args.resume)

@@ -43,7 +43,8 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> None:
     from bertkit.evaluation.report import write_report
     from bertkit.tasks import registry
-    from bertkit.training.finetune import Resumable, finetune
+    from bertkit.training.finetune import finetune
+    from bertkit.training.run import Resumable
 
     output = Path(args.output)
     resumable = Resumable.beside(output, args.save_every, args.resume)

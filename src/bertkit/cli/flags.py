@@ -6,38 +6,22 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from bertkit.cli.options import add_options, build, given
 from bertkit.data.schemes import ALIASES, CHOICES, NAMES
-from bertkit.runtime import PRECISIONS, Runtime, RuntimeArgs, compute_init
-from bertkit.tasks.multilabel import LABEL_LOSSES, POS_WEIGHT_CLIP, THRESHOLD_MODES, MultiLabelTask
+from bertkit.runtime import Runtime, RuntimeArgs, compute_init
+from bertkit.tasks import registry
+from bertkit.tasks.multilabel import LABEL_LOSSES, POS_WEIGHT_CLIP, THRESHOLD_MODES
 from bertkit.tasks.registry import FORMATS
 from bertkit.training.loop import TrainArgs
 
-_RT = RuntimeArgs()
-
 
 def add_runtime(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("runtime")
-    g.add_argument(
-        "--device",
-        default=None,
-        help=f"auto (default: CUDA when a GPU is visible, else the CPU), cpu, cuda or cuda:N "
-        f"(env BERTKIT_DEVICE; default {_RT.device})",
-    )
-    g.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default=None,
-        help="auto (default): bf16 where the device multiplies bf16 natively (GPUs of compute "
-        "capability 8.0+, AMX/AVX512-BF16 CPUs), else fp16 on CUDA and fp32 on a CPU; bf16, fp16 "
-        "(CUDA) or fp32 force it, in training (autocast, fp16 with a loss scaler) and inference (weights)",
-    )
-    g.add_argument("--threads", type=int, default=None, help="CPU threads (default: one per core)")
+    add_options(p.add_argument_group("runtime"), RuntimeArgs(), ("device", "precision", "threads"))
 
 
 def runtime(args: argparse.Namespace, distributed: bool = False) -> Runtime:
     """The command's runtime; `distributed`: join torchrun's process group (training commands)."""
-    given = RuntimeArgs.from_env(device=args.device, precision=args.precision, threads=args.threads)
-    return compute_init(given, distributed)
+    return compute_init(RuntimeArgs.from_env(**given(args, RuntimeArgs)), distributed)
 
 
 BACKEND_HELP = {  # bertkit.engine.runner.BACKENDS, as --backend describes them
@@ -96,19 +80,6 @@ def engine(args: argparse.Namespace):
         backend=getattr(args, "backend", None),
         onnx_file=getattr(args, "onnx_file", None),
         calibration=getattr(args, "calibration", None),
-    )
-
-
-def add_segmenter(p: argparse.ArgumentParser) -> None:
-    """Word boundaries recorded in token shards (`bertkit shards`, and `pretrain` on raw text)."""
-    from bertkit.tokenization.segment import SEGMENTERS
-
-    p.add_argument(
-        "--segmenter",
-        choices=SEGMENTERS,
-        help="record word boundaries for --whole-word-mask (Chinese): cut each line with jieba or "
-        "rjieba (pip install bertkit[zh]), or 'spaces' for a corpus already segmented (one line of "
-        "space-separated words per line, e.g. a segmentation file); default: none",
     )
 
 
@@ -301,100 +272,20 @@ def add_task(p: argparse.ArgumentParser) -> None:
     )
 
 
+TRAINING = ("epochs", "max_steps", "batch_size", "grad_accum", "lr", "weight_decay", "warmup", "eval_every",
+            "log_every", "seed", "nonfinite", "progress")  # fmt: skip
+FINE_TUNING = ("patience", "head_lr_mult", "min_steps", "group_by_length")
+
+
 def add_training(p: argparse.ArgumentParser, d: TrainArgs, fine_tuning: bool = True) -> None:
     """The training flags, their defaults from `d` (fine-tuning's or pretraining's TrainArgs)."""
-    o = p.add_argument_group("training")
-    o.add_argument(
-        "--epochs", type=float, default=d.epochs, help=f"passes over the data (default {d.epochs:g})"
-    )
-    o.add_argument(
-        "--max-steps", type=int, default=None, help="optimizer steps (overrides --epochs; sets the schedule)"
-    )
-    o.add_argument(
-        "--batch-size",
-        type=int,
-        default=d.batch_size,
-        help=f"examples per batch, all processes (default {d.batch_size})",
-    )
-    o.add_argument(
-        "--grad-accum", type=int, default=d.grad_accum, help="batches per optimizer step (default 1)"
-    )
-    o.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr:g})")
-    o.add_argument(
-        "--weight-decay",
-        type=float,
-        default=d.weight_decay,
-        help=f"AdamW weight decay (default {d.weight_decay:g})",
-    )
-    o.add_argument(
-        "--warmup",
-        type=float,
-        default=d.warmup,
-        help=f"warm-up: share of steps if < 1, else steps (default {d.warmup:g})",
-    )
-    every = "each epoch" if d.eval_every is None else d.eval_every
-    o.add_argument(
-        "--eval-every", type=int, default=d.eval_every, help=f"evaluate every N steps (default {every})"
-    )
-    o.add_argument(
-        "--log-every",
-        type=int,
-        default=d.log_every,
-        help=f"log the training loss every N steps ({d.log_every})",
-    )
-    o.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
-    o.add_argument(
-        "--on-nonfinite",
-        choices=["skip", "stop"],
-        default=d.nonfinite,
-        help="NaN/inf loss or gradient: skip the step (default) or stop",
-    )
-    o.add_argument("--quiet", action="store_true", help="no progress bar")
-    if fine_tuning:
-        o.add_argument("--patience", type=int, default=None, help="early stopping: evaluations without gain")
-        o.add_argument(
-            "--head-lr-mult",
-            type=float,
-            default=None,
-            help="the task layers (all but the encoder: classifier, CRF, BiLSTM, QA outputs) learn at "
-            f"--lr times this, in AdamW groups of their own (default {d.head_lr_mult:g}; multi-label "
-            f"{MultiLabelTask.train_overrides['head_lr_mult']:g})",
-        )
-        o.add_argument(
-            "--min-steps",
-            type=int,
-            default=None,
-            help="train at least this many optimizer steps, adding epochs over a small training set "
-            f"(--max-steps wins; default none; multi-label {MultiLabelTask.train_overrides['min_steps']})",
-        )
-        o.add_argument(
-            "--no-group-by-length",
-            action="store_true",
-            help="plain shuffled batches instead of batches of similar lengths (more padding, slower)",
-        )
+    notes = {}
+    for name in ("head_lr_mult", "min_steps"):  # the tasks' own defaults, named in the help
+        notes[name] = {"overrides": "".join(f"; {task} {v:g}" for task, v in registry.train_defaults(name))}
+    names = TRAINING + FINE_TUNING if fine_tuning else TRAINING
+    add_options(p.add_argument_group("training"), d, names, notes)
 
 
 def train_args(args: argparse.Namespace, d: TrainArgs, **overrides: Any) -> TrainArgs:
     """The TrainArgs the training flags give, on top of the defaults `d`."""
-    from dataclasses import replace
-
-    kw = dict(
-        epochs=args.epochs,
-        max_steps=args.max_steps,
-        batch_size=args.batch_size,
-        grad_accum=args.grad_accum,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        warmup=args.warmup,
-        eval_every=args.eval_every,
-        log_every=args.log_every,
-        seed=args.seed,
-        progress=not args.quiet,
-        nonfinite=args.on_nonfinite,
-    )
-    if hasattr(args, "patience"):
-        kw |= {"patience": args.patience, "group_by_length": not args.no_group_by_length}
-        for name in ("head_lr_mult", "min_steps"):  # None: the task's default, in `d`
-            if getattr(args, name) is not None:
-                kw[name] = getattr(args, name)
-    return replace(d, **{**kw, **overrides})
+    return build(args, d, **overrides)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from bertkit.cli import flags
+from bertkit.cli.options import add_options, build
+from bertkit.data.shards import ShardOptions
+from bertkit.tokenization.vocab import VocabOptions
 
 
 def add_parser(sub) -> None:
@@ -19,35 +21,13 @@ def add_parser(sub) -> None:
     sh.add_argument("--corpus", nargs="+", required=True, help="text files (plain or .gz), folders or globs")
     sh.add_argument("--tokenizer", required=True, help="tokenizer directory (tokenizer.json or vocab.txt)")
     sh.add_argument("--output", required=True, help="shard directory to write (written whole at the end)")
-    sh.add_argument(
-        "--workers", type=int, help="tokenizing processes (default: CPU count; 1: in this process)"
-    )
-    sh.add_argument("--heldout", type=float, default=0.01, help="share of the text held out (default 0.01)")
-    sh.add_argument(
-        "--doc-mode",
-        choices=["file", "blank-line"],
-        default="file",
-        help="what a document is: a whole file, or text between blank lines (default file)",
-    )
-    sh.add_argument(
-        "--no-strip-gutenberg",
-        action="store_true",
-        help="keep Project Gutenberg licence headers and footers (default: drop them)",
-    )
-    sh.add_argument(
-        "--dedupe-lines", action="store_true", help="drop exact repeats of a line across the corpus"
-    )
-    sh.add_argument(
-        "--shard-tokens",
-        type=int,
-        default=50_000_000,
-        help="start a new shard after this many tokens, at a document end (default 50000000)",
-    )
-    flags.add_segmenter(sh)
+    d = ShardOptions()
+    add_options(sh, d, ("workers", "heldout", "doc_mode", "strip_gutenberg", "dedupe_lines", "shard_tokens"))
+    add_options(sh, d, ("segmenter",))
     sh.add_argument(
         "--overwrite", action="store_true", help="rebuild an output built from other inputs or options"
     )
-    sh.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_options(sh, d, ("progress",))
     sh.set_defaults(func=shards)
 
     tok = sub.add_parser("tokenizer", help="WordPiece tokenizer tools")
@@ -59,43 +39,33 @@ def add_parser(sub) -> None:
         "tokenizer_config.json to --output. Files may be plain text or .gz.",
     )
     train.add_argument("files", nargs="+", help="text files (plain or .gz), folders or glob patterns")
-    train.add_argument("--vocab-size", type=int, default=30522, help="target vocabulary size (default 30522)")
+    v = VocabOptions()
+    add_options(train, v, ("vocab_size",))
     train.add_argument("--output", required=True, help="directory to write the tokenizer files to")
-    train.add_argument("--cased", action="store_true", help="keep case (default: lower-case)")
+    add_options(train, v, ("lowercase",))
     train.add_argument(
         "--strip-accents",
         choices=["yes", "no"],
         default=None,
         help="strip accents (default: follow lower-casing, as BERT does)",
     )
-    train.add_argument("--min-frequency", type=int, default=2, help="minimum pair frequency to merge")
-    train.add_argument(
-        "--limit-alphabet", type=int, default=1000, help="characters kept (default 1000; Chinese: e.g. 6000)"
-    )
-    train.add_argument(
-        "--initial-alphabet",
-        nargs="+",
-        default=[],
-        metavar="FILE",
-        help="keep every character of these text files (e.g. the fine-tuning sets' training files), "
-        "so that the text the model will meet has no [UNK] for characters the corpus lacks; they "
-        "count towards --limit-alphabet",
-    )
+    add_options(train, v, ("min_frequency", "limit_alphabet", "alphabet_files"))
     train.set_defaults(func=tokenizer_train)
 
 
 def tokenizer_train(args: argparse.Namespace) -> None:
     from bertkit.tokenization.vocab import train_tokenizer
 
+    o = build(args, VocabOptions())
     tok = train_tokenizer(
         args.files,
-        vocab_size=args.vocab_size,
+        vocab_size=o.vocab_size,
         output=args.output,
-        do_lower_case=not args.cased,
-        min_frequency=args.min_frequency,
-        limit_alphabet=args.limit_alphabet,
+        do_lower_case=o.lowercase,
+        min_frequency=o.min_frequency,
+        limit_alphabet=o.limit_alphabet,
         strip_accents=None if args.strip_accents is None else args.strip_accents == "yes",
-        alphabet_files=args.initial_alphabet,
+        alphabet_files=o.alphabet_files,
     )
     print(f"trained a WordPiece vocabulary of {tok.vocab_size} tokens; saved to {args.output}")
 
@@ -107,18 +77,7 @@ def shards(args: argparse.Namespace) -> None:
 
     start = time.perf_counter()
     manifest = build_shards(
-        args.corpus,
-        args.tokenizer,
-        args.output,
-        workers=args.workers,
-        heldout=args.heldout,
-        doc_mode=args.doc_mode,
-        strip_gutenberg=not args.no_strip_gutenberg,
-        dedupe_lines=args.dedupe_lines,
-        shard_tokens=args.shard_tokens,
-        segmenter=args.segmenter,
-        overwrite=args.overwrite,
-        progress=not args.quiet,
+        args.corpus, args.tokenizer, args.output, build(args, ShardOptions()), overwrite=args.overwrite
     )
     for name, split in manifest["splits"].items():
         print(

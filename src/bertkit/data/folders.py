@@ -9,7 +9,7 @@ import os
 import tarfile
 from pathlib import Path, PurePosixPath
 
-from bertkit.data.readers import TextExample
+from bertkit.data.examples import TextExample
 from bertkit.errors import BertkitError
 
 ARCHIVES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")

@@ -199,7 +199,7 @@ def evaluate_dir(
 ) -> dict:
     """Evaluate a fine-tuned directory on a labelled file; write the report to `output`, its
     tags (NER) in `output_scheme` (see `Task.with_output_scheme`)."""
-    from bertkit.data.readers import check_labels
+    from bertkit.data.labels import check_labels
     from bertkit.evaluation.report import write_report
     from bertkit.fileio import staged_output
 

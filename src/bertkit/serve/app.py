@@ -23,10 +23,11 @@ embeddings truncate at the model's limit as sentence-transformers does (document
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
 
@@ -36,17 +37,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from bertkit.engine.runner import InferenceOptions, encoders
 from bertkit.errors import BertkitError, HTTPError
 from bertkit.runtime import Runtime, local_runtime
+from bertkit.serve.limits import Limits
 from bertkit.tasks import registry
-
-
-@dataclass
-class Limits:
-    max_body_bytes: int = 1_000_000
-    max_texts: int = 256  # per request
-    max_chars: int = 20_000  # per text
-    max_queue: int = 4096  # texts waiting per endpoint before 503
-    batch_texts: int = 256  # texts per engine batch
-    max_wait_ms: float = 5.0  # how long a batch waits for company
 
 
 class Batcher:
@@ -222,52 +214,63 @@ def create_app(
     limits: Limits | None = None,
     runtime: Runtime | None = None,
 ):
+    """The FastAPI app serving `model_dir`: a POST route per endpoint the model serves (the task's,
+    /v1/embed, /v1/fill-mask), each through its micro-batcher on the one engine thread; the page,
+    /health, /v1/model and /metrics."""
     limits = limits or Limits()
     model = ServedModel(Path(model_dir), options or InferenceOptions.from_env(), runtime)
-    metrics = Metrics()
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bertkit-engine")
-    batchers: dict[str, Batcher] = {}
-
-    async def lifespan(app):
-        for name, fn in model.fns.items():
-            batchers[name] = Batcher(name, fn, limits, executor, metrics)
-            batchers[name].start()
-        yield
-        for b in batchers.values():  # uvicorn has drained in-flight requests by now
-            if b.task:
-                b.task.cancel()
-        executor.shutdown(wait=True)
-
+    server = _Server(model, limits)
+    lifespan = contextlib.asynccontextmanager(server.lifespan)
     app = FastAPI(title="bertkit", description=__doc__.split("\n\n")[0], lifespan=lifespan)
 
-    async def read_json(request: Request) -> dict:
-        size = request.headers.get("content-length")
-        if size is not None and size.isdigit() and int(size) > limits.max_body_bytes:
-            raise HTTPError(413, f"request body of {size} bytes; the limit is {limits.max_body_bytes}")
-        raw = b""
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > limits.max_body_bytes:
-                raise HTTPError(413, f"request body over the limit of {limits.max_body_bytes} bytes")
-        try:
-            body = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError as e:
-            raise HTTPError(400, f"request body is not UTF-8 (byte {e.start})") from None
-        except json.JSONDecodeError as e:
-            raise HTTPError(400, f"invalid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
-        if not isinstance(body, dict):
-            raise HTTPError(422, "the body must be a JSON object")
-        return body
+    def route(endpoint: str, parse: Callable[[dict], tuple]) -> None:
+        async def handler(request: Request) -> Response:
+            return await server.serve(endpoint, request, parse)
 
-    async def serve(endpoint: str, request: Request, parse) -> Response:
+        app.post(f"/v1/{endpoint}", name=endpoint)(handler)
+
+    def texts(body: dict, key: str, required: bool = True) -> list[str] | None:
+        return _texts(body, key, limits, required)
+
+    def task_parse(cls: Any) -> Callable[[dict], tuple]:
+        return lambda body: (cls.parse_request(body, texts), lambda r: {cls.response_key: r})
+
+    for cls in registry.TASKS.values():  # /v1/classify, /v1/ner, /v1/qa
+        route(cls.name, task_parse(cls))
+    route("embed", lambda body: _embed_parse(body, limits))
+    route("fill-mask", lambda body: _fill_parse(body, limits))
+    _info_routes(app, model, server.metrics)
+    return app
+
+
+class _Server:
+    """The app's engine side: one micro-batcher per endpoint on a single engine thread, the
+    request metrics, and `serve`, which turns a request into a response and never a traceback."""
+
+    def __init__(self, model: ServedModel, limits: Limits):
+        self.model, self.limits, self.metrics = model, limits, Metrics()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bertkit-engine")
+        self.batchers: dict[str, Batcher] = {}
+
+    async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        for name, fn in self.model.fns.items():
+            self.batchers[name] = Batcher(name, fn, self.limits, self.executor, self.metrics)
+            self.batchers[name].start()
+        yield
+        for b in self.batchers.values():  # uvicorn has drained in-flight requests by now
+            if b.task:
+                b.task.cancel()
+        self.executor.shutdown(wait=True)
+
+    async def serve(self, endpoint: str, request: Request, parse: Callable[[dict], tuple]) -> Response:
         t0 = time.perf_counter()
         try:
-            if endpoint not in batchers:
-                have = ", ".join(f"/v1/{e}" for e in sorted(batchers))
+            if endpoint not in self.batchers:
+                have = ", ".join(f"/v1/{e}" for e in sorted(self.batchers))
                 raise HTTPError(400, f"this model does not serve /v1/{endpoint} (it serves {have})")
-            body = await read_json(request)
+            body = await _read_json(request, self.limits)
             items, wrap = parse(body)
-            result = await batchers[endpoint].submit(items)
+            result = await self.batchers[endpoint].submit(items)
             status, payload, headers = 200, wrap(result), {}
         except HTTPError as e:
             status, payload, headers = e.status, {"error": e.message}, e.headers
@@ -275,41 +278,51 @@ def create_app(
             status, payload, headers = 422, {"error": str(e)}, {}
         except Exception as e:  # never a traceback to the client; the server stays up
             status, payload, headers = 500, {"error": f"internal error: {type(e).__name__}: {e}"}, {}
-        metrics.requests.labels(endpoint, str(status)).inc()
-        metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
+        self.metrics.requests.labels(endpoint, str(status)).inc()
+        self.metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
         return JSONResponse(payload, status_code=status, headers=headers)
 
-    def embed_parse(body):
-        normalize, pooling = body.get("normalize"), body.get("pooling")
-        if normalize is not None and not isinstance(normalize, bool):
-            raise HTTPError(422, '"normalize" must be true or false')
-        if pooling is not None and pooling not in ("mean", "cls"):
-            raise HTTPError(422, '"pooling" must be "mean" or "cls"')
-        texts = _texts(body, "texts", limits)
-        return [(t, pooling, normalize) for t in texts], lambda r: {"embeddings": r}
 
-    def fill_parse(body):
-        k = body.get("top_k", 5)
-        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 100:
-            raise HTTPError(422, '"top_k" must be an integer from 1 to 100')
-        return [(t, k) for t in _texts(body, "texts", limits)], lambda r: {"fills": r}
+async def _read_json(request: Request, limits: Limits) -> dict:
+    """The request body as a JSON object, read no further than the body limit."""
+    size = request.headers.get("content-length")
+    if size is not None and size.isdigit() and int(size) > limits.max_body_bytes:
+        raise HTTPError(413, f"request body of {size} bytes; the limit is {limits.max_body_bytes}")
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > limits.max_body_bytes:
+            raise HTTPError(413, f"request body over the limit of {limits.max_body_bytes} bytes")
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise HTTPError(400, f"request body is not UTF-8 (byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise HTTPError(400, f"invalid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    if not isinstance(body, dict):
+        raise HTTPError(422, "the body must be a JSON object")
+    return body
 
-    def route(endpoint: str, parse):
-        async def handler(request: Request) -> Response:
-            return await serve(endpoint, request, parse)
 
-        app.post(f"/v1/{endpoint}", name=endpoint)(handler)
+def _embed_parse(body: dict, limits: Limits) -> tuple:
+    normalize, pooling = body.get("normalize"), body.get("pooling")
+    if normalize is not None and not isinstance(normalize, bool):
+        raise HTTPError(422, '"normalize" must be true or false')
+    if pooling is not None and pooling not in ("mean", "cls"):
+        raise HTTPError(422, '"pooling" must be "mean" or "cls"')
+    texts = _texts(body, "texts", limits)
+    return [(t, pooling, normalize) for t in texts], lambda r: {"embeddings": r}
 
-    def task_parse(cls):
-        return lambda body: (cls.parse_request(body, texts), lambda r: {cls.response_key: r})
 
-    def texts(body: dict, key: str, required: bool = True) -> list[str] | None:
-        return _texts(body, key, limits, required)
+def _fill_parse(body: dict, limits: Limits) -> tuple:
+    k = body.get("top_k", 5)
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 100:
+        raise HTTPError(422, '"top_k" must be an integer from 1 to 100')
+    return [(t, k) for t in _texts(body, "texts", limits)], lambda r: {"fills": r}
 
-    for cls in registry.TASKS.values():  # /v1/classify, /v1/ner, /v1/qa
-        route(cls.name, task_parse(cls))
-    route("embed", embed_parse)
-    route("fill-mask", fill_parse)
+
+def _info_routes(app: FastAPI, model: ServedModel, metrics: Metrics) -> None:
+    """The page, /health, /v1/model and /metrics (Prometheus)."""
 
     @app.get("/", include_in_schema=False)
     async def page():
@@ -330,8 +343,6 @@ def create_app(
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    return app
 
 
 def run(

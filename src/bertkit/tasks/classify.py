@@ -66,7 +66,7 @@ class ClassifyTask(Task):
 
     @classmethod
     def from_args(cls, args: Any, train: list) -> ClassifyTask:
-        from bertkit.data.readers import label_vocab
+        from bertkit.data.labels import label_vocab
 
         labels = None if getattr(args, "regression", False) else label_vocab(train)
         if labels is not None and any(e.label is None for e in train):
@@ -90,13 +90,13 @@ class ClassifyTask(Task):
 
     def examples_of(self, items: list) -> list:
         """Texts, or (text, pair) tuples, as examples."""
-        from bertkit.data.readers import TextExample
+        from bertkit.data.examples import TextExample
 
         pairs = [it if isinstance(it, tuple) else (it, None) for it in items]
         return [TextExample(t, p, None, 0) for t, p in pairs]
 
     def example_from_line(self, obj: dict | None, line: str, n: int, source: str) -> Any:
-        from bertkit.data.readers import TextExample
+        from bertkit.data.examples import TextExample
 
         example = super().example_from_line(obj, line, n, source)
         pair = obj.get("text_pair") if isinstance(obj, dict) else None

@@ -103,7 +103,7 @@ class MultiLabelTask(ClassifyTask):
     def read(cls, path: str | Path, fmt: str | None = None, **opts: Any) -> list:
         """Classification's TSV/CSV/JSONL reader, each label cell read as a set (`LabelSets`)."""
         from bertkit.data.folders import is_folder_dataset
-        from bertkit.data.readers import LabelSets, read_label_file
+        from bertkit.data.labels import LabelSets, read_label_file
 
         if fmt == "folders" or (fmt is None and is_folder_dataset(path)):
             raise BertkitError(
@@ -121,7 +121,7 @@ class MultiLabelTask(ClassifyTask):
 
     @classmethod
     def from_args(cls, args: Any, train: list) -> MultiLabelTask:
-        from bertkit.data.readers import label_vocab, read_label_file
+        from bertkit.data.labels import label_vocab, read_label_file
 
         if any(e.label is None for e in train):
             raise BertkitError("the training file has no labels (pass --label-column)", args.train)
@@ -391,7 +391,7 @@ def _pos_weight_arg(value: str | None, labels: list[str]) -> list[float] | str |
 def read_label_values(path: str | Path, labels: list[str], what: str, below: float | None) -> list[float]:
     """A value per label from a JSON object {label: value} or `label<TAB>value` lines; every label
     exactly once, each a positive number (and < `below` when given)."""
-    from bertkit.data.readers import numbered_lines
+    from bertkit.data.cleaning import numbered_lines
 
     lines = numbered_lines(path)
     if lines[0][1].startswith("{"):

@@ -61,7 +61,7 @@ _WORD = re.compile(f"[{_CJK}]|(?:[^\\W\\d_{_CJK}]\\.){{2,}}|{_ALNUM}+(?:[-'’.,
 
 def words_of(text: str):
     """Split raw text into words with their character offsets, for NER on plain text."""
-    from bertkit.data.readers import TokenExample
+    from bertkit.data.examples import TokenExample
 
     spans = [(m.start(), m.end()) for m in _WORD.finditer(text)]
     return TokenExample([text[s:e] for s, e in spans], None, text, spans, 0)
@@ -175,7 +175,8 @@ class NerTask(Task):
     @classmethod
     def read(cls, path: str | Path, fmt: str | None = None, **opts: Any) -> list:
         """CoNLL columns, or character-offset span JSON lines (the default for .json/.jsonl)."""
-        from bertkit.data.readers import read_conll, read_span_jsonl
+        from bertkit.data.conll import read_conll
+        from bertkit.data.spans import read_span_jsonl
 
         if fmt is None:
             fmt = "spans" if Path(path).suffix.lower() in (".json", ".jsonl") else "conll"
@@ -186,7 +187,7 @@ class NerTask(Task):
 
     @classmethod
     def from_args(cls, args: Any, train: list) -> NerTask:
-        from bertkit.data.readers import label_vocab
+        from bertkit.data.labels import label_vocab
 
         read_as = next((e.scheme for e in train if e.scheme is not None), None)  # None: span JSONL
         return cls(label_vocab(train), **cls.settings(vars(args)), tag_scheme=read_as)

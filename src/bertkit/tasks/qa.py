@@ -42,7 +42,7 @@ class QATask(Task):
 
     @classmethod
     def read(cls, path: str | Path, fmt: str | None = None, **opts: Any) -> list:
-        from bertkit.data.readers import read_squad
+        from bertkit.data.squad import read_squad
 
         return read_squad(path)
 
@@ -71,12 +71,12 @@ class QATask(Task):
 
     def examples_of(self, items: list) -> list:
         """(question, context) pairs as examples."""
-        from bertkit.data.readers import QAExample
+        from bertkit.data.examples import QAExample
 
         return [QAExample(str(i), q, c, [], None) for i, (q, c) in enumerate(items)]
 
     def example_from_line(self, obj: dict | None, line: str, n: int, source: str) -> Any:
-        from bertkit.data.readers import QAExample
+        from bertkit.data.examples import QAExample
 
         if (
             not isinstance(obj, dict)

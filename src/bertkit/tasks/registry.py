@@ -31,6 +31,17 @@ def names() -> list[str]:
     return list(TASKS)
 
 
+def train_defaults(setting: str) -> list[tuple[str, Any]]:
+    """The tasks and variants whose training default of `setting` is their own: (what the flags
+    call them, the value), e.g. [("multi-label", 10.0)] for head_lr_mult."""
+    found = []
+    for cls in (*TASKS.values(), *VARIANTS):
+        if setting in cls.train_overrides:
+            label = getattr(cls, "variant_flag", None) or cls.name
+            found.append((label.replace("_", "-"), cls.train_overrides[setting]))
+    return found
+
+
 def distillable() -> list[str]:
     """The tasks `bertkit distill` takes: those that give their outputs apart from their loss."""
     return [name for name, cls in TASKS.items() if cls.outputs is not Task.outputs]
@@ -62,7 +73,7 @@ def build(name: str, args: Any, opts: dict) -> tuple[Task, list, list | None, li
     """The task and its train/dev/test examples from command-line arguments (`args.train`,
     `args.dev`, `args.test`, `args.format`, the task flags); dev/test labels are checked against
     the training labels (`args.unknown_label` maps unseen ones)."""
-    from bertkit.data.readers import check_labels
+    from bertkit.data.labels import check_labels
 
     def read(path: str | None) -> list | None:
         return load_examples(name, path, args.format, **opts) if path else None

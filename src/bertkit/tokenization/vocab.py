@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import tokenizers
 from tokenizers import models, pre_tokenizers, trainers
 
 from bertkit.errors import BertkitError
+from bertkit.options import option
 from bertkit.tokenization.text import PathArg, iter_text_lines, resolve_files
 from bertkit.tokenization.tokenizer import (
     MAX_INPUT_CHARS_PER_WORD,
@@ -28,13 +30,36 @@ from bertkit.tokenization.tokenizer import (
 PathsArg = PathArg | Iterable[PathArg]
 
 
+@dataclass
+class VocabOptions:
+    """What a vocabulary is learned with, each also a flag of `bertkit tokenizer train` (and
+    `vocab_size`, `lowercase` of `bertkit pretrain`)."""
+
+    vocab_size: int = option(30522, help="target vocabulary size (default {default})")
+    lowercase: bool = option(True, flag="--cased", negated=True, help="keep case (default: lower-case)")
+    min_frequency: int = option(2, help="minimum pair frequency to merge")
+    limit_alphabet: int = option(1000, help="characters kept (default {default}; Chinese: e.g. 6000)")
+    alphabet_files: list[str] = option(
+        flag="--initial-alphabet",
+        nargs="+",
+        metavar="FILE",
+        default_factory=list,
+        help="keep every character of these text files (e.g. the fine-tuning sets' training files), "
+        "so that the text the model will meet has no [UNK] for characters the corpus lacks; they "
+        "count towards --limit-alphabet",
+    )
+
+
+_D = VocabOptions()
+
+
 def train_tokenizer(
     files: PathsArg,
     vocab_size: int,
     output: str | os.PathLike | None,
-    do_lower_case: bool = True,
-    min_frequency: int = 2,
-    limit_alphabet: int = 1000,
+    do_lower_case: bool = _D.lowercase,
+    min_frequency: int = _D.min_frequency,
+    limit_alphabet: int = _D.limit_alphabet,
     strip_accents: bool | None = None,
     *,
     strip_gutenberg: bool = True,

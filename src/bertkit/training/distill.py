@@ -52,12 +52,12 @@ from bertkit.training.distill_student import (
     wrap_student,
 )
 from bertkit.training.distill_teacher import TeacherLogits, teacher_logits, teacher_scores
-from bertkit.training.finetune import (
+from bertkit.training.loop import Evaluation, TrainArgs, fit, set_seed
+from bertkit.training.run import (
     Resumable,
     Trained,
     check_training,
     checkpointing,
-    ddp_wrap,
     dev_predictions,
     resume_from,
     resuming,
@@ -65,9 +65,9 @@ from bertkit.training.finetune import (
     staged_run,
     stop_if_signalled,
     training_batches,
+    wrap,
     write_output,
 )
-from bertkit.training.loop import Evaluation, TrainArgs, fit, set_seed
 
 
 @dataclass
@@ -199,7 +199,7 @@ def train_student(job: Job, log_dir: Path | None) -> tuple[Trained, dict[str, An
     record = {"args": run, "train_features": len(feats)}
     ck = checkpointing(job.resumable, state, record, model, rt, log_dir) if job.resumable else None
     batches = resuming(epoch_batches, state, args)
-    result = fit(ddp_wrap(model, rt), batches, steps, loss, args, rt, evaluation, log_dir, ck)
+    result = fit(wrap(model, rt), batches, steps, loss, args, rt, evaluation, log_dir, ck)
     stop_if_signalled(result, rt)
     return Trained(student, job.tokenizer, config, result, dev_feats, len(data.train)), more
 
@@ -263,7 +263,7 @@ def distill(
 def read_labelled(task: Task, path: str | Path, fmt: str | None, opts: dict) -> list:
     """A labelled file for the teacher's task: its reader with the task's own reader options,
     every label checked against the teacher's."""
-    from bertkit.data.readers import check_labels
+    from bertkit.data.labels import check_labels
     from bertkit.tasks import registry
     from bertkit.tasks.inputs import reader_opts
 

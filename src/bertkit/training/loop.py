@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from bertkit.errors import BertkitError
+from bertkit.options import option
 from bertkit.runtime import Runtime, local_runtime
 from bertkit.training.optim import linear_schedule, make_optimizer, warmup_steps_for
 
@@ -41,25 +42,49 @@ Batch = dict[str, Any]
 
 @dataclass
 class TrainArgs:
-    epochs: float = 3.0
-    max_steps: int | None = None  # overrides epochs when set
-    min_steps: int | None = None  # at least this many: more epochs over a small training set
-    batch_size: int = 32  # examples per batch, all processes together
-    grad_accum: int = 1  # optimizer step every `grad_accum` batches
-    lr: float = 5e-5
-    weight_decay: float = 0.01
-    warmup: float = 0.1  # fraction of the steps (< 1) or a number of steps
+    """The training settings, each also a flag of the training commands (`bertkit.options`)."""
+
+    epochs: float = option(3.0, help="passes over the data (default {default:g})")
+    max_steps: int | None = option(None, help="optimizer steps (overrides --epochs; sets the schedule)")
+    min_steps: int | None = option(
+        None,
+        unset=True,
+        help="train at least this many optimizer steps, adding epochs over a small training set "
+        "(--max-steps wins; default none{overrides})",
+    )
+    batch_size: int = option(32, help="examples per batch, all processes (default {default})")
+    grad_accum: int = option(1, help="batches per optimizer step (default {default})")
+    lr: float = option(5e-5, help="peak learning rate (default {default:g})")
+    weight_decay: float = option(0.01, help="AdamW weight decay (default {default:g})")
+    warmup: float = option(0.1, help="warm-up: share of steps if < 1, else steps (default {default:g})")
     max_grad_norm: float | None = 1.0
-    eval_every: int | None = None  # optimizer steps between evaluations; None: once an epoch
-    patience: int | None = None  # stop after this many evaluations without improvement
-    seed: int = 42
-    log_every: int = 20
-    progress: bool = True
+    eval_every: int | None = option(
+        None, none="each epoch", help="evaluate every N steps (default {default})"
+    )
+    patience: int | None = option(None, help="early stopping: evaluations without gain")
+    seed: int = option(42, help="random seed (default {default})")
+    log_every: int = option(20, help="log the training loss every N steps ({default})")
+    progress: bool = option(True, flag="--quiet", negated=True, help="no progress bar")
     tensorboard: bool = True
-    nonfinite: str = "skip"  # a NaN/inf loss: "skip" the step or "stop" the run
+    nonfinite: str = option(
+        "skip",
+        flag="--on-nonfinite",
+        choices=("skip", "stop"),
+        help="NaN/inf loss or gradient: skip the step (default) or stop",
+    )
     keep_best: bool = True  # end with the best weights seen by evaluation (else the last)
-    group_by_length: bool = True  # fine-tuning batches of similar lengths (else plain shuffled)
-    head_lr_mult: float = 1.0  # the task layers' (all but the encoder's) lr is lr * this (optim.param_groups)
+    group_by_length: bool = option(
+        True,
+        flag="--no-group-by-length",
+        negated=True,
+        help="plain shuffled batches instead of batches of similar lengths (more padding, slower)",
+    )
+    head_lr_mult: float = option(
+        1.0,
+        unset=True,
+        help="the task layers (all but the encoder: classifier, CRF, BiLSTM, QA outputs) learn at "
+        "--lr times this, in AdamW groups of their own (default {default:g}{overrides})",
+    )
 
 
 @dataclass
@@ -316,57 +341,88 @@ def fit(
     rt = rt or local_runtime(next(model.parameters()).device)
     per_epoch = max(1, steps_per_epoch // args.grad_accum)
     total = args.max_steps or max(1, math.ceil(args.epochs * per_epoch), args.min_steps or 0)
-    eval_every = args.eval_every or per_epoch
     set_seed(args.seed)
-    stepper, keeper = Stepper(model, args, rt, total), Keeper(args, evaluation)
-    log, halt, ck = Log(log_dir if rt.main else None, args, total), Halt(checkpointing, rt), checkpointing
-    epoch, eval_seconds, stopped_by = 0, 0.0, None
-    bare = getattr(model, "module", model)  # under DDP: the model inside the wrapper
-    if ck is not None and ck.resume is not None:
-        epoch = _resume(ck.resume, stepper, keeper, log)
-
+    run = _Run(model, args, rt, evaluation, checkpointing, per_epoch, total, log_dir if rt.main else None)
+    epoch = 0
+    if checkpointing is not None and checkpointing.resume is not None:
+        epoch = _resume(checkpointing.resume, run.stepper, run.keeper, run.log)
     model.train()
-    stepper.optimizer.zero_grad(set_to_none=True)
-    stop = stepper.step >= total  # a run resumed from its last checkpoint has nothing left to train
+    run.stepper.optimizer.zero_grad(set_to_none=True)
+    stop = run.stepper.step >= total  # a run resumed from its last checkpoint has nothing left to train
     try:
         while not stop:
             seen = 0
             for batch in batches(epoch):
                 seen += 1
-                stepper.forward_backward(loss_fn, rt.to_device(batch))
-                if not stepper.ready() or not stepper.update():
+                run.stepper.forward_backward(loss_fn, rt.to_device(batch))
+                if not run.stepper.ready() or not run.stepper.update():
                     continue
-                step = stepper.step
-                log.advance()
-                if step % args.log_every == 0 or step == total:
-                    log.record({"step": step, "epoch": round(step / per_epoch, 4), **stepper.report()})
-                if evaluation is not None and (step % eval_every == 0 or step == total):
-                    t0 = time.perf_counter()
-                    metrics = _evaluate(model, evaluation, rt)
-                    eval_seconds += time.perf_counter() - t0
-                    log.evaluated(step, round(step / per_epoch, 4), metrics, evaluation.main_metric)
-                    stop = keeper.update(metrics, step, bare if rt.main else None) or stop
-                if ck is not None:
-                    stopped_by = halt.check(eval_seconds)
-                    stop = stop or stopped_by is not None
-                    if stop or step >= total or (ck.every and step % ck.every == 0):
-                        _save(ck, model, stepper, keeper, log.history, per_epoch)
-                if step >= total or stop:
-                    stop = True
+                stop = run.after_update()
+                if stop:
                     break
             if seen == 0:
                 raise ValueError("the training data yielded no batches")
             epoch += 1
     finally:
-        halt.restore()
-        log.close()
-    if keeper.state is not None:
-        bare.load_state_dict(keeper.state)
-    model.eval()
-    seconds = time.perf_counter() - halt.started - eval_seconds
-    return TrainResult(
-        keeper.metrics, keeper.step, stepper.step, seconds, eval_seconds, log.history, stopped_by
-    )
+        run.halt.restore()
+        run.log.close()
+    return run.result()
+
+
+class _Run:
+    """One `fit` call's state between optimizer steps: logging, evaluation, keeping the best
+    weights, checkpoints and the reasons to stop."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        args: TrainArgs,
+        rt: Runtime,
+        evaluation: Evaluation | None,
+        ck: Checkpointing | None,
+        per_epoch: int,
+        total: int,
+        log_dir: Path | None,
+    ):
+        self.model, self.args, self.rt, self.evaluation, self.ck = model, args, rt, evaluation, ck
+        self.per_epoch, self.total, self.eval_every = per_epoch, total, args.eval_every or per_epoch
+        self.stepper, self.keeper = Stepper(model, args, rt, total), Keeper(args, evaluation)
+        self.log, self.halt = Log(log_dir, args, total), Halt(ck, rt)
+        self.bare = getattr(model, "module", model)  # under DDP: the model inside the wrapper
+        self.eval_seconds = 0.0
+        self.stopped_by: str | None = None
+
+    def after_update(self) -> bool:
+        """Log, evaluate and checkpoint after optimizer step `stepper.step`; whether to stop."""
+        step, args, stop = self.stepper.step, self.args, False
+        self.log.advance()
+        if step % args.log_every == 0 or step == self.total:
+            self.log.record({"step": step, "epoch": round(step / self.per_epoch, 4), **self.stepper.report()})
+        ev = self.evaluation
+        if ev is not None and (step % self.eval_every == 0 or step == self.total):
+            t0 = time.perf_counter()
+            metrics = _evaluate(self.model, ev, self.rt)
+            self.eval_seconds += time.perf_counter() - t0
+            self.log.evaluated(step, round(step / self.per_epoch, 4), metrics, ev.main_metric)
+            stop = self.keeper.update(metrics, step, self.bare if self.rt.main else None)
+        if self.ck is not None:
+            self.stopped_by = self.halt.check(self.eval_seconds)
+            stop = stop or self.stopped_by is not None
+            if stop or step >= self.total or (self.ck.every and step % self.ck.every == 0):
+                _save(self.ck, self.model, self.stepper, self.keeper, self.log.history, self.per_epoch)
+        return stop or step >= self.total
+
+    def result(self) -> TrainResult:
+        """The model left holding the best weights, in eval mode, and what the run did."""
+        if self.keeper.state is not None:
+            self.bare.load_state_dict(self.keeper.state)
+        self.model.eval()
+        seconds = time.perf_counter() - self.halt.started - self.eval_seconds
+        k = self.keeper
+        history = self.log.history
+        return TrainResult(
+            k.metrics, k.step, self.stepper.step, seconds, self.eval_seconds, history, self.stopped_by
+        )
 
 
 def _save(
