@@ -10,7 +10,15 @@ from bertkit.data.shards import ShardOptions
 from bertkit.tokenization.vocab import VocabOptions
 
 VOCAB = ("vocab_size", "lowercase", "min_frequency", "limit_alphabet", "alphabet_files")
-RUN = ("config", "init_from", "max_seq_length", "dropout", "init_range", "max_minutes", "save_every")
+RUN: tuple[str, ...] = (
+    "config",
+    "init_from",
+    "max_seq_length",
+    "dropout",
+    "init_range",
+    "max_minutes",
+    "save_every",
+)
 RUN += ("keep_checkpoints", "eval_sequences", "nsp", "whole_word_mask", "word_list", "mlm_probability")
 SHARDS = ("doc_mode", "heldout", "workers", "strip_gutenberg", "dedupe_lines", "shard_tokens", "segmenter")
 

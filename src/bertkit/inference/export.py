@@ -75,20 +75,7 @@ def export_onnx(model_dir: str | Path, output: str | Path, int8: bool = False, o
         graph = Graph(model, outputs).eval()  # eval: the exporter restores the wrapper's mode after
         with torch.inference_mode():
             want = graph(*feed)
-        with torch.no_grad(), warnings.catch_warnings():
-            # The tracer's notes on Python branches (mask all ones? T within positions?) are
-            # expected: the check inputs take the general path, and parity is checked below.
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                graph,
-                feed,
-                str(fp32),
-                input_names=list(INPUTS),
-                output_names=list(outputs),
-                dynamic_axes=axes,
-                opset_version=opset,
-                dynamo=False,
-            )
+        _trace(graph, feed, fp32, outputs, axes, opset)
         check: dict[str, Any] = {"outputs": list(outputs), "opset": opset, "texts": len(CHECK_TEXTS)}
         real = enc["attention_mask"].bool().numpy()
         check["fp32_max_abs_diff"] = _max_diff(ort, fp32, feed, want, real)
@@ -100,16 +87,7 @@ def export_onnx(model_dir: str | Path, output: str | Path, int8: bool = False, o
             )
         final = fp32
         if int8:
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            final = Path(tmp) / "model.int8.onnx"
-            root = logging.getLogger()
-            level = root.level
-            root.setLevel(logging.ERROR)  # quiet its advice to pre-process first
-            try:
-                quantize_dynamic(str(fp32), str(final), weight_type=QuantType.QInt8, per_channel=True)
-            finally:
-                root.setLevel(level)
+            final = _quantize(fp32, Path(tmp) / "model.int8.onnx")
             check["int8_max_abs_diff"] = _max_diff(ort, final, feed, want, real)
         with atomic_path(output) as dest:
             dest.write_bytes(final.read_bytes())
@@ -117,6 +95,39 @@ def export_onnx(model_dir: str | Path, output: str | Path, int8: bool = False, o
     with atomic_path(sidecar) as dest:
         dest.write_text(json.dumps({"model": str(model_dir), "int8": int8, **check}, indent=2) + "\n")
     return check
+
+
+def _trace(
+    graph: nn.Module, feed: tuple, path: Path, outputs: tuple[str, ...], axes: dict, opset: int
+) -> None:
+    with torch.no_grad(), warnings.catch_warnings():
+        # The tracer's notes on Python branches (mask all ones? T within positions?) are
+        # expected: the check inputs take the general path, and parity is checked after.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            graph,
+            feed,
+            str(path),
+            input_names=list(INPUTS),
+            output_names=list(outputs),
+            dynamic_axes=axes,
+            opset_version=opset,
+            dynamo=False,
+        )
+
+
+def _quantize(fp32: Path, path: Path) -> Path:
+    """ONNX Runtime's dynamic int8 quantization (per-channel weights) of the graph in `fp32`."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # quiet its advice to pre-process first
+    try:
+        quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8, per_channel=True)
+    finally:
+        root.setLevel(level)
+    return path
 
 
 def _max_diff(ort, path: Path, feed, want, real: np.ndarray) -> float:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import random
 import re
 import shutil
 from collections.abc import Callable
@@ -83,3 +84,52 @@ def read_trainer_state(path: Path) -> dict[str, Any]:
         return torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=True)
     except Exception as e:  # a corrupt or foreign file: say which
         raise BertkitError(f"cannot read the trainer state: {e}", path / "trainer_state.pt") from None
+
+
+def trainer_state(model, optimizer, scheduler, step: int, updates_per_epoch: int) -> dict[str, Any]:
+    """What resuming needs besides the weights. Under FSDP the optimizer state is gathered
+    whole (full_state_dict), so a checkpoint loads whatever the world size."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return {
+        "step": step,
+        "epoch": step // updates_per_epoch,
+        "epoch_step": step % updates_per_epoch,
+        "optimizer": get_optimizer_state_dict(model, optimizer, options=options),
+        "scheduler": scheduler.state_dict(),
+        "rng_torch": _per_rank(torch.get_rng_state()),  # (world, n): ranks draw dropout apart
+        "rng_cuda": _per_rank(torch.cuda.get_rng_state()) if torch.cuda.is_available() else None,
+        "rng_python": random.getstate(),
+    }
+
+
+def _per_rank(state: torch.Tensor) -> torch.Tensor:
+    """Every rank's copy of an RNG state, stacked (world, n), on every rank."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return state[None]
+    device = "cuda" if torch.distributed.get_backend() == "nccl" else "cpu"
+    mine = state.to(torch.int64).to(device)  # gloo gathers byte tensors wrongly; widen them
+    rows = [torch.empty_like(mine) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(rows, mine)
+    return torch.stack(rows).cpu().to(torch.uint8)
+
+
+def _mine(states: torch.Tensor) -> torch.Tensor:
+    """This rank's row of a (world, n) RNG state (rank 0's when the world size changed)."""
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    return (states[rank] if rank < len(states) else states[0]).clone()  # a view would not do
+
+
+def restore_trainer_state(state: dict[str, Any], model, optimizer, scheduler) -> tuple[int, int]:
+    """Optimizer, scheduler and RNG states from `trainer_state`'s; returns (step, epoch)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    set_optimizer_state_dict(model, optimizer, state["optimizer"], options=options)
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(_mine(state["rng_torch"]))
+    if state.get("rng_cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(_mine(state["rng_cuda"]))
+    random.setstate(state["rng_python"])
+    return int(state["step"]), int(state["epoch"])

@@ -88,10 +88,9 @@ def run_search(
     """Evaluate every grid point; returns the best point and writes results.{md,csv} and best.json.
 
     `make_task(params)` builds a fresh task for a grid point (task settings such as the NER head).
+    A killed search run again finds the points it finished in OUTPUT/search.db and goes on.
     """
     import optuna
-
-    from bertkit.training.finetune import train_model
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     output.mkdir(parents=True, exist_ok=True)
@@ -105,6 +104,34 @@ def run_search(
         sampler=optuna.samplers.GridSampler(grid, seed=base.seed),
     )
     splits = folds(train, n_folds, base.seed) if dev is None else [(train, dev)]
+
+    def done() -> dict[tuple, optuna.trial.FrozenTrial]:
+        complete = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
+        return {tuple(t.params[k] for k in keys): t for t in complete}
+
+    total = len(list(itertools.product(*(grid[k] for k in keys))))
+    remaining = total - len(done())
+    if remaining > 0:
+        objective = _objective(make_task, model_dir, grid, keys, splits, base, rt)
+        study.optimize(objective, n_trials=remaining)
+    trials = sorted(done().values(), key=lambda t: -cast(float, t.value))  # complete trials have values
+    _write_table(output, trials, keys, len(splits))
+    best = {
+        "params": trials[0].params,
+        f"mean_{trials[0].user_attrs.get('metric', 'score')}": trials[0].value,
+        "std": trials[0].user_attrs["std"],
+        "folds": len(splits) if dev is None else 0,
+        "grid_points": total,
+    }
+    write_json(output / "best.json", best)
+    return best
+
+
+def _objective(make_task, model_dir: Path, grid: dict, keys: list, splits: list, base: TrainArgs, rt):
+    """A trial: the grid point's task and settings trained on every split, scored by the mean."""
+    import optuna
+
+    from bertkit.training.finetune import train_model
 
     def objective(trial: optuna.Trial) -> float:
         params = {k: trial.suggest_categorical(k, grid[k]) for k in keys}
@@ -126,23 +153,19 @@ def run_search(
         trial.set_user_attr("metric", task.main_metric)
         return statistics.fmean(scores)
 
-    def done() -> dict[tuple, optuna.trial.FrozenTrial]:
-        complete = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
-        return {tuple(t.params[k] for k in keys): t for t in complete}
+    return objective
 
-    total = len(list(itertools.product(*(grid[k] for k in keys))))
-    remaining = total - len(done())
-    if remaining > 0:
-        study.optimize(objective, n_trials=remaining)
-    trials = sorted(done().values(), key=lambda t: -cast(float, t.value))  # complete trials have values
+
+def _write_table(output: Path, trials: list, keys: list, n_splits: int) -> None:
+    """results.md and results.csv: every grid point, best first, with each fold's score."""
     metric = trials[0].user_attrs.get("metric", "score")
-    header = [*keys, f"mean {metric}", "std", *[f"fold {i + 1}" for i in range(len(splits))], "seconds"]
+    header = [*keys, f"mean {metric}", "std", *[f"fold {i + 1}" for i in range(n_splits)], "seconds"]
     rows = [
         [
             *(t.params[k] for k in keys),
             round(cast(float, t.value), 4),
             round(t.user_attrs["std"], 4),
-            *(round(t.user_attrs[f"fold{i}"], 4) for i in range(len(splits))),
+            *(round(t.user_attrs[f"fold{i}"], 4) for i in range(n_splits)),
             t.user_attrs["seconds"],
         ]
         for t in trials
@@ -151,12 +174,3 @@ def run_search(
     md += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
     write_text(output / "results.md", "\n".join(md) + "\n")
     write_text(output / "results.csv", "\n".join(",".join(str(v) for v in r) for r in [header, *rows]) + "\n")
-    best = {
-        "params": trials[0].params,
-        f"mean_{metric}": trials[0].value,
-        "std": trials[0].user_attrs["std"],
-        "folds": len(splits) if dev is None else 0,
-        "grid_points": total,
-    }
-    write_json(output / "best.json", best)
-    return best
