@@ -11,6 +11,7 @@ import pytest
 from bertkit.cli import build_parser, flags
 from bertkit.cli.options import add_options, build, given
 from bertkit.data.shards import ShardOptions
+from bertkit.engine.runner import InferenceOptions
 from bertkit.options import flag_of, option, options_of
 from bertkit.runtime import RuntimeArgs
 from bertkit.serve.limits import Limits
@@ -20,9 +21,10 @@ from bertkit.training.pretrain import PretrainArgs, pretrain_defaults
 
 # the settings' dataclasses, and the commands whose flags they own (None: every command's)
 OWNERS = {TrainArgs: None, RuntimeArgs: None, Limits: None, ShardOptions: None, VocabOptions: None}
+OWNERS[InferenceOptions] = None
 OWNERS[PretrainArgs] = {"pretrain"}
 # flags that share a name with a setting above and set something else
-ELSEWHERE = {("init", "--seed"): "the initial weights' seed"}
+ELSEWHERE = {("init", "--seed"): "the initial weights' seed", ("export", "--int8"): "an int8 ONNX graph"}
 
 
 def commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
@@ -80,6 +82,8 @@ def test_runtime_and_server_flags_left_out_give_the_dataclass_defaults(monkeypat
         == ShardOptions()
     )
     assert RuntimeArgs.from_env(**given(args, RuntimeArgs)) == RuntimeArgs()
+    monkeypatch.delenv("BERTKIT_BACKEND", raising=False)
+    assert flags.engine(args) == InferenceOptions()
 
 
 def test_flags_given_reach_the_dataclass():

@@ -8,6 +8,7 @@ from typing import Any
 
 from bertkit.cli.options import add_options, build, given
 from bertkit.data.schemes import ALIASES, CHOICES, NAMES
+from bertkit.engine.runner import BACKEND_HELP, MAX_TOKENS, InferenceOptions
 from bertkit.runtime import Runtime, RuntimeArgs, compute_init
 from bertkit.tasks import registry
 from bertkit.tasks.multilabel import LABEL_LOSSES, POS_WEIGHT_CLIP, THRESHOLD_MODES
@@ -24,63 +25,25 @@ def runtime(args: argparse.Namespace, distributed: bool = False) -> Runtime:
     return compute_init(RuntimeArgs.from_env(**given(args, RuntimeArgs)), distributed)
 
 
-BACKEND_HELP = {  # bertkit.engine.runner.BACKENDS, as --backend describes them
-    "auto": "auto (default): the fastest installed for the device, the CPU's kind and the precision "
-    "(a table measured per CPU kind; the choice is printed)",
-    "torch": "torch: bertkit's own engine",
-    "onnx": "onnx: the task head run by ONNX Runtime from a `bertkit export` file",
-    "openvino": "openvino: the model converted to OpenVINO at load time (pip install bertkit[openvino])",
-}
 BACKENDS = tuple(b for b in BACKEND_HELP if b != "auto")  # the ones --backend can force
 
 
 def add_engine(p: argparse.ArgumentParser, backends: tuple[str, ...] = ()) -> None:
     """The inference engine's flags; `backends`: the --backend choices the command offers."""
-    g = p.add_argument_group("inference engine")
-    if backends:
-        g.add_argument(
-            "--backend",
-            choices=["auto", *backends],
-            default=None,
-            help="; ".join(BACKEND_HELP[b] for b in ("auto", *backends)),
-        )
-    if "onnx" in backends:
-        g.add_argument(
-            "--onnx-file", default=None, help="graph for --backend onnx (default MODEL/model.onnx)"
-        )
-    g.add_argument(
-        "--int8", action="store_true", help="int8 matrix products (CPU, SmoothQuant; the rest in --precision)"
-    )
-    if "openvino" in backends:
-        g.add_argument(
-            "--calibration",
-            default=None,
-            help="texts (one a line, or JSON lines with 'text') that OpenVINO's --int8 calibrates on "
-            "(the first 300); default 320 texts of many kinds shipped with bertkit",
-        )
-    from bertkit.engine.runner import MAX_TOKENS
-
-    default = ", ".join(f"{v} on {k}" for k, v in MAX_TOKENS.items() if k in (backends or ("torch",)))
-    g.add_argument("--max-tokens", type=int, default=None, help=f"padded tokens a batch (default {default})")
-    g.add_argument(
-        "--streams",
-        type=int,
-        default=None,
-        help="batches run at once, each on threads/N threads (CPU; default auto: 2)",
-    )
+    names = ["backend", "onnx_file", "int8", "calibration", "max_tokens", "streams"]
+    names = [n for n in names if backends or n != "backend"]
+    names = [n for n in names if "onnx" in backends or n != "onnx_file"]
+    names = [n for n in names if "openvino" in backends or n != "calibration"]
+    offered = ("auto", *backends)
+    budgets = ", ".join(f"{v} on {k}" for k, v in MAX_TOKENS.items() if k in (backends or ("torch",)))
+    notes = {"backend": {"backends": "; ".join(BACKEND_HELP[b] for b in offered)}}
+    notes["max_tokens"] = {"budgets": budgets}  # per backend, not the Python API's 0 ("the backend's")
+    group = p.add_argument_group("inference engine")
+    add_options(group, InferenceOptions(), names, notes, {"backend": offered})
 
 
-def engine(args: argparse.Namespace):
-    from bertkit.engine.runner import InferenceOptions
-
-    return InferenceOptions.from_env(
-        int8=args.int8 or None,
-        max_tokens=args.max_tokens,
-        streams=args.streams,
-        backend=getattr(args, "backend", None),
-        onnx_file=getattr(args, "onnx_file", None),
-        calibration=getattr(args, "calibration", None),
-    )
+def engine(args: argparse.Namespace) -> InferenceOptions:
+    return InferenceOptions.from_env(**given(args, InferenceOptions))
 
 
 def add_data(p: argparse.ArgumentParser) -> None:

@@ -8,7 +8,7 @@ import argparse
 import dataclasses
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from bertkit.options import flag_of, options_of
@@ -19,9 +19,11 @@ def add_options(
     defaults: Any,
     names: Iterable[str],
     notes: Mapping[str, Mapping[str, str]] | None = None,
+    narrow: Mapping[str, Sequence[str]] | None = None,
 ) -> None:
     """One flag a field, for the fields `names` of the dataclass instance `defaults`, in that
-    order; `notes[name]` fills more `{placeholders}` of a help text than `{default}`."""
+    order; `notes[name]` fills more `{placeholders}` of a help text than `{default}`, and
+    `narrow[name]` narrows a field's choices to what this command offers."""
     fields = options_of(type(defaults))
     hints = typing.get_type_hints(type(defaults))
     for name in names:
@@ -34,6 +36,7 @@ def add_options(
             kw |= {"action": "store_true", "default": False if meta["negated"] else value}
         else:
             choices = meta["choices"]() if callable(meta["choices"]) else meta["choices"]
+            choices = (narrow or {}).get(name, choices)
             kw |= {"type": _scalar(hints[name]), "default": None if meta["unset"] else value}
             kw |= {k: v for k, v in (("choices", choices), ("metavar", meta["metavar"])) if v is not None}
             if meta["nargs"]:

@@ -38,12 +38,20 @@ from bertkit.engine.int8 import available as int8_available
 from bertkit.engine.int8 import quantize_encoder
 from bertkit.errors import BertkitError
 from bertkit.models.encoder import BertModel
+from bertkit.options import option
 from bertkit.runtime import Runtime, local_runtime
 
 ModelT = TypeVar("ModelT", bound=nn.Module)
 R = TypeVar("R")
 
 BACKENDS = ("auto", "torch", "onnx", "openvino")  # auto: bertkit.engine.backend decides
+BACKEND_HELP = {  # as --backend describes them
+    "auto": "auto (default): the fastest installed for the device, the CPU's kind and the precision "
+    "(a table measured per CPU kind; the choice is printed)",
+    "torch": "torch: bertkit's own engine",
+    "onnx": "onnx: the task head run by ONNX Runtime from a `bertkit export` file",
+    "openvino": "openvino: the model converted to OpenVINO at load time (pip install bertkit[openvino])",
+}
 # The token budget each backend runs fastest at (max_tokens=0): bertkit's engine packs large
 # batches into long GEMMs; OpenVINO's THROUGHPUT streams lose with larger requests (SST-2 2,374
 # texts/s at 1,024 against 2,201 at 2,048 and 1,389 at 8,192; IMDB 106 against 102 and 82;
@@ -55,15 +63,22 @@ CUDA_MAX_TOKENS = 65536
 
 @dataclass
 class InferenceOptions:
-    max_tokens: int = 0  # padded tokens per batch (B × T); 0: the backend's (MAX_TOKENS)
+    max_tokens: int = option(0, unset=True, help="padded tokens a batch (default {budgets})")  # 0: MAX_TOKENS
     packed: bool = True  # padding-free dense layers
-    int8: bool = False  # int8 matrix products, SmoothQuant-calibrated (CPU, bertkit.engine.int8)
+    int8: bool = option(
+        False, help="int8 matrix products (CPU, SmoothQuant; the rest in --precision)"
+    )  # SmoothQuant-calibrated (CPU, bertkit.engine.int8)
     prepack: bool = True  # CPU weights reordered once for oneDNN, post-ops fused (bertkit.engine.fused)
-    streams: int = 0  # batches run at once, each on threads/streams threads (CPU); 0: auto
-    backend: str = "auto"  # auto: bertkit.engine.backend's table; torch; "onnx": ONNX Runtime
-    # (onnx_runner.py); "openvino" (openvino_runner.py)
-    onnx_file: str | None = None  # the exported graph for backend "onnx" (default DIR/model.onnx)
-    calibration: str | None = None  # texts int8 on backend "openvino" calibrates on (else the package's)
+    streams: int = option(
+        0, unset=True, help="batches run at once, each on threads/N threads (CPU; default auto: 2)"
+    )  # 0: auto
+    backend: str = option("auto", unset=True, choices=BACKENDS, help="{backends}")  # BACKEND_HELP
+    onnx_file: str | None = option(None, help="graph for --backend onnx (default MODEL/model.onnx)")
+    calibration: str | None = option(
+        None,
+        help="texts (one a line, or JSON lines with 'text') that OpenVINO's --int8 calibrates on "
+        "(the first 300); default 320 texts of many kinds shipped with bertkit",
+    )  # else the package's static/calibration.txt
     budget_given: bool = field(default=False, init=False)  # max_tokens asked for (else per device)
 
     @classmethod
