@@ -4,7 +4,6 @@ the optimizer's groups through the schedule and a resume, and both flags through
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import io
@@ -179,8 +178,8 @@ def test_weights_refused_where_they_do_not_apply_and_not_needed_to_load(tmp_path
     from bertkit.tasks.qa import QATask
 
     with pytest.raises(BertkitError, match="--class-weights works with --task classify and ner, not qa"):
-        QATask.from_args(argparse.Namespace(class_weighting="auto", stride=None), [])
-    assert QATask.from_args(argparse.Namespace(class_weighting=None, stride=None), []).doc_stride == 128
+        QATask.from_settings({"class_weighting": "auto", "stride": None}, [], "t")
+    assert QATask.from_settings({"class_weighting": None, "stride": None}, [], "t").doc_stride == 128
     with pytest.raises(BertkitError, match="3 class weights for 4 labels"):
         NerTask(TAGS, class_weights=[1.0, 2.0, 3.0])
     # a saved task names a weights file that is gone: loading it reads nothing

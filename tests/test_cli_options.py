@@ -10,21 +10,27 @@ import pytest
 
 from bertkit.cli import build_parser, flags
 from bertkit.cli.options import add_options, build, given
+from bertkit.data.examples import ReaderOptions
 from bertkit.data.shards import ShardOptions
 from bertkit.engine.runner import InferenceOptions
 from bertkit.options import flag_of, option, options_of
 from bertkit.runtime import RuntimeArgs
 from bertkit.serve.limits import Limits
+from bertkit.tasks.options import DecisionOptions, TaskOptions
 from bertkit.tokenization.vocab import VocabOptions
+from bertkit.training.distill_student import DistillArgs
 from bertkit.training.loop import TrainArgs
 from bertkit.training.pretrain import PretrainArgs, pretrain_defaults
 
 # the settings' dataclasses, and the commands whose flags they own (None: every command's)
 OWNERS = {TrainArgs: None, RuntimeArgs: None, Limits: None, ShardOptions: None, VocabOptions: None}
-OWNERS[InferenceOptions] = None
+OWNERS[InferenceOptions] = OWNERS[ReaderOptions] = OWNERS[TaskOptions] = OWNERS[DecisionOptions] = None
 OWNERS[PretrainArgs] = {"pretrain"}
+OWNERS[DistillArgs] = {"distill"}
 # flags that share a name with a setting above and set something else
 ELSEWHERE = {("init", "--seed"): "the initial weights' seed", ("export", "--int8"): "an int8 ONNX graph"}
+ELSEWHERE[("embed", "--max-length")] = "the embedding model's truncation"
+ELSEWHERE[("evaluate", "--unknown-label")] = "labels a trained model does not know"
 
 
 def commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):

@@ -326,13 +326,11 @@ def test_collapse_guard_names_base_rate_loss_and_constant_predictions():
 
 
 def test_top_label_when_every_training_text_has_one():
-    import argparse
-
-    args = argparse.Namespace(train="t", labels_file=None, pos_weight=None, threshold=None, thresholds=None)
+    settings = {"labels_file": None, "pos_weight": None, "threshold": None, "thresholds": None}
     every = [type("E", (), {"label": ("food",)}), type("E", (), {"label": ("animal", "rain")})]
     some = [*every, type("E", (), {"label": ()})]
-    assert MultiLabelTask.from_args(args, every).top_label
-    task = MultiLabelTask.from_args(args, some)
+    assert MultiLabelTask.from_settings(settings, every, "t").top_label
+    task = MultiLabelTask.from_settings(settings, some, "t")
     assert not task.top_label and task.pos_weight == "auto" and task.threshold_mode == "shrunk"
     task.thresholds = [0.9, 0.9, 0.9]
     probs = np.array([[0.2, 0.6, 0.1], [0.95, 0.1, 0.92]])

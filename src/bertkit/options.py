@@ -3,7 +3,7 @@ the setting's one default and its flag's help (and, where they differ from the f
 name, choices and metavar); `bertkit.cli` builds each flag group from the dataclass, so no default
 is written twice. A help text may name the default as `{default}` (with a format spec:
 `{default:g}`): it is filled in from the instance the flags are built from (pretraining's training
-settings are not fine-tuning's).
+settings are not fine-tuning's); literal braces are doubled (`{{label: weight}}`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ def option(
     *,
     help: str,
     flag: str | None = None,
+    aliases: tuple[str, ...] = (),
     choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None,
     metavar: str | None = None,
     negated: bool = False,
@@ -28,14 +29,16 @@ def option(
     none: str | None = None,
     default_factory: Callable[[], Any] = _NOTHING,
 ) -> Any:
-    """A dataclass field that is also a flag, `--name-with-dashes` unless `flag` names it.
+    """A dataclass field that is also a flag, `--name-with-dashes` unless `flag` names it
+    (`aliases`: other names the flag answers to).
 
     `negated`: a bool field that is True by default, set off by a store-true `flag` (`--quiet`
     for `progress`). `unset`: the flag's own default is None, "not given", and the value then
     comes from elsewhere (the environment, the task, the defaults the flags are built from);
     the field's default still stands for the Python API. `choices` may be a function, asked when
     the flags are built. `none`: how the help names a default of None."""
-    meta: dict[str, Any] = {"help": help, "flag": flag, "choices": choices, "metavar": metavar}
+    meta: dict[str, Any] = {"help": help, "flag": flag, "aliases": aliases, "choices": choices}
+    meta["metavar"] = metavar
     meta |= {"negated": negated, "unset": unset, "nargs": nargs, "none": none}
     return dataclasses.field(default=default, default_factory=default_factory, metadata={"option": meta})
 

@@ -6,16 +6,16 @@ import argparse
 from pathlib import Path
 
 from bertkit.cli import flags
+from bertkit.cli.options import add_options, build
+from bertkit.options import options_of
 from bertkit.tasks.registry import FORMATS
+from bertkit.training.distill_student import DistillArgs
 from bertkit.training.loop import TrainArgs
 
 
 def add_parser(sub) -> None:
     from bertkit.tasks.registry import distillable
-    from bertkit.training.distill_losses import LAYER_LOSSES
-    from bertkit.training.distill_student import DistillArgs
 
-    d = DistillArgs()
     p = sub.add_parser(
         "distill",
         help="distil a fine-tuned model into a smaller one (knowledge distillation)",
@@ -44,43 +44,7 @@ def add_parser(sub) -> None:
         "--output", required=True, help="output directory (must be new or empty unless --overwrite)"
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory at the end")
-    g = p.add_argument_group("distillation")
-    g.add_argument(
-        "--student-layers",
-        type=int,
-        default=None,
-        help="the student is the teacher with K evenly spaced encoder layers (layer j takes the teacher's "
-        "(j+1)*N/K-1: 6 -> 3 keeps 1, 3, 5), its embeddings, pooler and head (default: half the layers, "
-        "rounded up)",
-    )
-    g.add_argument(
-        "--student",
-        default=None,
-        help="instead: a preset (tiny, mini, small, medium, base, large), randomly initialised, or a model "
-        "directory with the teacher's vocabulary (a pretrained mini); the task head is new",
-    )
-    g.add_argument(
-        "--temperature",
-        type=float,
-        default=d.temperature,
-        help="softmax temperature T of the soft targets; their loss is scaled by T^2 "
-        f"(default {d.temperature:g})",
-    )
-    g.add_argument(
-        "--alpha",
-        type=float,
-        default=d.alpha,
-        help="weight of the gold-label loss, 1 - alpha that of the teacher's soft targets "
-        f"(default {d.alpha:g})",
-    )
-    g.add_argument(
-        "--layer-loss",
-        choices=LAYER_LOSSES,
-        default=d.layer_loss,
-        help="also match mapped layers' hidden states (MSE, through a learned projection when the sizes "
-        "differ), attention probabilities (MSE), both, or none (default); needs the teacher's forward "
-        "each step",
-    )
+    add_options(p.add_argument_group("distillation"), DistillArgs(), options_of(DistillArgs))
     flags.add_data(p)
     flags.add_training(p, TrainArgs())
     flags.add_runtime(p)
@@ -94,7 +58,6 @@ def run(args: argparse.Namespace) -> None:
     from bertkit.evaluation.report import write_report
     from bertkit.tasks import registry
     from bertkit.training.distill import Data, distill, read_labelled, read_unlabeled
-    from bertkit.training.distill_student import DistillArgs
     from bertkit.training.run import Resumable
 
     output = Path(args.output)
@@ -113,9 +76,7 @@ def run(args: argparse.Namespace) -> None:
             read_labelled(task, args.test, args.format, opts) if args.test else None,
             read_unlabeled(task, args.unlabeled, args.unlabeled_format, opts) if args.unlabeled else [],
         )
-        settings = DistillArgs(
-            args.student_layers, args.student, args.temperature, args.alpha, args.layer_loss
-        )
+        settings = build(args, DistillArgs())
         targs = flags.train_args(args, TrainArgs(**task.train_overrides))
         if rt.main:
             print(f"distilling on {rt.describe()}")

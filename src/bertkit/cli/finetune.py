@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> None:
     resumable = Resumable.beside(output, args.save_every, args.resume)
     rt = flags.runtime(args, distributed=True)
     try:
-        task, train, dev, test = registry.build(args.task, args, flags.data_opts(args))
+        task, train, dev, test = registry.build(args.task, vars(args), flags.data_opts(args))
         assert dev is not None  # --dev is required
         targs = flags.train_args(args, TrainArgs(**task.train_overrides))
         if rt.main:

@@ -41,7 +41,7 @@ def add_options(
             kw |= {k: v for k, v in (("choices", choices), ("metavar", meta["metavar"])) if v is not None}
             if meta["nargs"]:
                 kw["nargs"] = meta["nargs"]
-        action = group.add_argument(flag_of(f), **kw)
+        action = group.add_argument(flag_of(f), *meta["aliases"], **kw)
         action.option_of = type(defaults)  # type: ignore[attr-defined]  # the owner, for the tests
 
 

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> None:
     grid = parse_grid(args.grid)
     if args.dev is None and args.folds is None:
         raise BertkitError("give --dev FILE or --folds K")
-    task, train, dev, _ = registry.build(args.task, args, flags.data_opts(args))
+    task, train, dev, _ = registry.build(args.task, vars(args), flags.data_opts(args))
     bad = [k for k in grid if k in TASK_KEYS and not hasattr(task, k)]
     if bad:
         raise BertkitError(f"--grid {bad[0]}: not a setting of the {args.task} task")

@@ -1,9 +1,49 @@
 """The examples readers return: a text (or text pair) with its label, a tagged sentence, and a
-SQuAD question. Each keeps where it came from, so later errors can name the line."""
+SQuAD question. Each keeps where it came from, so later errors can name the line. And the
+reader options a user gives (`ReaderOptions`): which columns, which tag scheme, which labels."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from bertkit.data.schemes import ALIASES, CHOICES, NAMES
+from bertkit.options import option
+
+_ALIASES = ", ".join(f"{a}={s}" for a, s in ALIASES.items())
+
+
+@dataclass
+class ReaderOptions:
+    """How a file is read, each also a flag of the commands that read labelled files; None
+    (not given): the format's own rule, or what a trained model was trained with."""
+
+    text_column: str | None = option(None, help="text column: header name or 0-based index")
+    pair_column: str | None = option(None, help="second text column for sentence pairs")
+    label_column: str | None = option(None, help="label column: header name or 0-based index")
+    token_column: int | None = option(None, help="CoNLL: token column index (default 0)")
+    tag_column: int | None = option(None, help="CoNLL: tag column index (default -1, the last)")
+    scheme: str | None = option(
+        None,
+        flag="--tag-scheme",
+        aliases=("--scheme",),
+        choices=CHOICES,
+        metavar="SCHEME",
+        help=f"CoNLL tag scheme of the file: auto (default: detected from the tags), or one of "
+        f"{', '.join(NAMES)} ({_ALIASES}), checked strictly; tags are read as IOB2",
+    )
+    labels_file: str | None = option(
+        None,
+        flag="--labels",
+        help="multi-label: a label file, one name a line, in id order (label ids in the data index it, "
+        "as GoEmotions' emotions.txt)",
+    )
+    label_separator: str | None = option(
+        None,
+        help="multi-label TSV/CSV: what joins the labels of one text (default ','; a JSON list also reads)",
+    )
+    strip_digit_suffix: bool = option(
+        False, help="CoNLL: strip a trailing digit from each token (Weibo NER's word-position marks)"
+    )
 
 
 @dataclass

@@ -29,7 +29,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, overload
+from typing import Any, cast, overload
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -229,11 +229,8 @@ def create_app(
 
         app.post(f"/v1/{endpoint}", name=endpoint)(handler)
 
-    def texts(body: dict, key: str, required: bool = True) -> list[str] | None:
-        return _texts(body, key, limits, required)
-
     def task_parse(cls: Any) -> Callable[[dict], tuple]:
-        return lambda body: (cls.parse_request(body, texts), lambda r: {cls.response_key: r})
+        return lambda body: (_task_items(cls, body, limits), lambda r: {cls.response_key: r})
 
     for cls in registry.TASKS.values():  # /v1/classify, /v1/ner, /v1/qa
         route(cls.name, task_parse(cls))
@@ -302,6 +299,22 @@ async def _read_json(request: Request, limits: Limits) -> dict:
     if not isinstance(body, dict):
         raise HTTPError(422, "the body must be a JSON object")
     return body
+
+
+def _task_items(cls: Any, body: dict, limits: Limits) -> list:
+    """A task's request as its items, from the fields the task names (`request_fields`): the
+    first field's texts, or with more fields (text pairs, questions and contexts) tuples of the
+    texts at the same place, a left-out optional field giving None."""
+    keys = (*cls.request_fields, *cls.optional_request_fields)
+    columns: list[list[str] | None] = [_texts(body, k, limits) for k in cls.request_fields]
+    columns += [_texts(body, k, limits, required=False) for k in cls.optional_request_fields]
+    first = cast("list[str]", columns[0])  # a required field
+    for key, column in zip(keys[1:], columns[1:], strict=True):
+        if column is not None and len(column) != len(first):
+            raise HTTPError(422, f'"{key}" has {len(column)} texts for {len(first)} "{keys[0]}"')
+    if len(keys) == 1:
+        return first
+    return list(zip(*(c if c is not None else [None] * len(first) for c in columns), strict=True))
 
 
 def _embed_parse(body: dict, limits: Limits) -> tuple:

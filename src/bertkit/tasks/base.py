@@ -1,13 +1,14 @@
 """What a task is: the protocol every fine-tuning task follows, with the defaults most share.
 
 A task object knows how its examples are read (`formats`, `read`), built from the command line
-(`from_args`), turned into features and batches (`features`, `loss_count`), trained (`loss`,
+(`from_settings`), turned into features and batches (`features`, `loss_count`), trained (`loss`,
 `main_metric`), distilled (`outputs`, `loss_from`, `soft_targets`, `soft_positions`,
 `blank_labels`), decoded (`predict`) and scored (`metrics`, `error`); what it saves with the model
 (`info`, `from_info`); how the pipelines, `bertkit predict` and the server hand it inputs and
 show its answers (`call_items`, `examples_of`, `present`, `example_from_line`, `output_row`,
-`with_output_scheme`, `parse_request`); and what its ONNX graph gives (`onnx_outputs`,
-`onnx_model`). The table of tasks is `tasks.registry`; nothing outside `tasks/` asks a task's name.
+`with_output_scheme`), the fields of a server request (`request_fields`; the server parses it);
+and what its ONNX graph gives (`onnx_outputs`, `onnx_model`). The table of tasks is
+`tasks.registry`; nothing outside `tasks/` asks a task's name.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, overload
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
@@ -26,22 +27,16 @@ if TYPE_CHECKING:
     from bertkit.tokenization.tokenizer import Tokenizer
 
 
-class Texts(Protocol):
-    """The server's validator: `texts(body, key)` is the list of strings under `key` (an HTTPError
-    when it is absent or invalid); `texts(body, key, required=False)` is None when it is absent."""
-
-    @overload
-    def __call__(self, body: dict, key: str) -> list[str]: ...
-    @overload
-    def __call__(self, body: dict, key: str, required: bool) -> list[str] | None: ...
-
-
 class Task:
     name: ClassVar[str]
     formats: ClassVar[tuple[str, ...]] = ()  # file formats its reader takes
     pipeline_names: ClassVar[tuple[str, ...]] = ()  # names `bertkit.pipeline` knows it by
     onnx_outputs: ClassVar[tuple[str, ...]] = ("logits",)
     response_key: ClassVar[str] = "predictions"  # the server's answer field
+    # The server's request: JSON lists of texts, the first names the items, the rest (of the same
+    # length) pair with them; `optional` ones may be left out (the server parses, from this).
+    request_fields: ClassVar[tuple[str, ...]] = ("texts",)
+    optional_request_fields: ClassVar[tuple[str, ...]] = ()
     greater_is_better: ClassVar[bool] = True
     # TrainArgs fields whose default differs for this task (used where the flag is not given)
     train_overrides: ClassVar[dict[str, Any]] = {}
@@ -63,8 +58,9 @@ class Task:
         raise NotImplementedError
 
     @classmethod
-    def from_args(cls, args: Any, train: list) -> Task:
-        """The task for the command line's task flags and the training examples."""
+    def from_settings(cls, settings: dict, train: list, source: str | Path) -> Task:
+        """The task for these settings (by field name, None: not given; the command line's task
+        flags, or the Python API's keywords) and the training examples read from `source`."""
         raise NotImplementedError
 
     @classmethod
@@ -216,10 +212,6 @@ class Task:
 
     def output_row(self, example: Any, pred: dict) -> dict:
         return {"text": example.text, **pred}
-
-    @staticmethod
-    def parse_request(body: dict, texts: Texts) -> list:
-        return texts(body, "texts")
 
     # ---- ONNX ---------------------------------------------------------------------------------
 

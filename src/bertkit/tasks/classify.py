@@ -25,7 +25,7 @@ from bertkit.evaluation.metrics import classification_metrics, regression_metric
 from bertkit.models.config import BertConfig
 from bertkit.models.heads import BertForSequenceClassification
 from bertkit.tasks import weights
-from bertkit.tasks.base import Task, Texts
+from bertkit.tasks.base import Task
 from bertkit.tokenization.tokenizer import Tokenizer
 
 
@@ -44,6 +44,7 @@ class ClassifyTask(Task):
     model_class = BertForSequenceClassification
     formats = ("tsv", "csv", "jsonl", "folders")
     pipeline_names = ("text-classification", "sentiment-analysis")
+    optional_request_fields = ("text_pairs",)  # sentence pairs: a second text for each
 
     def __post_init__(self) -> None:
         if self.regression and (self.class_weighting != weights.NONE or self.class_weights is not None):
@@ -65,16 +66,16 @@ class ClassifyTask(Task):
         )
 
     @classmethod
-    def from_args(cls, args: Any, train: list) -> ClassifyTask:
+    def from_settings(cls, settings: dict, train: list, source: str | Path) -> ClassifyTask:
         from bertkit.data.labels import label_vocab
 
-        labels = None if getattr(args, "regression", False) else label_vocab(train)
+        labels = None if settings.get("regression") else label_vocab(train)
         if labels is not None and any(e.label is None for e in train):
-            raise BertkitError("the training file has no labels (pass --label-column)", args.train)
-        positive = getattr(args, "positive_label", None)
+            raise BertkitError("the training file has no labels (pass --label-column)", source)
+        positive = settings.get("positive_label")
         if positive is not None and labels is not None and positive not in labels:
             raise BertkitError(f"--positive-label {positive!r} is not a training label ({', '.join(labels)})")
-        return cls(labels, **cls.settings(vars(args)))
+        return cls(labels, **cls.settings(settings))
 
     def reader_options(self) -> dict:
         return {"regression": self.regression}
@@ -101,16 +102,6 @@ class ClassifyTask(Task):
         example = super().example_from_line(obj, line, n, source)
         pair = obj.get("text_pair") if isinstance(obj, dict) else None
         return TextExample(example.text, pair, None, n)
-
-    @staticmethod
-    def parse_request(body: dict, texts: Texts) -> list:
-        from bertkit.errors import HTTPError
-
-        items, pairs = texts(body, "texts"), texts(body, "text_pairs", required=False)
-        if pairs is not None and len(pairs) != len(items):
-            raise HTTPError(422, f'"text_pairs" has {len(pairs)} texts for {len(items)} "texts"')
-        unpaired: list[str | None] = [None] * len(items)
-        return list(zip(items, pairs or unpaired, strict=True))
 
     @property
     def num_scores(self) -> int | None:

@@ -120,20 +120,18 @@ class MultiLabelTask(ClassifyTask):
         return super().read(path, fmt, **{**opts, "label_sets": sets})
 
     @classmethod
-    def from_args(cls, args: Any, train: list) -> MultiLabelTask:
+    def from_settings(cls, settings: dict, train: list, source: str | Path) -> MultiLabelTask:
         from bertkit.data.labels import label_vocab, read_label_file
 
         if any(e.label is None for e in train):
-            raise BertkitError("the training file has no labels (pass --label-column)", args.train)
-        labels = (
-            read_label_file(args.labels_file) if getattr(args, "labels_file", None) else label_vocab(train)
-        )
-        _refuse_numbers(labels, train, args.train)
-        settings = cls.settings(vars(args), skip=("labels", "thresholds", "pos_weight"))
-        task = cls(labels, **settings)
-        task.pos_weight = _pos_weight_arg(getattr(args, "pos_weight", None), labels)
+            raise BertkitError("the training file has no labels (pass --label-column)", source)
+        labels_file = settings.get("labels_file")
+        labels = read_label_file(labels_file) if labels_file else label_vocab(train)
+        _refuse_numbers(labels, train, source)
+        task = cls(labels, **cls.settings(settings, skip=("labels", "thresholds", "pos_weight")))
+        task.pos_weight = _pos_weight_arg(settings.get("pos_weight"), labels)
         task.top_label = all(e.label for e in train)
-        task.thresholds = thresholds_arg(vars(args), labels)
+        task.thresholds = thresholds_arg(settings, labels)
         if task.thresholds is not None:
             task.threshold_mode = "fixed"
         return task
@@ -432,7 +430,7 @@ def _bounded(raw: Any, below: float | None, where: str, path: str | Path) -> flo
     return v
 
 
-def _refuse_numbers(labels: list[str], train: list, path: str) -> None:
+def _refuse_numbers(labels: list[str], train: list, path: str | Path) -> None:
     """A label column of fractional numbers is a regression target, not label names."""
 
     def fraction(x: str) -> bool:

@@ -186,11 +186,11 @@ class NerTask(Task):
         return read_conll(path, **keep("token_column", "tag_column", "scheme", "strip_digit_suffix"))
 
     @classmethod
-    def from_args(cls, args: Any, train: list) -> NerTask:
+    def from_settings(cls, settings: dict, train: list, source: str | Path) -> NerTask:
         from bertkit.data.labels import label_vocab
 
         read_as = next((e.scheme for e in train if e.scheme is not None), None)  # None: span JSONL
-        return cls(label_vocab(train), **cls.settings(vars(args)), tag_scheme=read_as)
+        return cls(label_vocab(train), **cls.settings(settings), tag_scheme=read_as)
 
     def read_as(self) -> str | None:
         if self.tag_scheme is None:

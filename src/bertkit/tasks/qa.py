@@ -21,7 +21,7 @@ from bertkit.errors import BertkitError
 from bertkit.evaluation.metrics import squad_em_f1
 from bertkit.models.config import BertConfig
 from bertkit.models.heads import BertForQuestionAnswering
-from bertkit.tasks.base import Task, Texts
+from bertkit.tasks.base import Task
 from bertkit.tokenization.tokenizer import Tokenizer
 
 
@@ -39,6 +39,7 @@ class QATask(Task):
     pipeline_names = ("question-answering",)
     onnx_outputs = ("start_logits", "end_logits")
     response_key = "answers"
+    request_fields = ("questions", "contexts")
 
     @classmethod
     def read(cls, path: str | Path, fmt: str | None = None, **opts: Any) -> list:
@@ -47,8 +48,8 @@ class QATask(Task):
         return read_squad(path)
 
     @classmethod
-    def from_args(cls, args: Any, train: list) -> QATask:
-        given = vars(args)
+    def from_settings(cls, settings: dict, train: list, source: str | Path) -> QATask:
+        given = settings
         if given.get("class_weighting") not in (None, "none"):  # a span task has no classes to weight
             raise BertkitError("--class-weights works with --task classify and ner, not qa")
         return cls(**cls.settings({**given, "doc_stride": given.get("stride")}))
@@ -88,15 +89,6 @@ class QATask(Task):
 
     def output_row(self, example: Any, pred: dict) -> dict:
         return {"id": example.id, **pred}
-
-    @staticmethod
-    def parse_request(body: dict, texts: Texts) -> list:
-        from bertkit.errors import HTTPError
-
-        qs, cs = texts(body, "questions"), texts(body, "contexts")
-        if len(qs) != len(cs):
-            raise HTTPError(422, f'{len(qs)} "questions" for {len(cs)} "contexts"')
-        return list(zip(qs, cs, strict=True))
 
     @property
     def num_scores(self) -> int | None:

@@ -2,7 +2,7 @@
 
 task_class("ner")                  -> NerTask
 load_examples("ner", "train.txt")  -> the reader the task and the extension call for
-build("classify", args, opts)      -> (task, train, dev, test) from command-line arguments
+build("classify", settings, opts)  -> (task, train, dev, test) from a command's settings
 from_dir("out/conll")              -> the task a fine-tuned directory was trained for
 for_pipeline("sentiment-analysis") -> ClassifyTask
 """
@@ -69,25 +69,25 @@ def load_examples(name: str, path: str | Path, fmt: str | None = None, **opts: A
     return cls.read(path, fmt, **opts)
 
 
-def build(name: str, args: Any, opts: dict) -> tuple[Task, list, list | None, list | None]:
-    """The task and its train/dev/test examples from command-line arguments (`args.train`,
-    `args.dev`, `args.test`, `args.format`, the task flags); dev/test labels are checked against
-    the training labels (`args.unknown_label` maps unseen ones)."""
+def build(name: str, settings: dict[str, Any], opts: dict) -> tuple[Task, list, list | None, list | None]:
+    """The task and its train/dev/test examples from a command's settings by name (`train`, `dev`,
+    `test`, `format`, the task settings of `tasks.options.TaskOptions`); dev/test labels are
+    checked against the training labels (`unknown_label` maps unseen ones). `opts`: the reader's."""
     from bertkit.data.labels import check_labels
 
     def read(path: str | None) -> list | None:
-        return load_examples(name, path, args.format, **opts) if path else None
+        return load_examples(name, path, settings.get("format"), **opts) if path else None
 
-    train, dev, test = read(args.train), read(getattr(args, "dev", None)), read(getattr(args, "test", None))
+    train, dev, test = read(settings["train"]), read(settings.get("dev")), read(settings.get("test"))
     if not train:
-        raise BertkitError("no training examples", args.train)
-    task = task_class(name, vars(args)).from_args(args, train)
+        raise BertkitError("no training examples", settings["train"])
+    task = task_class(name, settings).from_settings(settings, train, settings["train"])
     labels = task.labels_to_check
     if labels is not None:
         label2id = {x: i for i, x in enumerate(labels)}
-        unknown = getattr(args, "unknown_label", None)
-        dev = check_labels(dev, label2id, args.dev, unknown) if dev else dev
-        test = check_labels(test, label2id, args.test, unknown) if test else test
+        unknown = settings.get("unknown_label")
+        dev = check_labels(dev, label2id, settings["dev"], unknown) if dev else dev
+        test = check_labels(test, label2id, settings["test"], unknown) if test else test
     return task, train, dev, test
 
 

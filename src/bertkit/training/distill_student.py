@@ -16,6 +16,7 @@ from torch import nn
 from bertkit.errors import BertkitError
 from bertkit.fileio import save_safetensors
 from bertkit.models.config import PRESETS, BertConfig
+from bertkit.options import option
 from bertkit.tasks.base import Task
 from bertkit.tokenization.tokenizer import Tokenizer
 from bertkit.training.distill_losses import LAYER_LOSSES, Taps, encoder_of, evenly_spaced
@@ -28,11 +29,35 @@ PROJECTION = "projection.safetensors"  # in checkpoints only: the output is the 
 
 @dataclass
 class DistillArgs:
-    student_layers: int | None = None  # a copy of the teacher with this many layers; None: half
-    student: str | None = None  # instead: a preset name or a model directory (fresh head)
-    temperature: float = 2.0
-    alpha: float = 0.5  # weight of the hard-label loss; 1 - alpha of the teacher's soft targets
-    layer_loss: str = "none"  # "hidden", "attention", "both": TinyBERT's intermediate losses
+    """Which student, taught how: each also a flag of `bertkit distill`."""
+
+    student_layers: int | None = option(
+        None,
+        help="the student is the teacher with K evenly spaced encoder layers (layer j takes the teacher's "
+        "(j+1)*N/K-1: 6 -> 3 keeps 1, 3, 5), its embeddings, pooler and head (default: half the layers, "
+        "rounded up)",
+    )
+    student: str | None = option(
+        None,
+        help=f"instead: a preset ({', '.join(PRESETS)}), randomly initialised, or a model directory with "
+        "the teacher's vocabulary (a pretrained mini); the task head is new",
+    )
+    temperature: float = option(
+        2.0,
+        help="softmax temperature T of the soft targets; their loss is scaled by T^2 (default {default:g})",
+    )
+    alpha: float = option(
+        0.5,
+        help="weight of the gold-label loss, 1 - alpha that of the teacher's soft targets "
+        "(default {default:g})",
+    )
+    layer_loss: str = option(
+        "none",
+        choices=LAYER_LOSSES,
+        help="also match mapped layers' hidden states (MSE, through a learned projection when the sizes "
+        "differ), attention probabilities (MSE), both, or none (default); needs the teacher's forward "
+        "each step",
+    )  # TinyBERT's intermediate losses
 
     def check(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
