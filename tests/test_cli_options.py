@@ -16,6 +16,7 @@ from bertkit.engine.runner import InferenceOptions
 from bertkit.options import flag_of, option, options_of
 from bertkit.runtime import RuntimeArgs
 from bertkit.serve.limits import Limits
+from bertkit.tasks import registry
 from bertkit.tasks.options import DecisionOptions, TaskOptions
 from bertkit.tokenization.vocab import VocabOptions
 from bertkit.training.distill_student import DistillArgs
@@ -25,6 +26,7 @@ from bertkit.training.pretrain import PretrainArgs, pretrain_defaults
 # the settings' dataclasses, and the commands whose flags they own (None: every command's)
 OWNERS = {TrainArgs: None, RuntimeArgs: None, Limits: None, ShardOptions: None, VocabOptions: None}
 OWNERS[InferenceOptions] = OWNERS[ReaderOptions] = OWNERS[TaskOptions] = OWNERS[DecisionOptions] = None
+OWNERS |= {group: None for _, group in registry.flag_groups()}  # each task's own flags
 OWNERS[PretrainArgs] = {"pretrain"}
 OWNERS[DistillArgs] = {"distill"}
 # flags that share a name with a setting above and set something else
@@ -90,6 +92,14 @@ def test_runtime_and_server_flags_left_out_give_the_dataclass_defaults(monkeypat
     assert RuntimeArgs.from_env(**given(args, RuntimeArgs)) == RuntimeArgs()
     monkeypatch.delenv("BERTKIT_BACKEND", raising=False)
     assert flags.engine(args) == InferenceOptions()
+
+
+def test_every_task_contributes_its_own_flag_group():
+    titles = [title for title, _ in registry.flag_groups()]
+    assert titles == ["classify", "ner", "multi-label"]
+    help_text = build_parser()._subparsers._group_actions[0].choices["finetune"].format_help()
+    for title in titles:
+        assert f"\n{title}:\n" in help_text
 
 
 def test_flags_given_reach_the_dataclass():

@@ -116,9 +116,12 @@ def decision_opts(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_task(p: argparse.ArgumentParser) -> None:
-    """--task and the task settings (`tasks.options.TaskOptions`: each task's default in its help)."""
+    """--task, the settings every task shares (`tasks.options.TaskOptions`) and each task's own
+    group, as the registry lists them."""
     p.add_argument("--task", choices=registry.names(), required=True, help="what to train")
     add_options(p.add_argument_group("task"), TaskOptions(), options_of(TaskOptions))
+    for title, group in registry.flag_groups():
+        add_options(p.add_argument_group(title), group(), options_of(group))
 
 
 TRAINING = ("epochs", "max_steps", "batch_size", "grad_accum", "lr", "weight_decay", "warmup", "eval_every",

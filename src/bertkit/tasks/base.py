@@ -38,6 +38,7 @@ class Task:
     request_fields: ClassVar[tuple[str, ...]] = ("texts",)
     optional_request_fields: ClassVar[tuple[str, ...]] = ()
     greater_is_better: ClassVar[bool] = True
+    flag_group: ClassVar[type | None] = None  # a dataclass of this task's own flags (bertkit.options)
     # TrainArgs fields whose default differs for this task (used where the flag is not given)
     train_overrides: ClassVar[dict[str, Any]] = {}
 

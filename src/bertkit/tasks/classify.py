@@ -24,9 +24,28 @@ from bertkit.errors import BertkitError
 from bertkit.evaluation.metrics import classification_metrics, regression_metrics
 from bertkit.models.config import BertConfig
 from bertkit.models.heads import BertForSequenceClassification
+from bertkit.options import option
 from bertkit.tasks import weights
 from bertkit.tasks.base import Task
 from bertkit.tokenization.tokenizer import Tokenizer
+
+
+@dataclass
+class ClassifyOptions:
+    """The classify task's own flags (`bertkit finetune --task classify`); None: the default."""
+
+    regression: bool = option(False, help="classify: a numeric target (MSE loss)")
+    multi_label: bool = option(
+        False,
+        help="classify: each text carries zero or more labels (a list column); sigmoid head, BCE loss, "
+        "per-label thresholds",
+    )
+    positive_label: str | None = option(
+        None, help="classify: report F1 of this class and select by it (e.g. 1)"
+    )
+    windows: bool = option(
+        False, help="classify: cover long texts with overlapping windows instead of truncating"
+    )
 
 
 @dataclass
@@ -44,6 +63,7 @@ class ClassifyTask(Task):
     model_class = BertForSequenceClassification
     formats = ("tsv", "csv", "jsonl", "folders")
     pipeline_names = ("text-classification", "sentiment-analysis")
+    flag_group: ClassVar[type | None] = ClassifyOptions
     optional_request_fields = ("text_pairs",)  # sentence pairs: a second text for each
 
     def __post_init__(self) -> None:

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from bertkit.errors import BertkitError
 from bertkit.evaluation.metrics import multilabel_metrics
 from bertkit.models.config import BertConfig
+from bertkit.options import option
 from bertkit.tasks.classify import ClassifyTask
 
 THRESHOLD_MODES = ("shrunk", "per-label", "global", "fixed")
@@ -69,6 +70,32 @@ COLLAPSED = 0.95  # training loss / the best constant predictor's loss above thi
 
 
 @dataclass
+class MultiLabelOptions:
+    """The multi-label variant's own flags (with --multi-label); None: the default."""
+
+    threshold_mode: str | None = option(
+        None,
+        choices=THRESHOLD_MODES[:3],
+        help="multi-label: tune on dev each label's F1-best threshold shrunk toward the global one by "
+        "its dev support (shrunk, the default), each label's own (per-label), or one for all labels "
+        "maximising macro F1 (global)",
+    )
+    pos_weight: str | None = option(
+        None,
+        help="multi-label: weight of each label's positives in the loss: auto (default: for bce, "
+        f"negatives/positives in training, at most {POS_WEIGHT_CLIP:g}; none for the other losses), sqrt "
+        "(its square root), none, or a file (label<TAB>weight)",
+    )
+    label_loss: str | None = option(
+        None,
+        choices=tuple(LABEL_LOSSES),
+        help="multi-label: the loss per label: asymmetric (the default: gamma 0 on positives, 4 on "
+        "negatives, negatives' probabilities less 0.05), binary cross-entropy (bce; transformers' loss) "
+        "or focal (gamma 2)",
+    )
+
+
+@dataclass
 class MultiLabelTask(ClassifyTask):
     labels: list[str]  # (never None: no regression here)
     thresholds: list[float] | None = None  # per label, in `labels` order
@@ -79,6 +106,7 @@ class MultiLabelTask(ClassifyTask):
     top_label: bool = False  # at least the most probable label per text (every training text has one)
     fallback_labels: list[str] | None = None  # whose tuned threshold fell back to the global one
 
+    flag_group = MultiLabelOptions
     variant_flag = "multi_label"  # the setting that makes a classify task this one (registry)
     train_overrides = {"head_lr_mult": 10.0, "min_steps": 500}
     window_pooling = "max"  # a label any window of a long text finds (max of its probabilities)

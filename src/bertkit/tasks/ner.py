@@ -42,12 +42,14 @@ from bertkit.evaluation.metrics import entity_metrics, get_entities
 from bertkit.fileio import save_safetensors
 from bertkit.models.config import BertConfig
 from bertkit.models.heads import BertForTokenClassification
+from bertkit.options import option
 from bertkit.tasks import weights
 from bertkit.tasks.base import Task
 from bertkit.tasks.crf import CRF, BiLSTM, iob2_decoder
 from bertkit.tokenization.tokenizer import Tokenizer
 
 HEADS = ("softmax", "crf", "bilstm-crf")
+HEAD = "softmax"  # the default tag decoder
 DECODES = ("constrained", "argmax")  # how the softmax head turns word probabilities into tags
 EXTRA_WEIGHTS = "ner_head.safetensors"  # the CRF/BiLSTM parameters transformers has no place for
 
@@ -142,9 +144,22 @@ def _word_positions(labels_or_words: torch.Tensor) -> tuple[torch.Tensor, torch.
 
 
 @dataclass
+class NerOptions:
+    """The ner task's own flags; None: the default."""
+
+    head: str | None = option(None, choices=HEADS, help=f"ner: tag decoder (default {HEAD})")
+    decode: str | None = option(
+        None,
+        choices=DECODES,
+        help="ner, softmax head: each sentence's most probable valid IOB2 tags (Viterbi, constrained, the "
+        "default) or each word's most probable tag on its own (transformers' argmax); saved with the model",
+    )
+
+
+@dataclass
 class NerTask(Task):
     labels: list[str]
-    head: str = "softmax"
+    head: str = HEAD
     max_length: int = 128
     stride: int = 32
     decode: str = "constrained"  # softmax head: "constrained" (valid IOB2, Viterbi) or "argmax"
@@ -153,6 +168,7 @@ class NerTask(Task):
     tag_scheme: str | None = None  # the training file's tag scheme (data.schemes); None: unknown
 
     name = "ner"
+    flag_group = NerOptions
     main_metric = "f1"
     formats = ("conll", "spans")
     pipeline_names = ("ner", "token-classification")

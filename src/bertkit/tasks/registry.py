@@ -42,6 +42,16 @@ def train_defaults(setting: str) -> list[tuple[str, Any]]:
     return found
 
 
+def flag_groups() -> list[tuple[str, type]]:
+    """The tasks' and variants' own flag groups: (title, the dataclass of its flags)."""
+    found = []
+    for cls in (*TASKS.values(), *VARIANTS):
+        if cls.flag_group is not None:
+            label = getattr(cls, "variant_flag", None) or cls.name
+            found.append((label.replace("_", "-"), cls.flag_group))
+    return found
+
+
 def distillable() -> list[str]:
     """The tasks `bertkit distill` takes: those that give their outputs apart from their loss."""
     return [name for name, cls in TASKS.items() if cls.outputs is not Task.outputs]
