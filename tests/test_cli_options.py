@@ -22,6 +22,7 @@ from bertkit.tokenization.vocab import VocabOptions
 from bertkit.training.distill_student import DistillArgs
 from bertkit.training.loop import TrainArgs
 from bertkit.training.pretrain import PretrainArgs, pretrain_defaults
+from bertkit.training.run import CheckpointOptions
 
 # the settings' dataclasses, and the commands whose flags they own (None: every command's)
 OWNERS = {TrainArgs: None, RuntimeArgs: None, Limits: None, ShardOptions: None, VocabOptions: None}
@@ -29,6 +30,7 @@ OWNERS[InferenceOptions] = OWNERS[ReaderOptions] = OWNERS[TaskOptions] = OWNERS[
 OWNERS |= {group: None for _, group in registry.flag_groups()}  # each task's own flags
 OWNERS[PretrainArgs] = {"pretrain"}
 OWNERS[DistillArgs] = {"distill"}
+OWNERS[CheckpointOptions] = {"finetune", "distill"}  # pretrain's are PretrainArgs'
 # flags that share a name with a setting above and set something else
 ELSEWHERE = {("init", "--seed"): "the initial weights' seed", ("export", "--int8"): "an int8 ONNX graph"}
 ELSEWHERE[("embed", "--max-length")] = "the embedding model's truncation"

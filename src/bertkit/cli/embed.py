@@ -7,6 +7,8 @@ import json
 import sys
 
 from bertkit.cli import flags
+from bertkit.engine.embeddings import POOLINGS
+from bertkit.inference.pipelines import TOP_K
 
 
 def add_parser(sub) -> None:
@@ -22,7 +24,7 @@ def add_parser(sub) -> None:
     em.add_argument("--output", required=True, help=".npy file to write")
     em.add_argument(
         "--pooling",
-        choices=["mean", "cls"],
+        choices=POOLINGS,
         default=None,
         help="default: what a sentence-transformers directory declares, else mean",
     )
@@ -49,7 +51,7 @@ def add_parser(sub) -> None:
         "each [MASK] in each TEXT.",
     )
     fm.add_argument("--model", required=True, help="model directory with a masked-LM head")
-    fm.add_argument("--top-k", type=int, default=5, help="fillers shown per mask (default 5)")
+    fm.add_argument("--top-k", type=int, default=TOP_K, help=f"fillers shown per mask (default {TOP_K})")
     fm.add_argument("--json", action="store_true", help="one JSON line per text instead of a table")
     fm.add_argument("text", nargs="+", help="text with one or more [MASK] tokens")
     flags.add_engine(fm)

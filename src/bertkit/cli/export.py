@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from bertkit.inference.export import OPSET
+
 
 def add_parser(sub) -> None:
     ex = sub.add_parser(
@@ -17,7 +19,7 @@ def add_parser(sub) -> None:
     ex.add_argument("--output", required=True, help=".onnx file to write (+ a .json check beside it)")
     ex.add_argument("--format", choices=["onnx"], default="onnx", help="export format (onnx)")
     ex.add_argument("--int8", action="store_true", help="ONNX Runtime dynamic int8 quantization, per channel")
-    ex.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    ex.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
     ex.set_defaults(func=run)
 
 

@@ -17,6 +17,7 @@ from bertkit.tasks import registry
 from bertkit.tasks.options import DecisionOptions, TaskOptions
 from bertkit.tasks.registry import FORMATS
 from bertkit.training.loop import TrainArgs
+from bertkit.training.run import CheckpointOptions
 
 
 def add_runtime(p: argparse.ArgumentParser) -> None:
@@ -92,19 +93,7 @@ def add_output(p: argparse.ArgumentParser) -> None:
 
 
 def add_checkpoints(p: argparse.ArgumentParser) -> None:
-    ck = p.add_argument_group("checkpoints")
-    ck.add_argument(
-        "--save-every",
-        type=int,
-        default=None,
-        help="write a checkpoint every N optimizer steps (and on SIGTERM/Ctrl-C) to OUTPUT-checkpoints/, "
-        "removed once the run completes",
-    )
-    ck.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue from the newest checkpoint in OUTPUT-checkpoints/ (same settings; checked)",
-    )
+    add_options(p.add_argument_group("checkpoints"), CheckpointOptions(), ("save_every", "resume"))
 
 
 def add_decision(p: argparse.ArgumentParser) -> None:

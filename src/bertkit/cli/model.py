@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from bertkit.models.config import DEFAULT_PRESET, PRESETS, BertConfig
+
 
 def add_parser(sub) -> None:
     info = sub.add_parser(
@@ -24,13 +26,16 @@ def add_parser(sub) -> None:
     )
     ini.add_argument(
         "--config",
-        default="mini",
-        choices=["tiny", "mini", "small", "medium", "base", "large"],
+        default=DEFAULT_PRESET,
+        choices=list(PRESETS),
         help="preset size: tiny L2/H128, mini L4/H256, small L4/H512, medium L8/H512, base, large",
     )
     ini.add_argument("--tokenizer", required=True, help="directory with vocab.txt or tokenizer.json")
     ini.add_argument("--output", required=True, help="model directory to write")
-    ini.add_argument("--max-positions", type=int, default=512, help="maximum sequence length (default 512)")
+    positions = BertConfig.max_position_embeddings
+    ini.add_argument(
+        "--max-positions", type=int, default=positions, help=f"maximum sequence length (default {positions})"
+    )
     ini.add_argument("--num-hidden-layers", type=int, help="override the preset's layer count")
     ini.add_argument("--hidden-size", type=int, help="override the preset's hidden size")
     ini.add_argument("--num-attention-heads", type=int, help="override the preset's head count")

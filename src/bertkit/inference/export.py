@@ -39,6 +39,8 @@ CHECK_TEXTS = [
     "中国队在比赛中获得了冠军。",
 ]
 
+OPSET = 17  # the ONNX opset written unless told
+
 
 def load_for_export(model_dir: Path) -> tuple[nn.Module, tuple[str, ...]]:
     """The directory's model and the outputs its graph gives: its task's head, or the encoder."""
@@ -51,7 +53,7 @@ def load_for_export(model_dir: Path) -> tuple[nn.Module, tuple[str, ...]]:
     return BertModel.from_pretrained(model_dir), ("last_hidden_state", "pooler_output")
 
 
-def export_onnx(model_dir: str | Path, output: str | Path, int8: bool = False, opset: int = 17) -> dict:
+def export_onnx(model_dir: str | Path, output: str | Path, int8: bool = False, opset: int = OPSET) -> dict:
     """Export, check against PyTorch with ONNX Runtime, then write `output`; returns the check."""
     try:
         import onnxruntime as ort

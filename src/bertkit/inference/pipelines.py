@@ -39,6 +39,8 @@ from bertkit.tokenization.tokenizer import Tokenizer
 
 __all__ = ["FillMaskPipeline", "Pipeline", "evaluate_dir", "pipeline", "predict_stream", "words_of"]
 
+TOP_K = 5  # fill-mask: fillers per [MASK] unless told (the CLI and the server too)
+
 
 class Pipeline:
     """A fine-tuned directory's task on the inference engine (or ONNX Runtime, or OpenVINO)."""
@@ -79,7 +81,7 @@ class FillMaskPipeline:
         self,
         model_dir: str | Path,
         runtime: Runtime | None = None,
-        top_k: int = 5,
+        top_k: int = TOP_K,
         options: InferenceOptions | None = None,
     ):
         from bertkit.models.heads import BertForMaskedLM

@@ -23,6 +23,7 @@ CONFIG_NAME = "config.json"
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "swish", "tanh")
 
 # name -> (layers, hidden, heads); intermediate is 4 * hidden as in BERT.
+DEFAULT_PRESET = "mini"  # what `bertkit init` and `bertkit pretrain` build unless told
 PRESETS: dict[str, tuple[int, int, int]] = {
     "tiny": (2, 128, 2),
     "mini": (4, 256, 4),

@@ -34,8 +34,10 @@ from typing import Any, cast, overload
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from bertkit.engine.embeddings import POOLINGS
 from bertkit.engine.runner import InferenceOptions, encoders
 from bertkit.errors import BertkitError, HTTPError
+from bertkit.inference.pipelines import TOP_K
 from bertkit.runtime import Runtime, local_runtime
 from bertkit.serve.limits import Limits
 from bertkit.tasks import registry
@@ -321,14 +323,14 @@ def _embed_parse(body: dict, limits: Limits) -> tuple:
     normalize, pooling = body.get("normalize"), body.get("pooling")
     if normalize is not None and not isinstance(normalize, bool):
         raise HTTPError(422, '"normalize" must be true or false')
-    if pooling is not None and pooling not in ("mean", "cls"):
-        raise HTTPError(422, '"pooling" must be "mean" or "cls"')
+    if pooling is not None and pooling not in POOLINGS:
+        raise HTTPError(422, '"pooling" must be ' + " or ".join(f'"{p}"' for p in POOLINGS))
     texts = _texts(body, "texts", limits)
     return [(t, pooling, normalize) for t in texts], lambda r: {"embeddings": r}
 
 
 def _fill_parse(body: dict, limits: Limits) -> tuple:
-    k = body.get("top_k", 5)
+    k = body.get("top_k", TOP_K)
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 100:
         raise HTTPError(422, '"top_k" must be an integer from 1 to 100')
     return [(t, k) for t in _texts(body, "texts", limits)], lambda r: {"fills": r}

@@ -144,7 +144,8 @@ class MultiLabelTask(ClassifyTask):
         names, source = opts.get("label_names"), "the model's labels"
         if opts.get("labels_file"):
             names, source = read_label_file(opts["labels_file"]), str(opts["labels_file"])
-        sets = LabelSets(opts.get("label_separator") or ",", tuple(names) if names else None, source)
+        separator = opts.get("label_separator") or cls.label_separator
+        sets = LabelSets(separator, tuple(names) if names else None, source)
         return super().read(path, fmt, **{**opts, "label_sets": sets})
 
     @classmethod

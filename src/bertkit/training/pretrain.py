@@ -32,7 +32,7 @@ import torch
 from bertkit.data.shards import ShardOptions, build_shards
 from bertkit.errors import BertkitError
 from bertkit.fileio import save_safetensors, write_json
-from bertkit.models.config import PRESETS, BertConfig
+from bertkit.models.config import DEFAULT_PRESET, PRESETS, BertConfig
 from bertkit.models.heads import BertForPreTraining
 from bertkit.options import option
 from bertkit.runtime import Runtime, local_runtime
@@ -59,7 +59,7 @@ class PretrainArgs:
     train: TrainArgs = field(default_factory=pretrain_defaults)  # batch_size: sequences a step, all ranks
     tokenizer: str | None = option(None, help="tokenizer directory (default: train one on the corpus)")
     vocab: VocabOptions = field(default_factory=VocabOptions)  # a vocabulary trained on the corpus
-    config: str = option("mini", help=f"preset ({', '.join(PRESETS)}) or config.json")
+    config: str = option(DEFAULT_PRESET, help=f"preset ({', '.join(PRESETS)}) or config.json")
     init_from: str | None = option(None, help="continue pretraining this model directory")
     max_seq_length: int = option(128, help="tokens per sequence (default {default})")
     dropout: float | None = option(

@@ -34,6 +34,7 @@ from bertkit.errors import BertkitError
 from bertkit.fileio import check_new_output, staged_output, write_json
 from bertkit.models.config import BertConfig
 from bertkit.models.encoder import BertModel
+from bertkit.options import option
 from bertkit.runtime import Runtime
 from bertkit.tasks.base import Task
 from bertkit.tokenization.tokenizer import Tokenizer
@@ -73,6 +74,20 @@ def training_batches(
             yield {**batch, **more, "loss_norm": max(norm, 1e-12)}
 
     return batches, -(-len(feats) // args.batch_size)
+
+
+@dataclass
+class CheckpointOptions:
+    """Checkpoints of a fine-tuning or distillation run, each also a flag of those commands."""
+
+    save_every: int | None = option(
+        None,
+        help="write a checkpoint every N optimizer steps (and on SIGTERM/Ctrl-C) to OUTPUT-checkpoints/, "
+        "removed once the run completes",
+    )
+    resume: bool = option(
+        False, help="continue from the newest checkpoint in OUTPUT-checkpoints/ (same settings; checked)"
+    )
 
 
 @dataclass
