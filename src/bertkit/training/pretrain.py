@@ -41,7 +41,7 @@ from bertkit.tokenization.vocab import VocabOptions, train_tokenizer
 from bertkit.training import resume
 from bertkit.training.loop import Checkpointing, Evaluation, TrainArgs, TrainResult, fit
 from bertkit.training.masked_lm import Corpus, evaluate_mlm, held_out_batches, mlm_loss, word_source
-from bertkit.training.run import full_state, stop_if_signalled, wrap
+from bertkit.training.run import checkpoint_saver, full_state, stop_if_signalled, wrap
 
 if TYPE_CHECKING:
     pass
@@ -144,8 +144,9 @@ def remove_partial_checkpoints(output: Path) -> list[Path]:
     return resume.remove_partial(output / "checkpoints")
 
 
-def write_checkpoint(output: Path, model_state: dict, config: BertConfig, trainer: dict, keep: int) -> Path:
-    """checkpoints/step-N, written whole or not at all (see `resume`)."""
+def model_writer(model_state: dict, config: BertConfig) -> Callable[[Path], None]:
+    """What writes a checkpoint's model: the (gathered) BertForPreTraining state under Hugging
+    Face names, and its config."""
     from bertkit.models.checkpoint import bertkit_to_hf
 
     def write_model(stage: Path) -> None:
@@ -153,7 +154,7 @@ def write_checkpoint(output: Path, model_state: dict, config: BertConfig, traine
         config.architectures = ["BertForPreTraining"]
         config.save_pretrained(stage)
 
-    return resume.write_checkpoint(output / "checkpoints", trainer, write_model, keep)
+    return write_model
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -204,13 +205,11 @@ def pretrain(args: PretrainArgs, rt: Runtime | None = None) -> dict[str, Any]:
     held = held_out_batches(data.held_maker, args.eval_sequences, micro, tok.pad_token_id, rt)
     evaluation = Evaluation(_evaluator(held, rt, args.fsdp), "mlm_accuracy", every_rank=True)
 
-    def save(trainer_state: dict) -> None:
-        model_state = full_state(wrapped, model)
-        if rt.main:
-            trainer_state = {**trainer_state, "seed": args.train.seed}
-            write_checkpoint(out, model_state, config, trainer_state, args.keep_checkpoints)
-        rt.barrier()
+    def gather() -> Callable[[Path], None]:  # on every rank: the whole model's state (FSDP gathers)
+        return model_writer(full_state(wrapped, model), config)
 
+    record = {"seed": args.train.seed}
+    save = checkpoint_saver(out / "checkpoints", args.keep_checkpoints, rt, record, gather=gather)
     max_seconds = args.max_minutes * 60 if args.max_minutes else None
     ck = Checkpointing(save=save, every=args.save_every, resume=resume_state, max_seconds=max_seconds)
     targs = replace(args.train, keep_best=False, progress=args.train.progress and rt.main)

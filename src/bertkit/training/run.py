@@ -181,19 +181,36 @@ def checkpointing(
 ) -> Checkpointing:
     """The run's checkpoints; `model` (its save_pretrained) writes the weights of each."""
     every = resumable.every or (state or {}).get("every")
-
-    def save(trainer_state: dict) -> None:  # called on every rank; rank 0 writes
-        if rt.main:
-            trainer_state = {**trainer_state, "run": run, "every": every}
-            save_model = cast("PretrainedMixin", model).save_pretrained
-            write_checkpoint(resumable.root, trainer_state, save_model, resumable.keep)
-        rt.barrier()
-
+    write_model = cast("PretrainedMixin", model).save_pretrained
+    save = checkpoint_saver(resumable.root, resumable.keep, rt, {"run": run, "every": every}, write_model)
     if state is not None and log_dir is not None:  # the record so far, in the new run's log
         log_dir.mkdir(parents=True, exist_ok=True)
         with open(log_dir / "log.jsonl", "w", encoding="utf-8") as f:
             f.writelines(line + "\n" for line in map(json.dumps, json.loads(state["loop"]["history"])))
     return Checkpointing(save=save, every=every, resume=state)
+
+
+def checkpoint_saver(
+    root: Path,
+    keep: int,
+    rt: Runtime,
+    record: dict[str, Any],
+    write_model: Callable[[Path], None] | None = None,
+    gather: Callable[[], Callable[[Path], None]] | None = None,
+) -> Callable[[dict], None]:
+    """`Checkpointing.save` for a run: called on every rank with the trainer state, rank 0 writes
+    root/step-N (the state plus `record`, the model by `write_model`) and every rank waits for it.
+    `gather()`, when given, runs on every rank first (FSDP gathers the weights) and returns the
+    model writer."""
+
+    def save(trainer_state: dict) -> None:
+        writer = gather() if gather is not None else write_model
+        if rt.main:
+            assert writer is not None
+            write_checkpoint(root, {**trainer_state, **record}, writer, keep)
+        rt.barrier()
+
+    return save
 
 
 def wrap(model: torch.nn.Module, rt: Runtime, fsdp: bool = False) -> torch.nn.Module:
