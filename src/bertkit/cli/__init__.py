@@ -1,5 +1,6 @@
 """The `bertkit` command line: one small module per verb (`add_parser`, `run`), each thin over
-the Python API; the flag groups they share are in `flags`. `main` maps user errors to one line
+the Python API; the flag groups they share are in `flags`, each built from the dataclass that
+owns its settings (`options`). `main` maps user errors to one line
 on stderr and exit status 2. The top floor: may import every package below; none imports it."""
 
 from __future__ import annotations
