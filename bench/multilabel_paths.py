@@ -21,8 +21,10 @@ from pathlib import Path
 import torch
 
 import bertkit
+from bertkit.data.examples import ReaderOptions
 from bertkit.runtime import RuntimeArgs, compute_init, cpu_description
 from bertkit.tasks import registry
+from bertkit.tasks.inputs import reader_opts
 
 
 def main() -> None:
@@ -37,10 +39,8 @@ def main() -> None:
 
     model = Path(args.model)
     task = registry.from_dir(model)
-    opts = {**task.reader_options(), "text_column": args.text_column, "label_column": args.label_column}
-    texts = [
-        e.text for e in registry.load_examples("classify", args.data, **{k: v for k, v in opts.items() if v})
-    ]
+    opts = reader_opts(task, ReaderOptions(text_column=args.text_column, label_column=args.label_column))
+    texts = [e.text for e in registry.load_examples("classify", args.data, opts=opts)]
     ref = hf.BertForSequenceClassification.from_pretrained(model).eval()
     ours = bertkit.BertForSequenceClassification.from_pretrained(model)
     enc = bertkit.Tokenizer.from_pretrained(model)(

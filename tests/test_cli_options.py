@@ -134,3 +134,18 @@ def test_a_flag_group_from_a_dataclass():
     assert build(p.parse_args(["--name", "b", "--ratio", "1"]), Settings()) == Settings(name="b", ratio=1.0)
     with pytest.raises(SystemExit):
         p.parse_args(["--name", "c"])
+
+
+def test_reader_options_are_typed_and_a_given_zero_column_counts(tmp_path):
+    from bertkit.data.examples import ReaderOptions
+    from bertkit.tasks.classify import ClassifyTask
+    from bertkit.tasks.inputs import reader_opts
+
+    path = tmp_path / "train.tsv"
+    path.write_text("label\tsentence\npos\tgood\nneg\tbad\n", encoding="utf-8")
+    got = registry.load_examples("classify", path, text_column="sentence", label_column="label")
+    assert [(e.text, e.label) for e in got] == [("good", "pos"), ("bad", "neg")]
+    with pytest.raises(TypeError):
+        registry.load_examples("classify", path, txt_column="sentence")  # a typo is not ignored
+    merged = reader_opts(ClassifyTask(None), ReaderOptions(tag_column=0, text_column="t"))
+    assert (merged.regression, merged.tag_column, merged.text_column) == (True, 0, "t")

@@ -73,11 +73,11 @@ def add_data(p: argparse.ArgumentParser) -> None:
     add_options(g, ReaderOptions(), READER)
 
 
-def data_opts(args: argparse.Namespace) -> dict[str, Any]:
-    """The reader options the flags give, as the readers take them (keywords; None: not given),
-    with the task flags that change how labels read (regression, multi-label)."""
-    opts = {**asdict(build(args, ReaderOptions())), "strip_digit_suffix": args.strip_digit_suffix or None}
-    return opts | {k: getattr(args, k, None) for k in ("regression", "multi_label")}
+def data_opts(args: argparse.Namespace) -> ReaderOptions:
+    """The reader options the flags give (None: not given), with the task flags that change how
+    labels read (regression, multi-label)."""
+    task = {k: getattr(args, k, None) for k in ("regression", "multi_label")}
+    return build(args, ReaderOptions(), **task)
 
 
 def add_output(p: argparse.ArgumentParser) -> None:

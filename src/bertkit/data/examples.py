@@ -44,6 +44,10 @@ class ReaderOptions:
     strip_digit_suffix: bool = option(
         False, help="CoNLL: strip a trailing digit from each token (Weibo NER's word-position marks)"
     )
+    # what the task says about the labels (its flags, or a trained model's settings)
+    regression: bool | None = None  # classify: the label is a number
+    multi_label: bool | None = None  # classify: the label is a list of names
+    label_names: list[str] | None = None  # multi-label: a trained model's labels, in id order
 
 
 @dataclass

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from bertkit.data.examples import ReaderOptions
 from bertkit.engine.backend import choose
 from bertkit.engine.runner import InferenceOptions, prepare
 from bertkit.errors import BertkitError
@@ -191,7 +192,7 @@ def evaluate_dir(
     model_dir: Path,
     data: Path,
     fmt: str | None,
-    opts: dict,
+    opts: ReaderOptions | None,
     output: Path,
     unknown_label: str | None = None,
     options: InferenceOptions | None = None,
@@ -207,7 +208,7 @@ def evaluate_dir(
 
     pipe = Pipeline(model_dir, runtime, options, decision)
     task = pipe.task.with_output_scheme(output_scheme)
-    examples = registry.load_examples(task.name, data, fmt, **reader_opts(task, opts))
+    examples = registry.load_examples(task.name, data, fmt, reader_opts(task, opts))
     labels = task.labels_to_check
     if labels:
         examples = check_labels(examples, {x: i for i, x in enumerate(labels)}, data, unknown_label)
@@ -223,7 +224,7 @@ def predict_stream(
     source: str,
     dest: str,
     fmt: str | None,
-    opts: dict,
+    opts: ReaderOptions | None,
     chunk: int = 2048,
     options: InferenceOptions | None = None,
     runtime: Runtime | None = None,
@@ -237,7 +238,7 @@ def predict_stream(
     pipe = Pipeline(model_dir, runtime, options, decision)
     task = pipe.task.with_output_scheme(output_scheme)
     if fmt:
-        examples = registry.load_examples(task.name, source, fmt, **reader_opts(task, opts))
+        examples = registry.load_examples(task.name, source, fmt, reader_opts(task, opts))
     else:
         examples = read_inputs(task, source)
     with atomic_open(dest) if dest != "-" else contextlib.nullcontext(sys.stdout) as f:

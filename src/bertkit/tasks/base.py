@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from bertkit.data.examples import ReaderOptions
 from bertkit.errors import BertkitError
 from bertkit.models.config import BertConfig
 
@@ -55,7 +56,8 @@ class Task:
     # ---- reading and building -----------------------------------------------------------------
 
     @classmethod
-    def read(cls, path: str | Path, fmt: str | None = None, **opts: Any) -> list:
+    def read(cls, path: str | Path, fmt: str | None, opts: ReaderOptions) -> list:
+        """The examples of a file in format `fmt` (None: from the extension), read with `opts`."""
         raise NotImplementedError
 
     @classmethod
@@ -80,9 +82,9 @@ class Task:
         saved = [f.name for f in fields if f.init and f.name != "labels"]
         return {"task": self.name, **{k: getattr(self, k) for k in saved}}
 
-    def reader_options(self) -> dict:
+    def reader_options(self) -> ReaderOptions:
         """Reader options the task's own settings imply (classification: regression)."""
-        return {}
+        return ReaderOptions()
 
     @property
     def labels_to_check(self) -> list[str] | None:

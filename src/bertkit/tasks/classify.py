@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
+from bertkit.data.examples import ReaderOptions
 from bertkit.engine.runner import forward_batches
 from bertkit.errors import BertkitError
 from bertkit.evaluation.metrics import classification_metrics, regression_metrics
@@ -72,17 +73,28 @@ class ClassifyTask(Task):
         weights.check_length(self.class_weights, self.labels)
 
     @classmethod
-    def read(cls, path: str | Path, fmt: str | None = None, **opts: Any) -> list:
+    def read(cls, path: str | Path, fmt: str | None, opts: ReaderOptions) -> list:
         """TSV/CSV/JSONL rows (the format from the extension unless given), or a folder per label
         (a directory, or a folder inside a tar archive: `aclImdb.tar.gz/aclImdb/train`)."""
         from bertkit.data.folders import is_folder_dataset, read_folder_classification
-        from bertkit.data.readers import read_text_classification
 
         if fmt == "folders" or (fmt is None and is_folder_dataset(path)):
             return read_folder_classification(path)
-        keep = ("text_column", "pair_column", "label_column", "header", "regression", "label_sets")
+        return cls.read_rows(path, fmt, opts)
+
+    @staticmethod
+    def read_rows(path: str | Path, fmt: str | None, opts: ReaderOptions, label_sets: Any = None) -> list:
+        """TSV/CSV/JSONL rows; `label_sets` (multi-label): how a label cell splits into names."""
+        from bertkit.data.readers import read_text_classification
+
         return read_text_classification(
-            path, fmt, **{k: v for k, v in opts.items() if k in keep and v is not None}
+            path,
+            fmt,
+            text_column=opts.text_column,
+            pair_column=opts.pair_column,
+            label_column=opts.label_column,
+            regression=bool(opts.regression),
+            label_sets=label_sets,
         )
 
     @classmethod
@@ -97,8 +109,8 @@ class ClassifyTask(Task):
             raise BertkitError(f"--positive-label {positive!r} is not a training label ({', '.join(labels)})")
         return cls(labels, **cls.settings(settings))
 
-    def reader_options(self) -> dict:
-        return {"regression": self.regression}
+    def reader_options(self) -> ReaderOptions:
+        return ReaderOptions(regression=self.regression)
 
     def serving(self) -> ClassifyTask:
         return replace(self, windows=True)  # long texts: windows, never a silent cut

@@ -3,18 +3,22 @@ command line says otherwise), and `bertkit predict`'s JSON or plain-text lines."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
+from bertkit.data.examples import ReaderOptions
 from bertkit.errors import BertkitError
 from bertkit.tasks.base import Task
 
 
-def reader_opts(task: Task, opts: dict) -> dict:
+def reader_opts(task: Task, opts: ReaderOptions | None) -> ReaderOptions:
     """The reader options for a trained model's files: what it was trained with (regression,
-    multi-label labels) unless the command line says otherwise."""
-    return {**task.reader_options(), **{k: v for k, v in opts.items() if v is not None}}
+    multi-label labels) unless the command line says otherwise (a value given: not None, not False)."""
+    fields = dataclasses.asdict(opts or ReaderOptions()).items()
+    given = {k: v for k, v in fields if v is not None and v is not False}  # 0 is a column
+    return dataclasses.replace(task.reader_options(), **given)
 
 
 def read_inputs(task: Task, source: str) -> list:

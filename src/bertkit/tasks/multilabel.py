@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bertkit.data.examples import ReaderOptions
 from bertkit.errors import BertkitError
 from bertkit.evaluation.metrics import multilabel_metrics
 from bertkit.models.config import BertConfig
@@ -128,7 +129,7 @@ class MultiLabelTask(ClassifyTask):
     # ---- reading and building -----------------------------------------------------------------
 
     @classmethod
-    def read(cls, path: str | Path, fmt: str | None = None, **opts: Any) -> list:
+    def read(cls, path: str | Path, fmt: str | None, opts: ReaderOptions) -> list:
         """Classification's TSV/CSV/JSONL reader, each label cell read as a set (`LabelSets`)."""
         from bertkit.data.folders import is_folder_dataset
         from bertkit.data.labels import LabelSets, read_label_file
@@ -139,14 +140,14 @@ class MultiLabelTask(ClassifyTask):
                 "file with a column of label lists",
                 path,
             )
-        if opts.get("regression"):
+        if opts.regression:
             raise BertkitError("--multi-label and --regression exclude each other")
-        names, source = opts.get("label_names"), "the model's labels"
-        if opts.get("labels_file"):
-            names, source = read_label_file(opts["labels_file"]), str(opts["labels_file"])
-        separator = opts.get("label_separator") or cls.label_separator
+        names, source = opts.label_names, "the model's labels"
+        if opts.labels_file:
+            names, source = read_label_file(opts.labels_file), str(opts.labels_file)
+        separator = opts.label_separator or cls.label_separator
         sets = LabelSets(separator, tuple(names) if names else None, source)
-        return super().read(path, fmt, **{**opts, "label_sets": sets})
+        return cls.read_rows(path, fmt, opts, sets)
 
     @classmethod
     def from_settings(cls, settings: dict, train: list, source: str | Path) -> MultiLabelTask:
@@ -165,8 +166,8 @@ class MultiLabelTask(ClassifyTask):
             task.threshold_mode = "fixed"
         return task
 
-    def reader_options(self) -> dict:
-        return {"multi_label": True, "label_names": self.labels, "label_separator": self.label_separator}
+    def reader_options(self) -> ReaderOptions:
+        return ReaderOptions(multi_label=True, label_names=self.labels, label_separator=self.label_separator)
 
     def info(self) -> dict:
         return {**super().info(), "multi_label": True}

@@ -36,6 +36,7 @@ from torch import nn
 
 from bertkit.data import schemes
 from bertkit.data.batching import IGNORE
+from bertkit.data.examples import ReaderOptions
 from bertkit.engine.runner import forward_batches
 from bertkit.errors import BertkitError
 from bertkit.evaluation.metrics import entity_metrics, get_entities
@@ -189,17 +190,22 @@ class NerTask(Task):
         weights.check_length(self.class_weights, self.labels)
 
     @classmethod
-    def read(cls, path: str | Path, fmt: str | None = None, **opts: Any) -> list:
+    def read(cls, path: str | Path, fmt: str | None, opts: ReaderOptions) -> list:
         """CoNLL columns, or character-offset span JSON lines (the default for .json/.jsonl)."""
         from bertkit.data.conll import read_conll
         from bertkit.data.spans import read_span_jsonl
 
         if fmt is None:
             fmt = "spans" if Path(path).suffix.lower() in (".json", ".jsonl") else "conll"
-        keep = lambda *names: {k: v for k, v in opts.items() if k in names and v is not None}  # noqa: E731
         if fmt == "spans":
-            return read_span_jsonl(path, **keep("text_field", "label_field"))
-        return read_conll(path, **keep("token_column", "tag_column", "scheme", "strip_digit_suffix"))
+            return read_span_jsonl(path)
+        columns = (
+            ("token_column", opts.token_column),
+            ("tag_column", opts.tag_column),
+            ("scheme", opts.scheme),
+        )
+        given: dict[str, Any] = {k: v for k, v in columns if v is not None}  # else the reader's defaults
+        return read_conll(path, strip_digit_suffix=opts.strip_digit_suffix, **given)
 
     @classmethod
     def from_settings(cls, settings: dict, train: list, source: str | Path) -> NerTask:

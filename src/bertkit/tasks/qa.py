@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from bertkit.data.examples import ReaderOptions
 from bertkit.engine.runner import forward_batches
 from bertkit.errors import BertkitError
 from bertkit.evaluation.metrics import squad_em_f1
@@ -42,7 +43,7 @@ class QATask(Task):
     request_fields = ("questions", "contexts")
 
     @classmethod
-    def read(cls, path: str | Path, fmt: str | None = None, **opts: Any) -> list:
+    def read(cls, path: str | Path, fmt: str | None, opts: ReaderOptions) -> list:
         from bertkit.data.squad import read_squad
 
         return read_squad(path)

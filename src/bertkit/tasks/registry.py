@@ -9,10 +9,12 @@ for_pipeline("sentiment-analysis") -> ClassifyTask
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
+from bertkit.data.examples import ReaderOptions
 from bertkit.errors import BertkitError
 from bertkit.models.config import BertConfig
 from bertkit.tasks.base import Task
@@ -65,28 +67,34 @@ def task_class(name: str, settings: dict | None = None) -> type[Task]:
     return chosen[0] if chosen else TASKS[name]
 
 
-def load_examples(name: str, path: str | Path, fmt: str | None = None, **opts: Any) -> list:
+def load_examples(
+    name: str, path: str | Path, fmt: str | None = None, opts: ReaderOptions | None = None, **given: Any
+) -> list:
     """Read `path` for task `name`. Without `fmt` the format follows the task and the extension
     (NER: CoNLL columns, .json/.jsonl character-offset spans; QA: SQuAD JSON; classification:
-    TSV/CSV/JSONL or a folder per label). `opts` are the reader's keyword options."""
-    cls = task_class(name, opts)
+    TSV/CSV/JSONL or a folder per label). `opts` are the reader's options, `given` more of them
+    by name (`text_column="sentence"`); an unknown name is a TypeError."""
+    opts = dataclasses.replace(opts or ReaderOptions(), **given)
+    cls = task_class(name, {"multi_label": opts.multi_label})
     if fmt is not None and fmt not in FORMATS:
         raise BertkitError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     if fmt is not None and fmt not in cls.formats:
         raise BertkitError(
             f"format {fmt!r} does not hold {name} examples; use {' or '.join(cls.formats)}", path
         )
-    return cls.read(path, fmt, **opts)
+    return cls.read(path, fmt, opts)
 
 
-def build(name: str, settings: dict[str, Any], opts: dict) -> tuple[Task, list, list | None, list | None]:
+def build(
+    name: str, settings: dict[str, Any], opts: ReaderOptions
+) -> tuple[Task, list, list | None, list | None]:
     """The task and its train/dev/test examples from a command's settings by name (`train`, `dev`,
     `test`, `format`, the task settings of `tasks.options.TaskOptions`); dev/test labels are
     checked against the training labels (`unknown_label` maps unseen ones). `opts`: the reader's."""
     from bertkit.data.labels import check_labels
 
     def read(path: str | None) -> list | None:
-        return load_examples(name, path, settings.get("format"), **opts) if path else None
+        return load_examples(name, path, settings.get("format"), opts) if path else None
 
     train, dev, test = read(settings["train"]), read(settings.get("dev")), read(settings.get("test"))
     if not train:

@@ -34,6 +34,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from bertkit.data.examples import ReaderOptions
 from bertkit.engine.runner import InferenceOptions
 from bertkit.errors import BertkitError
 from bertkit.fileio import check_new_output
@@ -260,14 +261,14 @@ def distill(
         return staged_run(output, overwrite, rt, resumable, train, write)
 
 
-def read_labelled(task: Task, path: str | Path, fmt: str | None, opts: dict) -> list:
+def read_labelled(task: Task, path: str | Path, fmt: str | None, opts: ReaderOptions) -> list:
     """A labelled file for the teacher's task: its reader with the task's own reader options,
     every label checked against the teacher's."""
     from bertkit.data.labels import check_labels
     from bertkit.tasks import registry
     from bertkit.tasks.inputs import reader_opts
 
-    examples = registry.load_examples(task.name, path, fmt, **reader_opts(task, opts))
+    examples = registry.load_examples(task.name, path, fmt, reader_opts(task, opts))
     if any(getattr(e, "label", 0) is None or getattr(e, "tags", 0) is None for e in examples):
         raise BertkitError(
             "examples without labels (pass --label-column, or give the file as --unlabeled)", path
@@ -276,7 +277,7 @@ def read_labelled(task: Task, path: str | Path, fmt: str | None, opts: dict) -> 
     return check_labels(examples, {x: i for i, x in enumerate(labels)}, path) if labels else examples
 
 
-def read_unlabeled(task: Task, path: str | Path, fmt: str | None, opts: dict) -> list:
+def read_unlabeled(task: Task, path: str | Path, fmt: str | None, opts: ReaderOptions) -> list:
     """Texts for the teacher to label: one a line, or JSON lines with "text" (as `bertkit
     predict` reads them); with `fmt`, the task's reader (what labels the file has are unused)."""
     from bertkit.tasks import registry
@@ -284,4 +285,4 @@ def read_unlabeled(task: Task, path: str | Path, fmt: str | None, opts: dict) ->
 
     if fmt is None:
         return read_inputs(task, str(path))
-    return registry.load_examples(task.name, path, fmt, **reader_opts(task, opts))
+    return registry.load_examples(task.name, path, fmt, reader_opts(task, opts))
