@@ -53,20 +53,18 @@ from bertkit.training.distill_student import (
     wrap_student,
 )
 from bertkit.training.distill_teacher import TeacherLogits, teacher_logits, teacher_scores
-from bertkit.training.loop import Evaluation, TrainArgs, fit, set_seed
+from bertkit.training.loop import TrainArgs, set_seed
 from bertkit.training.run import (
     Resumable,
+    Resume,
     Trained,
     check_training,
-    checkpointing,
     dev_predictions,
-    resume_from,
-    resuming,
+    fit_task,
+    labelled_features,
     run_settings,
     staged_run,
-    stop_if_signalled,
     training_batches,
-    wrap,
     write_output,
 )
 
@@ -175,33 +173,22 @@ def train_student(job: Job, log_dir: Path | None) -> tuple[Trained, dict[str, An
     """Train the student on every rank; returns it and the metrics distillation adds."""
     task, args, rt, data, pad = job.task, job.args, job.rt, job.data, job.tokenizer.pad_token_id
     set_seed(args.seed)
-    labelled = [f for f in task.features(job.tokenizer, data.train) if task.trainable(f)]
-    if not labelled:
-        raise BertkitError("no training examples with labels")
-    task.prepare(labelled, args.batch_size)
+    labelled = labelled_features(task, job.tokenizer, data.train, args.batch_size)
     feats = labelled + unlabeled_features(task, job.tokenizer, data.unlabeled)
-    run = {**run_settings(args, rt), **job.record()}
-    last, state = resume_from(job.resumable, run, len(feats), rt) if job.resumable else (None, None)
+    resume = Resume.start(job.resumable, {**run_settings(args, rt), **job.record()}, len(feats), rt)
     dev_feats = task.features(job.tokenizer, data.dev)
     logits, scores, teacher_size = teach(job, feats, dev_feats)
-    student, config = build_student(job.plan, task, job.teacher_dir, last)
-    model = wrap_student(student, job.plan, task, job.settings, last).to(rt.device)
+    student, config = build_student(job.plan, task, job.teacher_dir, resume.last)
+    model = wrap_student(student, job.plan, task, job.settings, resume.last).to(rt.device)
     more = {"teacher": scores, "distill": job.summary(teacher_size, student)}
     loss = DistillLoss(task, job.settings.alpha, job.settings.temperature, layer_loss(job, student))
-    epoch_batches, steps = training_batches(
-        task, feats, args, pad, rt, batch_fields(logits, len(labelled), feats, rt)
-    )
 
     def evaluate(m: nn.Module) -> dict:
         student = cast(Distilled, m).student
         return task.metrics(data.dev, dev_predictions(task, student, dev_feats, data.dev, pad))
 
-    evaluation = Evaluation(evaluate, task.main_metric, task.greater_is_better)
-    record = {"args": run, "train_features": len(feats)}
-    ck = checkpointing(job.resumable, state, record, model, rt, log_dir) if job.resumable else None
-    batches = resuming(epoch_batches, state, args)
-    result = fit(wrap(model, rt), batches, steps, loss, args, rt, evaluation, log_dir, ck)
-    stop_if_signalled(result, rt)
+    batches = training_batches(task, feats, args, pad, rt, batch_fields(logits, len(labelled), feats, rt))
+    result = fit_task(task, model, batches, loss, evaluate, args, rt, resume, log_dir)
     return Trained(student, job.tokenizer, config, result, dev_feats, len(data.train)), more
 
 

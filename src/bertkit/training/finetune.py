@@ -14,33 +14,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from bertkit.errors import BertkitError
 from bertkit.models.config import BertConfig
 from bertkit.runtime import Runtime, local_runtime
 from bertkit.tasks.base import Task
 from bertkit.tokenization.tokenizer import Tokenizer
-from bertkit.training.loop import Evaluation, TrainArgs, fit, set_seed
-
-if TYPE_CHECKING:
-    pass
-
+from bertkit.training.loop import TrainArgs, set_seed
 from bertkit.training.run import (
     Resumable,
+    Resume,
     Trained,
     check_training,
-    checkpointing,
     dev_predictions,
-    resume_from,
-    resuming,
+    fit_task,
+    labelled_features,
     run_settings,
     staged_run,
-    stop_if_signalled,
     training_batches,
-    wrap,
     write_output,
 )
 
@@ -63,26 +56,18 @@ def train_model(
     tokenizer = Tokenizer.from_pretrained(model_dir)
     config = BertConfig.from_pretrained(model_dir)
     task.configure(config)
-    train_feats = [f for f in task.features(tokenizer, train_examples) if task.trainable(f)]
-    if not train_feats:
-        raise BertkitError("no training examples with labels")
-    task.prepare(train_feats, args.batch_size)  # first: a bad --class-weights file stops the run here
-    run = run_settings(args, rt)
-    last, state = resume_from(resumable, run, len(train_feats), rt) if resumable else (None, None)
-    model = task.load_model(last or model_dir, config=config, ignore_mismatched_sizes=True).to(rt.device)
+    train_feats = labelled_features(task, tokenizer, train_examples, args.batch_size)
+    resume = Resume.start(resumable, run_settings(args, rt), len(train_feats), rt)
+    model = task.load_model(resume.last or model_dir, config=config, ignore_mismatched_sizes=True)
+    model = model.to(rt.device)
     dev_feats = task.features(tokenizer, dev_examples)
     pad = tokenizer.pad_token_id
-    epoch_batches, steps = training_batches(task, train_feats, args, pad, rt)
-    batches = resuming(epoch_batches, state, args)
 
     def evaluate(m: torch.nn.Module) -> dict:
         return task.metrics(dev_examples, dev_predictions(task, m, dev_feats, dev_examples, pad))
 
-    evaluation = Evaluation(evaluate, task.main_metric, task.greater_is_better)
-    record = {"args": run, "train_features": len(train_feats)}
-    ck = checkpointing(resumable, state, record, model, rt, log_dir) if resumable else None
-    result = fit(wrap(model, rt), batches, steps, task.loss, args, rt, evaluation, log_dir, ck)
-    stop_if_signalled(result, rt)
+    batches = training_batches(task, train_feats, args, pad, rt)
+    result = fit_task(task, model, batches, task.loss, evaluate, args, rt, resume, log_dir)
     return Trained(model, tokenizer, config, result, dev_feats, len(train_examples))
 
 

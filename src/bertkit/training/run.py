@@ -2,18 +2,21 @@
 write, and what each step needs around it.
 
     check_training      settings that cannot run are refused before anything is read or written
+    labelled_features   the training features with labels, the task prepared on them
     training_batches    each rank's slice of the same length-grouped batches (`--batch-size` global)
     Resumable           checkpoints in OUTPUT-checkpoints/ every N steps and on SIGTERM/SIGINT;
     resume_from,        a resumed run checks its settings against the checkpoint's and skips the
-    resuming            batches it trained on, so it continues exactly
+    resuming, Resume    batches it trained on, so it continues exactly (`Resume.start`)
     checkpointing       the `Checkpointing` `fit` calls (rank 0 writes, every rank waits)
     wrap, full_state    the one DDP (or FSDP2) wrap, and the whole model's state back from it
     stop_if_signalled   a run stopped by a signal ends as an interruption, its checkpoint written
+    fit_task            `fit` with all of the above: resumed batches, the wrap, checkpoints, the rule
     staged_run          train on every rank, write into a hidden stage on rank 0, rename into place
     write_output        a fine-tuned directory: model, tokenizer, metrics.json, train_args.json, report
 
 `finetune` and `distill` are short recipes over these steps; `pretrain` uses the wrap, the
-interruption rule and the checkpoint files (`resume`) with its own data position.
+interruption rule, `checkpoint_saver` and the checkpoint files (`resume`) with its own data
+position.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from bertkit.options import option
 from bertkit.runtime import Runtime
 from bertkit.tasks.base import Task
 from bertkit.tokenization.tokenizer import Tokenizer
-from bertkit.training.loop import Checkpointing, TrainArgs, TrainResult
+from bertkit.training.loop import Checkpointing, Evaluation, TrainArgs, TrainResult, fit
 from bertkit.training.resume import checkpoints, read_trainer_state, remove_partial, write_checkpoint
 
 if TYPE_CHECKING:
@@ -275,6 +278,60 @@ def stop_if_signalled(result: TrainResult, rt: Runtime) -> None:
         if rt.main:
             print(f"stopped by {result.stopped_by} at step {result.steps}; continue with --resume")
         raise KeyboardInterrupt
+
+
+def labelled_features(task: Task, tokenizer: Tokenizer, examples: list, batch_size: int) -> list[dict]:
+    """The training examples' features that carry labels, with the task prepared on them (first:
+    a bad --class-weights file stops the run here, before anything is trained)."""
+    feats = [f for f in task.features(tokenizer, examples) if task.trainable(f)]
+    if not feats:
+        raise BertkitError("no training examples with labels")
+    task.prepare(feats, batch_size)
+    return feats
+
+
+@dataclass
+class Resume:
+    """Where a run checkpoints (`resumable`, None: nowhere), what it resumes from (`last`, the
+    newest checkpoint's directory, and `state`, its trainer state) and the record its
+    checkpoints keep (the settings a resumed run must share, the number of training features)."""
+
+    resumable: Resumable | None
+    record: dict[str, Any]
+    last: Path | None = None
+    state: dict | None = None
+
+    @classmethod
+    def start(cls, resumable: Resumable | None, run: dict, n_train: int, rt: Runtime) -> Resume:
+        """The run's resume point: the newest checkpoint of `resumable`, checked against `run`."""
+        last, state = resume_from(resumable, run, n_train, rt) if resumable else (None, None)
+        return cls(resumable, {"args": run, "train_features": n_train}, last, state)
+
+
+def fit_task(
+    task: Task,
+    model: torch.nn.Module,
+    batches: tuple[Callable[..., Iterator[dict]], int],
+    loss: Callable[[torch.nn.Module, dict], torch.Tensor],
+    evaluate: Callable[[torch.nn.Module], dict],
+    args: TrainArgs,
+    rt: Runtime,
+    resume: Resume,
+    log_dir: Path | None,
+) -> TrainResult:
+    """`fit` as the training commands run it: `batches` (`training_batches`'s) less those a
+    resumed run trained on, the model wrapped for the processes, `evaluate` scoring by the
+    task's main metric, checkpoints when the run has them; a run stopped by a signal ends as an
+    interruption."""
+    epoch_batches, steps = batches
+    evaluation = Evaluation(evaluate, task.main_metric, task.greater_is_better)
+    ck = None
+    if resume.resumable is not None:
+        ck = checkpointing(resume.resumable, resume.state, resume.record, model, rt, log_dir)
+    result = fit(wrap(model, rt), resuming(epoch_batches, resume.state, args), steps, loss, args, rt,
+                 evaluation, log_dir, ck)  # fmt: skip
+    stop_if_signalled(result, rt)
+    return result
 
 
 def staged_run(
