@@ -21,7 +21,7 @@ def option(
     help: str,
     flag: str | None = None,
     aliases: tuple[str, ...] = (),
-    choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None,
+    choices: tuple[str, ...] | None = None,
     metavar: str | None = None,
     negated: bool = False,
     unset: bool = False,
@@ -35,8 +35,8 @@ def option(
     `negated`: a bool field that is True by default, set off by a store-true `flag` (`--quiet`
     for `progress`). `unset`: the flag's own default is None, "not given", and the value then
     comes from elsewhere (the environment, the task, the defaults the flags are built from);
-    the field's default still stands for the Python API. `choices` may be a function, asked when
-    the flags are built. `none`: how the help names a default of None."""
+    the field's default still stands for the Python API. `none`: how the help names a default
+    of None."""
     meta: dict[str, Any] = {"help": help, "flag": flag, "aliases": aliases, "choices": choices}
     meta["metavar"] = metavar
     meta |= {"negated": negated, "unset": unset, "nargs": nargs, "none": none}

@@ -35,8 +35,7 @@ def add_options(
         if meta["negated"] or hints[name] is bool:
             kw |= {"action": "store_true", "default": False if meta["negated"] else value}
         else:
-            choices = meta["choices"]() if callable(meta["choices"]) else meta["choices"]
-            choices = (narrow or {}).get(name, choices)
+            choices = (narrow or {}).get(name, meta["choices"])
             kw |= {"type": _scalar(hints[name]), "default": None if meta["unset"] else value}
             kw |= {k: v for k, v in (("choices", choices), ("metavar", meta["metavar"])) if v is not None}
             if meta["nargs"]:
@@ -45,12 +44,12 @@ def add_options(
         action.option_of = type(defaults)  # type: ignore[attr-defined]  # the owner, for the tests
 
 
-def given(args: argparse.Namespace, cls: type, names: Iterable[str] | None = None) -> dict[str, Any]:
+def given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     """The values of `cls`'s option fields that the flags set: a negated flag as the field's
     value, an unset flag left out when it was not given."""
     found: dict[str, Any] = {}
     for name, f in options_of(cls).items():
-        if (names is not None and name not in names) or not hasattr(args, _dest(f)):
+        if not hasattr(args, _dest(f)):  # a flag this command does not have
             continue
         meta, value = f.metadata["option"], getattr(args, _dest(f))
         if meta["negated"]:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from bertkit.data.batching import IGNORE
+from bertkit.data.corpus import ShardedCorpus
 from bertkit.data.mlm import (
     InstanceMaker,
     MaskingConfig,
@@ -34,7 +35,6 @@ from bertkit.tokenization.tokenizer import Tokenizer
 from bertkit.training.loop import TrainArgs
 
 if TYPE_CHECKING:
-    from bertkit.data.corpus import ShardedCorpus
     from bertkit.training.pretrain import PretrainArgs
 
 
@@ -52,8 +52,6 @@ class Corpus:
 
     @classmethod
     def open(cls, args: PretrainArgs, tok: Tokenizer, shard_dir: Path) -> Corpus:
-        from bertkit.data.corpus import ShardedCorpus
-
         t = args.train
         train_docs = ShardedCorpus(shard_dir, "train")
         held_docs = ShardedCorpus(shard_dir, "heldout")
@@ -85,28 +83,20 @@ class Corpus:
             line += f"\nwhole-word masking: {word_source(docs, args.word_list)}"
         return line
 
-    def batches(self, t: TrainArgs, micro: int, pad: int, rt: Runtime, resume: dict | None) -> Batches:
-        found = Batches(self, t, micro, pad, rt)
-        found.first = resume
-        return found
-
 
 class Batches:
-    """`batches(epoch)` for `fit`: this rank's micro-batches of each step, rebuilt from (seed,
-    epoch, position), less the steps a resumed run trained on; counts the real tokens it gave."""
+    """`batches(epoch, skip)`: this rank's micro-batches (`grad_accum` a step) of each step,
+    rebuilt from (seed, epoch, position), less the first `skip` micro-batches, which a resumed run
+    trained on (`run.resuming` says how many); counts the real tokens it gave."""
 
     def __init__(self, corpus: Corpus, t: TrainArgs, micro: int, pad: int, rt: Runtime):
         self.corpus, self.t, self.micro, self.pad, self.rt = corpus, t, micro, pad, rt
-        self.first: dict | None = None  # the resumed run's trainer state, until its epoch starts
         self.seen_tokens = 0  # real (unpadded) tokens this rank trained on in this session
 
-    def __call__(self, epoch: int) -> Iterator[dict]:
+    def __call__(self, epoch: int, skip: int = 0) -> Iterator[dict]:
         t, micro, rt, c = self.t, self.micro, self.rt, self.corpus
-        skip = 0
-        if self.first is not None and epoch == self.first["epoch"]:
-            skip, self.first = self.first["epoch_step"], None
         order = epoch_order(len(c.spans), t.seed, epoch)
-        for step in range(skip, c.steps_per_epoch):
+        for step in range(skip // t.grad_accum, c.steps_per_epoch):
             window = order[step * t.batch_size : (step + 1) * t.batch_size]
             mine = range(rt.rank * micro * t.grad_accum, (rt.rank + 1) * micro * t.grad_accum, micro)
             parts = [

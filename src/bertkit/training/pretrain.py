@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -40,11 +40,8 @@ from bertkit.tokenization.tokenizer import Tokenizer
 from bertkit.tokenization.vocab import VocabOptions, train_tokenizer
 from bertkit.training import resume
 from bertkit.training.loop import Checkpointing, Evaluation, TrainArgs, TrainResult, fit
-from bertkit.training.masked_lm import Corpus, evaluate_mlm, held_out_batches, mlm_loss, word_source
-from bertkit.training.run import checkpoint_saver, full_state, stop_if_signalled, wrap
-
-if TYPE_CHECKING:
-    pass
+from bertkit.training.masked_lm import Batches, Corpus, evaluate_mlm, held_out_batches, mlm_loss, word_source
+from bertkit.training.run import checkpoint_saver, full_state, resuming, stop_if_signalled, wrap
 
 
 def pretrain_defaults() -> TrainArgs:
@@ -201,7 +198,7 @@ def pretrain(args: PretrainArgs, rt: Runtime | None = None) -> dict[str, Any]:
     if rt.main:
         write_json(out / "pretrain_args.json", args.settings())
         print(data.describe(args, rt))
-    batches = data.batches(args.train, micro, tok.pad_token_id, rt, resume_state)
+    batches = Batches(data, args.train, micro, tok.pad_token_id, rt)
     held = held_out_batches(data.held_maker, args.eval_sequences, micro, tok.pad_token_id, rt)
     evaluation = Evaluation(_evaluator(held, rt, args.fsdp), "mlm_accuracy", every_rank=True)
 
@@ -216,7 +213,8 @@ def pretrain(args: PretrainArgs, rt: Runtime | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     steps = data.steps_per_epoch * args.train.grad_accum
     log_dir = out if rt.main else None
-    result = fit(wrapped, batches, steps, mlm_loss, targs, rt, evaluation if data.held else None, log_dir, ck)
+    epochs = resuming(batches, resume_state, args.train)
+    result = fit(wrapped, epochs, steps, mlm_loss, targs, rt, evaluation if data.held else None, log_dir, ck)
     seconds = time.perf_counter() - started
     stop_if_signalled(result, rt)
     evals = [h for h in result.history if "dev_mlm_loss" in h]
