@@ -21,7 +21,7 @@ from bertkit.training.run import CheckpointOptions
 
 
 def add_runtime(p: argparse.ArgumentParser) -> None:
-    add_options(p.add_argument_group("runtime"), RuntimeArgs(), ("device", "precision", "threads"))
+    add_options(p.add_argument_group("runtime"), RuntimeArgs(), options_of(RuntimeArgs))
 
 
 def runtime(args: argparse.Namespace, distributed: bool = False) -> Runtime:
@@ -30,14 +30,17 @@ def runtime(args: argparse.Namespace, distributed: bool = False) -> Runtime:
 
 
 BACKENDS = tuple(b for b in BACKEND_HELP if b != "auto")  # the ones --backend can force
+ENGINE = ("backend", "onnx_file", "int8", "calibration", "max_tokens", "streams")  # in --help's order
 
 
 def add_engine(p: argparse.ArgumentParser, backends: tuple[str, ...] = ()) -> None:
     """The inference engine's flags; `backends`: the --backend choices the command offers."""
-    names = ["backend", "onnx_file", "int8", "calibration", "max_tokens", "streams"]
-    names = [n for n in names if backends or n != "backend"]
-    names = [n for n in names if "onnx" in backends or n != "onnx_file"]
-    names = [n for n in names if "openvino" in backends or n != "calibration"]
+    offers = {
+        "backend": bool(backends),
+        "onnx_file": "onnx" in backends,
+        "calibration": "openvino" in backends,
+    }
+    names = [n for n in ENGINE if offers.get(n, True)]
     offered = ("auto", *backends)
     budgets = ", ".join(f"{v} on {k}" for k, v in MAX_TOKENS.items() if k in (backends or ("torch",)))
     notes = {"backend": {"backends": "; ".join(BACKEND_HELP[b] for b in offered)}}
@@ -50,18 +53,6 @@ def engine(args: argparse.Namespace) -> InferenceOptions:
     return InferenceOptions.from_env(**given(args, InferenceOptions))
 
 
-READER: tuple[str, ...] = (
-    "text_column",
-    "pair_column",
-    "label_column",
-    "token_column",
-    "tag_column",
-    "scheme",
-    "labels_file",
-)
-READER += ("label_separator", "strip_digit_suffix")
-
-
 def add_data(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data format")
     g.add_argument(
@@ -70,7 +61,7 @@ def add_data(p: argparse.ArgumentParser) -> None:
         default=None,
         help="file format (default: from the task and the file extension)",
     )
-    add_options(g, ReaderOptions(), READER)
+    add_options(g, ReaderOptions(), options_of(ReaderOptions))
 
 
 def data_opts(args: argparse.Namespace) -> ReaderOptions:
@@ -93,11 +84,11 @@ def add_output(p: argparse.ArgumentParser) -> None:
 
 
 def add_checkpoints(p: argparse.ArgumentParser) -> None:
-    add_options(p.add_argument_group("checkpoints"), CheckpointOptions(), ("save_every", "resume"))
+    add_options(p.add_argument_group("checkpoints"), CheckpointOptions(), options_of(CheckpointOptions))
 
 
 def add_decision(p: argparse.ArgumentParser) -> None:
-    add_options(p.add_argument_group("multi-label decision"), DecisionOptions(), ("threshold", "thresholds"))
+    add_options(p.add_argument_group("multi-label decision"), DecisionOptions(), options_of(DecisionOptions))
 
 
 def decision_opts(args: argparse.Namespace) -> dict[str, Any]:

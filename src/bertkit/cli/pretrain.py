@@ -7,9 +7,9 @@ import argparse
 from bertkit.cli import flags
 from bertkit.cli.options import add_options, build, given
 from bertkit.data.shards import ShardOptions
+from bertkit.options import options_of
 from bertkit.tokenization.vocab import VocabOptions
 
-VOCAB = ("vocab_size", "lowercase", "min_frequency", "limit_alphabet", "alphabet_files")
 RUN: tuple[str, ...] = (
     "config",
     "init_from",
@@ -39,7 +39,7 @@ def add_parser(sub) -> None:
     d = PretrainArgs(corpus=[], output="")
     add_options(pt, d, ("tokenizer",))
     vocab = pt.add_argument_group("vocabulary (trained on the corpus when no --tokenizer is given)")
-    add_options(vocab, VocabOptions(), VOCAB)
+    add_options(vocab, VocabOptions(), options_of(VocabOptions))
     add_options(pt, d, RUN)
     add_options(pt.add_argument_group("token shards (raw text)"), ShardOptions(), SHARDS)
     add_options(pt, d, ("fsdp", "resume"))
