@@ -100,12 +100,22 @@ def _descendants(pid: int) -> list[int]:
     return [c for child in children for c in (child, *_descendants(child))]
 
 
-def _kill_tree(pid: int) -> None:
-    for p in [pid, *_descendants(pid)]:
+def _signal(pids: set[int], sig: int) -> None:
+    for p in pids:
         try:
-            os.kill(p, signal.SIGKILL)
+            os.kill(p, sig)
         except ProcessLookupError:
             pass
+
+
+def _kill_tree(pid: int) -> None:
+    """Stop the launcher and every process below it until the tree stops growing (a stopped
+    process starts no other), then kill them all at once: no rank is left behind to hold a port."""
+    stopped: set[int] = set()
+    while (tree := {pid, *_descendants(pid)}) != stopped:
+        _signal(tree - stopped, signal.SIGSTOP)
+        stopped |= tree
+    _signal(stopped, signal.SIGKILL)
 
 
 def _assert_same_run(a: Path, b: Path) -> None:

@@ -39,16 +39,11 @@ def _naming(e: BaseException, path: Path) -> BaseException:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
-    """Open a temporary file beside `path`; on success fsync and rename it to `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def _published(tmp: str, path: Path) -> Iterator[None]:
+    """Rename the finished `tmp` over `path` once the block succeeds; on any failure remove it
+    and raise the error naming `path`."""
     try:
-        with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        yield
         _publishable(tmp)
         os.replace(tmp, path)
     except BaseException as e:
@@ -61,6 +56,19 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
 
 
 @contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
+    """Open a temporary file beside `path`; on success fsync and rename it to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with _published(tmp, path):
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path` for a library that writes by file name
     (safetensors, tokenizers); rename it to `path` once the block succeeds."""
@@ -68,19 +76,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    try:
+    with _published(tmp, path):
         yield Path(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        _publishable(tmp)
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        named = _naming(e, path)
-        if named is e:
-            raise
-        raise named from None
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

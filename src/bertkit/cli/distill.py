@@ -40,10 +40,7 @@ def add_parser(sub) -> None:
         default=None,
         help="read --unlabeled with the task's reader in this format instead (its labels are not used)",
     )
-    p.add_argument(
-        "--output", required=True, help="output directory (must be new or empty unless --overwrite)"
-    )
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory at the end")
+    flags.add_run_output(p)
     add_options(p.add_argument_group("distillation"), DistillArgs(), options_of(DistillArgs))
     flags.add_data(p)
     flags.add_training(p, TrainArgs())

@@ -25,12 +25,7 @@ def add_parser(sub) -> None:
         "--dev", required=True, help="development file: evaluated during training, picks the best"
     )
     ft.add_argument("--test", help="test file, evaluated once with the best weights")
-    ft.add_argument(
-        "--output", required=True, help="output directory (must be new or empty unless --overwrite)"
-    )
-    ft.add_argument(
-        "--overwrite", action="store_true", help="replace an existing output directory at the end"
-    )
+    flags.add_run_output(ft)
     flags.add_task(ft)
     flags.add_data(ft)
     flags.add_decision(ft)

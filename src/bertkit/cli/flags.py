@@ -83,6 +83,14 @@ def add_output(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_run_output(p: argparse.ArgumentParser) -> None:
+    """A training run's --output directory, written whole at the end, and --overwrite."""
+    p.add_argument(
+        "--output", required=True, help="output directory (must be new or empty unless --overwrite)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory at the end")
+
+
 def add_checkpoints(p: argparse.ArgumentParser) -> None:
     add_options(p.add_argument_group("checkpoints"), CheckpointOptions(), options_of(CheckpointOptions))
 
