@@ -629,8 +629,11 @@ def test_bad_json_files(tmp_path, minilm_dir):
     (tmp_path / "tokenizer.json").write_text('{"model": {"type": "WordPiece", "vocab": {')
     with pytest.raises(BertkitError, match=r"tokenizer\.json: invalid JSON at line 1"):
         Tokenizer.from_pretrained(tmp_path)
+    (tmp_path / "tokenizer.json").write_text(json.dumps({"model": {"type": "WordLevel", "vocab": {"a": 0}}}))
+    with pytest.raises(BertkitError, match=r"tokenizer\.json: not a WordPiece, BPE, Unigram tokenizer"):
+        Tokenizer.from_pretrained(tmp_path)
     (tmp_path / "tokenizer.json").write_text(json.dumps({"model": {"type": "BPE", "vocab": {"a": 0}}}))
-    with pytest.raises(BertkitError, match=r"tokenizer\.json: not a WordPiece tokenizer"):
+    with pytest.raises(BertkitError, match=r"tokenizer\.json: invalid tokenizer file"):  # no merges
         Tokenizer.from_pretrained(tmp_path)
     spec = json.loads((minilm_dir / "tokenizer.json").read_text(encoding="utf-8"))
     spec["model"]["vocab"]["[CLS]"] = 0  # two tokens with id 0

@@ -49,11 +49,13 @@ class StderrHandler(logging.Handler):
 
 
 def log_to_stderr() -> None:
-    """The backend chosen (logger "bertkit.engine.backend") as one line on stderr."""
-    log = logging.getLogger("bertkit.engine.backend")
-    if not any(isinstance(h, StderrHandler) for h in log.handlers):
-        log.addHandler(StderrHandler())
-    log.setLevel(logging.INFO)
+    """The backend chosen (logger "bertkit.engine.backend") and what a directory fine-tuned by
+    transformers was read as ("bertkit.tasks"), each one line on stderr."""
+    for name in ("bertkit.engine.backend", "bertkit.tasks"):
+        log = logging.getLogger(name)
+        if not any(isinstance(h, StderrHandler) for h in log.handlers):
+            log.addHandler(StderrHandler())
+        log.setLevel(logging.INFO)
 
 
 def describe_os_error(e: OSError) -> str:

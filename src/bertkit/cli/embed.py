@@ -48,12 +48,12 @@ def add_parser(sub) -> None:
         "fill-mask",
         help="print the top-k fillers of each [MASK] in a text",
         description="Load a pretrained (masked-LM) directory and print the most likely tokens for "
-        "each [MASK] in each TEXT.",
+        "each mask token in each TEXT ([MASK]; <mask> for the RoBERTa family).",
     )
     fm.add_argument("--model", required=True, help="model directory with a masked-LM head")
     fm.add_argument("--top-k", type=int, default=TOP_K, help=f"fillers shown per mask (default {TOP_K})")
     fm.add_argument("--json", action="store_true", help="one JSON line per text instead of a table")
-    fm.add_argument("text", nargs="+", help="text with one or more [MASK] tokens")
+    fm.add_argument("text", nargs="+", help="text with one or more mask tokens")
     flags.add_engine(fm)
     flags.add_runtime(fm)
     fm.set_defaults(func=fill_mask)

@@ -30,17 +30,18 @@ def add_parser(sub) -> None:
     add_options(sh, d, ("progress",))
     sh.set_defaults(func=shards)
 
-    tok = sub.add_parser("tokenizer", help="WordPiece tokenizer tools")
+    tok = sub.add_parser("tokenizer", help="tokenizer tools")
     tok_sub = tok.add_subparsers(dest="tokenizer_command", required=True, metavar="ACTION")
     train = tok_sub.add_parser(
         "train",
-        help="train a WordPiece vocabulary from text files",
-        description="Train a BERT WordPiece vocabulary; writes vocab.txt, tokenizer.json and "
-        "tokenizer_config.json to --output. Files may be plain text or .gz.",
+        help="train a WordPiece, BPE or Unigram vocabulary from text files",
+        description="Train a vocabulary: BERT's WordPiece, RoBERTa's byte-level BPE or XLM-R's "
+        "SentencePiece Unigram (--model-type); writes tokenizer.json, tokenizer_config.json (and "
+        "WordPiece's vocab.txt) to --output. Files may be plain text or .gz.",
     )
     train.add_argument("files", nargs="+", help="text files (plain or .gz), folders or glob patterns")
     v = VocabOptions()
-    add_options(train, v, ("vocab_size",))
+    add_options(train, v, ("vocab_size", "model_type"))
     train.add_argument("--output", required=True, help="directory to write the tokenizer files to")
     add_options(train, v, ("lowercase",))
     train.add_argument(
@@ -66,8 +67,9 @@ def tokenizer_train(args: argparse.Namespace) -> None:
         limit_alphabet=o.limit_alphabet,
         strip_accents=None if args.strip_accents is None else args.strip_accents == "yes",
         alphabet_files=o.alphabet_files,
+        model_type=o.model_type,
     )
-    print(f"trained a WordPiece vocabulary of {tok.vocab_size} tokens; saved to {args.output}")
+    print(f"trained a {o.model_type} vocabulary of {tok.vocab_size} tokens; saved to {args.output}")
 
 
 def shards(args: argparse.Namespace) -> None:

@@ -33,7 +33,8 @@ MANIFEST = "manifest.json"
 SPLITS = ("train", "heldout")
 KINDS = ("tokens", "lines", "docs")  # the files of a shard: {name}.{kind}.bin
 WORDS = "words"  # the optional fourth file: word-continuation flags (uint8, one a token)
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")  # what from_pretrained reads
+# what Tokenizer.from_pretrained reads
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
 OFFSET = np.dtype("<i8")  # line and document offsets
 _SHARD_NAME = re.compile(r"^(train|heldout)-\d{5}$")
 

@@ -38,22 +38,21 @@ class SpecialIds:
 
     @classmethod
     def from_tokenizer(cls, tok) -> SpecialIds:
-        vocab = tok.vocab
-        names = ("[CLS]", "[SEP]", "[MASK]", "[PAD]", "[UNK]")
-        missing = [n for n in names if n not in vocab]
-        if missing:
-            src = getattr(tok, "source", None)
-            raise BertkitError(f"the vocabulary lacks {', '.join(missing)}, which pretraining needs", src)
-        ids = [vocab[n] for n in names]
-        return cls(ids[0], ids[1], ids[2], ids[3], tok.vocab_size, tuple(ids))
+        """The tokenizer's own special tokens ([CLS] [SEP] [MASK] [PAD] [UNK], or <s> </s> <mask>
+        <pad> <unk>), and every other token it marks special (never masked either)."""
+        ids = (tok.cls_token_id, tok.sep_token_id, tok.mask_token_id, tok.pad_token_id)
+        return cls(*ids, tok.vocab_size, tuple(i for i in tok.special_ids if i < tok.vocab_size))
 
 
 def continuation_table(tok) -> np.ndarray:
-    """(V,) bool: True for WordPiece continuations ("##ing"), which whole-word masking keeps with
-    the token before them. CJK characters are words of their own (BERT splits them apart)."""
+    """(V,) bool: True for the pieces that continue the word before them, which whole-word
+    masking keeps with it, by the tokenizer's word rule: WordPiece "##ing"; byte-level BPE and
+    SentencePiece pieces without a leading "Ġ" / "▁". CJK characters are words of their own
+    (BERT splits them apart)."""
     table = np.zeros(tok.vocab_size, dtype=bool)
+    special = set(tok.special_ids)
     for token, i in tok.vocab.items():
-        if token.startswith("##") and i < tok.vocab_size:
+        if i < tok.vocab_size and i not in special and tok.word_rule.continues(token):
             table[i] = True
     return table
 

@@ -114,7 +114,7 @@ def build_shards(
     (sha256) and options, it is returned as it is, nothing rewritten; any difference is an error
     unless `overwrite`, which rebuilds. Errors (a `BertkitError` naming the file): no input files,
     no text, an unreadable, non-gzip, binary or non-UTF-8 file (with the line), a missing
-    tokenizer or one lacking [PAD] [UNK] [CLS] [SEP] [MASK]."""
+    tokenizer or one lacking its special tokens ([PAD] [UNK] [CLS] [SEP] [MASK] or its kind's)."""
     start = time.perf_counter()
     o = replace(options or ShardOptions(), **settings)
     workers, progress = o.workers, o.progress

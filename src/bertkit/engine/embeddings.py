@@ -108,7 +108,7 @@ class EmbeddingPipeline:
             self.model = openvino_runner(encoder, ("last_hidden_state",), o, rt, self.tokenizer)
         else:
             self.model = prepare(encoder, o, rt)
-        self.max_length = min(max_length or st.get("max_length") or 10**9, config.max_position_embeddings)
+        self.max_length = min(max_length or st.get("max_length") or 10**9, config.max_length)
         self.dim = config.hidden_size
 
     @torch.inference_mode()

@@ -138,7 +138,7 @@ def input_maxima(encoder: BertModel, linears: list[nn.Linear], seed: int = 0) ->
     handles = [m.register_forward_pre_hook(hook(i)) for i, m in enumerate(linears)]
     g = torch.Generator().manual_seed(seed)
     device = next(encoder.parameters()).device
-    vocab, longest = encoder.config.vocab_size, encoder.config.max_position_embeddings
+    vocab, longest = encoder.config.vocab_size, encoder.config.max_length
     try:
         with torch.inference_mode():
             for T in CALIBRATION_LENGTHS:

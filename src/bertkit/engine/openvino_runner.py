@@ -271,7 +271,7 @@ def openvino_runner(
             texts = [t for t in read_texts(options.calibration) if t.strip()][:CALIBRATION_TEXTS]
             if not texts:
                 raise BertkitError("no texts to calibrate on", options.calibration)
-        longest = min(config.max_position_embeddings, 512)
+        longest = min(config.max_length, 512)
         tokenized = tokenizer(texts, truncation=True, max_length=longest)["input_ids"]
         calibration = calibration_items(tokenized, longest)
     return OpenvinoRunner(

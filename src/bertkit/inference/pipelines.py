@@ -93,7 +93,7 @@ class FillMaskPipeline:
         given = options or InferenceOptions.from_env()
         self.model = prepare(model, given.on(choose(given, rt, ("torch",))), rt)
         self.top_k = top_k
-        self.mask_id = self.tokenizer.convert_tokens_to_ids("[MASK]")
+        self.mask_id = self.tokenizer.mask_token_id  # [MASK], or the family's (<mask>)
 
     def __call__(self, inputs: str | list[str], top_k: int | None = None):
         single = isinstance(inputs, str)
@@ -106,7 +106,7 @@ class FillMaskPipeline:
             ids = enc["input_ids"].to(device)
             where = (ids[0] == self.mask_id).nonzero().flatten().tolist()
             if not where:
-                raise BertkitError(f"no [MASK] token in the text: {text[:80]!r}")
+                raise BertkitError(f"no {self.tokenizer.mask_token} token in the text: {text[:80]!r}")
             with torch.inference_mode():
                 logits = self.model(
                     ids, enc["attention_mask"].to(device), enc["token_type_ids"].to(device)

@@ -26,6 +26,7 @@ from safetensors.torch import load_file
 from bertkit.errors import BertkitError
 from bertkit.fileio import save_safetensors
 from bertkit.models.config import BertConfig
+from bertkit.models.families import Family
 
 log = logging.getLogger("bertkit")
 
@@ -33,40 +34,104 @@ SAFE_WEIGHTS = "model.safetensors"
 SAFE_INDEX = "model.safetensors.index.json"
 PICKLE_WEIGHTS = "pytorch_model.bin"
 
-# (Hugging Face name, bertkit name) prefixes; {i} is a layer index. The QKV projections are
-# handled separately because bertkit fuses three HF tensors into one.
-RENAMES: list[tuple[str, str]] = [
+# (Hugging Face name, bertkit name) prefixes, one table a family (see `families`); {i} is a
+# layer index. The QKV projections are handled apart (QKV below) because bertkit fuses three
+# HF tensors into one.
+_EMBEDDINGS = [
     ("embeddings.word_embeddings.", "embeddings.word."),
     ("embeddings.position_embeddings.", "embeddings.position."),
     ("embeddings.token_type_embeddings.", "embeddings.token_type."),
     ("embeddings.LayerNorm.", "embeddings.norm."),
+]
+_LAYERS = [
     ("encoder.layer.{i}.attention.output.dense.", "layers.{i}.attn.proj."),
     ("encoder.layer.{i}.attention.output.LayerNorm.", "layers.{i}.attn_norm."),
     ("encoder.layer.{i}.intermediate.dense.", "layers.{i}.ffn.up."),
     ("encoder.layer.{i}.output.dense.", "layers.{i}.ffn.down."),
     ("encoder.layer.{i}.output.LayerNorm.", "layers.{i}.ffn_norm."),
-    ("pooler.dense.", "pooler.dense."),
-    ("cls.predictions.transform.dense.", "mlm.dense."),
-    ("cls.predictions.transform.LayerNorm.", "mlm.norm."),
-    ("cls.seq_relationship.", "nsp."),
-    ("classifier.", "classifier."),
-    ("qa_outputs.", "qa_outputs."),
 ]
-# Whole-name renames (no suffix).
-EXACT: list[tuple[str, str]] = [("cls.predictions.bias", "mlm.bias")]
-# Present in some checkpoints, carrying nothing the model needs: a non-persistent buffer and
-# the MLM decoder matrix, which is tied to the word embeddings.
-IGNORED = re.compile(r"^(embeddings\.position_ids|cls\.predictions\.decoder\.weight)$")
+_TASK_HEADS = [("classifier.", "classifier."), ("qa_outputs.", "qa_outputs.")]
+RENAMES: dict[str, list[tuple[str, str]]] = {
+    "bert": [
+        *_EMBEDDINGS,
+        *_LAYERS,
+        ("pooler.dense.", "pooler.dense."),
+        ("cls.predictions.transform.dense.", "mlm.dense."),
+        ("cls.predictions.transform.LayerNorm.", "mlm.norm."),
+        ("cls.seq_relationship.", "nsp."),
+        *_TASK_HEADS,
+    ],
+    "roberta": [
+        *_EMBEDDINGS,
+        *_LAYERS,
+        ("pooler.dense.", "pooler.dense."),
+        ("lm_head.dense.", "mlm.dense."),
+        ("lm_head.layer_norm.", "mlm.norm."),
+        *_TASK_HEADS,
+    ],
+    "electra": [
+        *_EMBEDDINGS,
+        ("embeddings_project.", "embeddings.project."),
+        *_LAYERS,
+        ("generator_predictions.dense.", "mlm.dense."),
+        ("generator_predictions.LayerNorm.", "mlm.norm."),
+        *_TASK_HEADS,
+    ],
+    "distilbert": [
+        *_EMBEDDINGS,
+        ("transformer.layer.{i}.attention.out_lin.", "layers.{i}.attn.proj."),
+        ("transformer.layer.{i}.sa_layer_norm.", "layers.{i}.attn_norm."),
+        ("transformer.layer.{i}.ffn.lin1.", "layers.{i}.ffn.up."),
+        ("transformer.layer.{i}.ffn.lin2.", "layers.{i}.ffn.down."),
+        ("transformer.layer.{i}.output_layer_norm.", "layers.{i}.ffn_norm."),
+        ("vocab_transform.", "mlm.dense."),
+        ("vocab_layer_norm.", "mlm.norm."),
+        ("pre_classifier.", "pre_classifier."),
+        *_TASK_HEADS,
+    ],
+}
+# Whole-name renames (no suffix): the masked-LM output bias.
+EXACT: dict[str, dict[str, str]] = {
+    "bert": {"cls.predictions.bias": "mlm.bias"},
+    "roberta": {"lm_head.bias": "mlm.bias"},
+    "electra": {"generator_lm_head.bias": "mlm.bias"},
+    "distilbert": {"vocab_projector.bias": "mlm.bias"},
+}
+# Present in some checkpoints, carrying nothing the model needs: non-persistent buffers and the
+# MLM decoder matrix, which is tied to the word embeddings.
+IGNORED: dict[str, re.Pattern] = {
+    k: re.compile(rf"^(embeddings\.(position_ids|token_type_ids)|{decoder})$")
+    for k, decoder in [
+        ("bert", r"cls\.predictions\.decoder\.weight"),
+        ("roberta", r"lm_head\.decoder\.(weight|bias)"),
+        ("electra", r"generator_lm_head\.weight"),
+        ("distilbert", r"vocab_projector\.weight"),
+    ]
+}
+# The three attention projections bertkit fuses: (HF name template, their names in q, k, v order)
+QKV: dict[str, tuple[str, tuple[str, str, str]]] = {
+    "bert": ("encoder.layer.{i}.attention.self.{w}.", ("query", "key", "value")),
+    "roberta": ("encoder.layer.{i}.attention.self.{w}.", ("query", "key", "value")),
+    "electra": ("encoder.layer.{i}.attention.self.{w}.", ("query", "key", "value")),
+    "distilbert": ("transformer.layer.{i}.attention.{w}.", ("q_lin", "k_lin", "v_lin")),
+}
 ENCODER_PARTS = ("embeddings.", "layers.", "pooler.")
-QKV = re.compile(r"^encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)\.(weight|bias)$")
 
 
 def _pattern(template: str) -> re.Pattern:
     return re.compile("^" + re.escape(template).replace(r"\{i\}", r"(?P<i>\d+)"))
 
 
-_HF_TO_OURS = [(_pattern(hf), ours) for hf, ours in RENAMES]
-_OURS_TO_HF = [(_pattern(ours), hf) for hf, ours in RENAMES]
+_HF_TO_OURS = {k: [(_pattern(hf), ours) for hf, ours in table] for k, table in RENAMES.items()}
+_OURS_TO_HF = {k: [(_pattern(ours), hf) for hf, ours in table] for k, table in RENAMES.items()}
+_QKV_HF = {
+    k: re.compile(
+        "^"
+        + re.escape(t).replace(r"\{i\}", r"(\d+)").replace(r"\{w\}", f"({'|'.join(w)})")
+        + r"(weight|bias)$"
+    )
+    for k, (t, w) in QKV.items()
+}
 
 
 def _rename(name: str, table: list[tuple[re.Pattern, str]]) -> str | None:
@@ -77,65 +142,68 @@ def _rename(name: str, table: list[tuple[re.Pattern, str]]) -> str | None:
     return None
 
 
-def normalize_hf_name(name: str) -> str:
-    """Strip the `bert.` prefix and turn legacy TF-era `gamma`/`beta` into `weight`/`bias`."""
-    if name.startswith("bert."):
-        name = name[len("bert.") :]
+def normalize_hf_name(name: str, family: Family) -> str:
+    """Strip the family's encoder prefix (`bert.`, `roberta.`, ...) and turn legacy TF-era
+    `gamma`/`beta` into `weight`/`bias`."""
+    name = name.removeprefix(family.base)
     name = re.sub(r"\.gamma$", ".weight", name)
     name = re.sub(r"\.beta$", ".bias", name)
-    name = name.replace("cls.predictions.decoder.bias", "cls.predictions.bias")
-    return name
+    return name.replace("cls.predictions.decoder.bias", "cls.predictions.bias")
 
 
-def hf_to_bertkit(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """HF names -> bertkit names relative to the encoder/heads (no `bert.` prefix).
+def hf_to_bertkit(
+    state: dict[str, torch.Tensor], family: Family
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """HF names of `family` -> bertkit names relative to the encoder/heads (no `bert.` prefix).
     Returns the mapped tensors and the original names that were not recognised."""
     out: dict[str, torch.Tensor] = {}
     unknown: list[str] = []
     qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = defaultdict(dict)
+    key, (template, parts) = family.names, QKV[family.names]
     for orig, tensor in state.items():
-        name = normalize_hf_name(orig)
-        if IGNORED.match(name):
+        name = normalize_hf_name(orig, family)
+        if IGNORED[key].match(name):
             continue
-        m = QKV.match(name)
+        m = _QKV_HF[key].match(name)
         if m:
             layer, which, kind = m.groups()
             qkv[(layer, kind)][which] = tensor
             continue
-        exact = dict(EXACT).get(name)
-        new = exact or _rename(name, _HF_TO_OURS)
+        new = EXACT[key].get(name) or _rename(name, _HF_TO_OURS[key])
         if new is None:
             unknown.append(orig)
         else:
             out[new] = tensor
-    for (layer, kind), parts in qkv.items():
-        if len(parts) == 3:
-            out[f"layers.{layer}.attn.qkv.{kind}"] = torch.cat([parts["query"], parts["key"], parts["value"]])
+    for (layer, kind), got in qkv.items():
+        if len(got) == 3:
+            out[f"layers.{layer}.attn.qkv.{kind}"] = torch.cat([got[w] for w in parts])
         else:  # an incomplete triple cannot be fused; report the pieces as unused
-            unknown += [f"encoder.layer.{layer}.attention.self.{w}.{kind}" for w in parts]
+            unknown += [template.format(i=layer, w=w) + kind for w in got]
     return out, unknown
 
 
-def bertkit_to_hf(state: dict[str, torch.Tensor], encoder_prefix: str) -> dict[str, torch.Tensor]:
-    """bertkit names -> HF names; encoder tensors get `encoder_prefix` ("bert." for head models)."""
+def bertkit_to_hf(
+    state: dict[str, torch.Tensor], family: Family, bare: bool = False
+) -> dict[str, torch.Tensor]:
+    """bertkit names -> HF names of `family`; encoder tensors get the family's prefix (`bert.`,
+    `roberta.`, ...) unless the model is a `bare` encoder."""
     out: dict[str, torch.Tensor] = {}
-    reverse_exact = {ours: hf for hf, ours in EXACT}
+    key, (template, parts) = family.names, QKV[family.names]
+    prefix = "" if bare else family.base
+    reverse_exact = {ours: hf for hf, ours in EXACT[key].items()}
     for name, tensor in state.items():
         tensor = tensor.detach().contiguous()
-        if name.startswith("bert."):
-            name = name[len("bert.") :]
+        name = name.removeprefix("bert.")
         m = re.match(r"^layers\.(\d+)\.attn\.qkv\.(weight|bias)$", name)
         if m:
             layer, kind = m.groups()
-            for which, part in zip(("query", "key", "value"), tensor.chunk(3), strict=True):
-                out[f"{encoder_prefix}encoder.layer.{layer}.attention.self.{which}.{kind}"] = (
-                    part.contiguous()
-                )
+            for which, part in zip(parts, tensor.chunk(3), strict=True):
+                out[prefix + template.format(i=layer, w=which) + kind] = part.contiguous()
             continue
-        hf = reverse_exact.get(name) or _rename(name, _OURS_TO_HF)
+        hf = reverse_exact.get(name) or _rename(name, _OURS_TO_HF[key])
         if hf is None:
-            raise ValueError(f"no Hugging Face name for parameter {name!r}")
-        out[(encoder_prefix if name.startswith(ENCODER_PARTS) else "") + hf] = tensor
+            raise ValueError(f"no Hugging Face name for parameter {name!r} in a {family.model_type} model")
+        out[(prefix if name.startswith(ENCODER_PARTS) else "") + hf] = tensor
     return out
 
 
@@ -249,7 +317,9 @@ def _shape_error(key: str, got: tuple, want: tuple, config: BertConfig, weights:
 
 class PretrainedMixin:
     """`from_pretrained` / `save_pretrained` for bertkit models (nn.Module subclasses that take a
-    BertConfig). `encoder_prefix` is "bert." for models whose encoder sits in `self.bert`."""
+    BertConfig). `encoder_prefix` is "bert." for models whose encoder sits in `self.bert`; on
+    disk the encoder's prefix is the family's (`roberta.`, ...), the class name too
+    (`BertForMaskedLM` on a RoBERTa config saves as `RobertaForMaskedLM`)."""
 
     encoder_prefix = ""
     config: BertConfig
@@ -273,7 +343,7 @@ class PretrainedMixin:
         # The mixin's classes are nn.Modules built from a config, which the mixin alone does not say.
         model: torch.nn.Module = cast(Any, cls)(config, **model_kwargs)
         raw, source = read_weights(directory)
-        mapped, unknown = hf_to_bertkit(raw)
+        mapped, unknown = hf_to_bertkit(raw, config.family)
         expected = model.state_dict()
         state: dict[str, torch.Tensor] = {}
         unused = list(unknown)
@@ -305,12 +375,15 @@ class PretrainedMixin:
 
     def hf_state_dict(self) -> dict[str, torch.Tensor]:
         """The parameters under Hugging Face's names."""
-        return bertkit_to_hf(self.state_dict(), self.encoder_prefix)  # type: ignore[attr-defined]
+        state = self.state_dict()  # type: ignore[attr-defined]
+        return bertkit_to_hf(state, self.config.family, bare=not self.encoder_prefix)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write config.json and model.safetensors (each atomically) in the HF layout."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.config.architectures = [type(self).__name__]
+        self.config.architectures = [
+            self.config.family.architecture(type(self).__name__.removeprefix("Bert"))
+        ]
         save_safetensors(self.hf_state_dict(), directory / SAFE_WEIGHTS)
         self.config.save_pretrained(directory)

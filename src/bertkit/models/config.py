@@ -1,8 +1,10 @@
-"""BertConfig: the hyperparameters of a BERT encoder, with Hugging Face's field names.
+"""BertConfig: the hyperparameters of a BERT-family encoder, with Hugging Face's field names.
 
 `config.json` is read and written in the Hugging Face format, so a bertkit directory is a
-`transformers` directory and the other way round. Fields bertkit does not use are kept in
-`extra` and written back unchanged.
+`transformers` directory and the other way round. `model_type` names the family (see
+`families`): a family whose config names fields otherwise (DistilBERT's `dim`, `n_layers`, ...)
+is read and written in its own names. Fields bertkit does not use are kept in `extra` and
+written back unchanged.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 from bertkit.errors import BertkitError
 from bertkit.fileio import write_json
+from bertkit.models.families import Family, family
 
 CONFIG_NAME = "config.json"
 
@@ -56,11 +59,28 @@ class BertConfig:
     problem_type: str | None = None
     architectures: list[str] | None = None
     model_type: str = "bert"
+    embedding_size: int | None = None  # ELECTRA: embeddings narrower than the layers, projected up
     # Unknown fields from config.json, written back as they came.
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.validate()
+
+    @property
+    def family(self) -> Family:
+        return family(self.model_type)
+
+    @property
+    def embedding_dim(self) -> int:
+        """The width of the embedding tables (ELECTRA's `embedding_size`, else hidden_size)."""
+        return self.embedding_size or self.hidden_size
+
+    @property
+    def max_length(self) -> int:
+        """The longest sequence the position table holds (RoBERTa's start after the padding id)."""
+        if self.family.positions_after_padding:
+            return self.max_position_embeddings - self.pad_token_id - 1
+        return self.max_position_embeddings
 
     # ---- labels -------------------------------------------------------------------------
     @property
@@ -123,6 +143,13 @@ class BertConfig:
                 raise bad(name, "a positive number")
         if self.hidden_act not in ACTIVATIONS:
             raise bad("hidden_act", f"one of {', '.join(ACTIVATIONS)}")
+        family(self.model_type, source)
+        if self.embedding_size is not None and (
+            not isinstance(self.embedding_size, int)
+            or isinstance(self.embedding_size, bool)
+            or self.embedding_size <= 0
+        ):
+            raise bad("embedding_size", "null or a positive integer")
         if self.position_embedding_type != "absolute":
             raise bad("position_embedding_type", "'absolute' (the only kind BERT uses)")
         if self.hidden_size % self.num_attention_heads:
@@ -150,9 +177,18 @@ class BertConfig:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
         if d["id2label"] is not None:  # JSON object keys are strings, as transformers writes them
             d["id2label"] = {str(k): v for k, v in d["id2label"].items()}
-        for k in ("classifier_dropout", "id2label", "label2id", "problem_type", "architectures"):
+        for k in (
+            "classifier_dropout",
+            "id2label",
+            "label2id",
+            "problem_type",
+            "architectures",
+            "embedding_size",
+        ):
             if d[k] is None:
                 del d[k]
+        fam = self.family
+        d = {fam.config_names.get(k, k): v for k, v in d.items() if k not in fam.config_absent}
         return {**self.extra, **d}
 
     @classmethod
@@ -160,11 +196,12 @@ class BertConfig:
         where = f"{source}: " if source else ""
         if not isinstance(d, dict):
             raise BertkitError(f"{where}expected a JSON object")
+        fam = family(d.get("model_type", "bert"), source)
+        theirs = {v: k for k, v in fam.config_names.items()}
+        d = {**fam.defaults, **{theirs.get(k, k): v for k, v in d.items()}}
         known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         kw = {k: v for k, v in d.items() if k in known}
         extra = {k: v for k, v in d.items() if k not in known}
-        if kw.get("model_type", "bert") != "bert":
-            raise BertkitError(f"{where}field 'model_type' = {kw['model_type']!r}, expected 'bert'")
         if isinstance(kw.get("id2label"), dict):
             try:
                 kw["id2label"] = {int(k): v for k, v in kw["id2label"].items()}

@@ -46,16 +46,31 @@ def activation(name: str):
     raise ValueError(f"unknown activation {name!r}")
 
 
+def positions_after_padding(input_ids: torch.Tensor, pad: int) -> torch.Tensor:
+    """RoBERTa's position ids: real tokens count pad + 1, pad + 2, ...; padding sits at `pad`."""
+    real = input_ids.ne(pad).long()
+    return torch.cumsum(real, dim=1) * real + pad  # (B, T)
+
+
 class Embeddings(nn.Module):
-    """word + token type + absolute position, then LayerNorm and dropout."""
+    """word + token type + absolute position, then LayerNorm and dropout. The family decides
+    where positions start (RoBERTa's after the padding id), whether token types exist
+    (DistilBERT: none; one type: segment ids are ignored) and whether a projection lifts
+    narrower embeddings to the layers' width (ELECTRA)."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.word = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
-        self.position = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.token_type = nn.Embedding(config.type_vocab_size, config.hidden_size)
-        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        fam, E = config.family, config.embedding_dim
+        self.pad = config.pad_token_id
+        self.after_padding = fam.positions_after_padding
+        self.word = nn.Embedding(config.vocab_size, E, padding_idx=config.pad_token_id)
+        pad_position = config.pad_token_id if fam.positions_after_padding else None
+        self.position = nn.Embedding(config.max_position_embeddings, E, padding_idx=pad_position)
+        types = config.type_vocab_size if fam.token_types else 0
+        self.token_type = nn.Embedding(types, E) if types else None
+        self.norm = nn.LayerNorm(E, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.project = nn.Linear(E, config.hidden_size) if E != config.hidden_size else None
 
     def forward(
         self,
@@ -64,18 +79,23 @@ class Embeddings(nn.Module):
         position_ids: torch.Tensor | None = None,  # (B, T) or (T,)
     ) -> torch.Tensor:
         T = input_ids.shape[1]
-        if T > self.position.num_embeddings:
-            raise ValueError(
-                f"sequence length {T} exceeds max_position_embeddings {self.position.num_embeddings}"
-            )
         if position_ids is None:
-            position_ids = torch.arange(T, device=input_ids.device)
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-        # Same order of additions as the reference implementation: fp32 sums then agree bit for bit.
-        x = self.word(input_ids) + self.token_type(token_type_ids)
-        x = x + self.position(position_ids)
-        return self.dropout(self.norm(x))  # (B, T, H)
+            if self.after_padding:
+                position_ids = positions_after_padding(input_ids, self.pad)
+            else:
+                position_ids = torch.arange(T, device=input_ids.device)
+        last = T + self.pad if self.after_padding else T - 1
+        if last >= self.position.num_embeddings:
+            limit = self.position.num_embeddings - (self.pad + 1 if self.after_padding else 0)
+            raise ValueError(f"sequence length {T} exceeds the model's {limit} positions")
+        x = self.word(input_ids)
+        if self.token_type is not None:
+            if token_type_ids is None or self.token_type.num_embeddings == 1:
+                token_type_ids = torch.zeros_like(input_ids)
+            # Same order of additions as the reference implementation: fp32 sums then agree bit for bit.
+            x = x + self.token_type(token_type_ids)
+        x = self.dropout(self.norm(x + self.position(position_ids)))  # (B, T, E)
+        return self.project(x) if self.project is not None else x  # (B, T, H)
 
 
 @dataclass
@@ -284,7 +304,8 @@ def extended_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
 
 
 class BertModel(PretrainedMixin, nn.Module):
-    """The bidirectional Transformer encoder, with the pooler unless `add_pooling_layer=False`."""
+    """The bidirectional Transformer encoder of every family, with the pooler where the family
+    has one unless `add_pooling_layer=False`."""
 
     hf_prefix = ""  # transformers saves a bare BertModel without the "bert." prefix
 
@@ -293,7 +314,7 @@ class BertModel(PretrainedMixin, nn.Module):
         self.config = config
         self.embeddings = Embeddings(config)
         self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))
-        self.pooler = Pooler(config) if add_pooling_layer else None
+        self.pooler = Pooler(config) if add_pooling_layer and config.family.pooler else None
         # Padding-free dense layers at inference (see Packing); `bertkit.engine.runner` turns it on.
         # Off by default: hidden states at padding positions are then zeros, not transformers' values.
         self.packed = False

@@ -1,7 +1,10 @@
 """Task heads on the encoder. Each model returns logits; losses belong to the tasks.
 
-Module and parameter names follow `checkpoint.RENAMES`, so each class saves and loads as the
-`transformers` class of the same name.
+One class a head serves every family: the config's family picks the head's layout where
+transformers has one of its own (RoBERTa's and ELECTRA's dense classification head, DistilBERT's
+pre-classifier, the masked-LM head's activation). Module and parameter names follow
+`checkpoint.RENAMES`, so each class saves and loads as the `transformers` class of its family
+(`BertForSequenceClassification` on a RoBERTa config is `RobertaForSequenceClassification`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bertkit.errors import BertkitError
 from bertkit.models.checkpoint import PretrainedMixin
 from bertkit.models.config import BertConfig
 from bertkit.models.encoder import BertModel, activation, init_weights
@@ -49,9 +53,10 @@ class MaskedLMHead(nn.Module):
 
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.act = activation(config.hidden_act)
-        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        E = config.embedding_dim  # back to the width of the (tied) word embeddings
+        self.dense = nn.Linear(config.hidden_size, E)
+        self.act = activation(config.family.mlm_act or config.hidden_act)
+        self.norm = nn.LayerNorm(E, eps=config.layer_norm_eps)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
 
     def forward(self, x: torch.Tensor, decoder_weight: torch.Tensor) -> torch.Tensor:
@@ -65,11 +70,14 @@ def _select(x: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
 
 
 class _HeadModel(PretrainedMixin, nn.Module):
-    encoder_prefix = "bert."
-    pooling = True
+    encoder_prefix = "bert."  # where the encoder's parameters sit in this model's state dict
+    pooling = True  # whether the head reads the pooler (where the family has one)
+    needs_nsp = False  # only BERT pretrains with a next-sentence head
 
     def __init__(self, config: BertConfig):
         super().__init__()
+        if self.needs_nsp and not config.family.nsp:
+            raise BertkitError(f"{type(self).__name__}: {config.model_type} has no next-sentence head")
         self.config = config
         self.bert = BertModel(config, add_pooling_layer=self.pooling)
 
@@ -105,6 +113,8 @@ class BertForMaskedLM(_HeadModel):
 class BertForPreTraining(_HeadModel):
     """Masked-LM and next-sentence heads, as BERT is pretrained."""
 
+    needs_nsp = True
+
     def __init__(self, config: BertConfig):
         super().__init__(config)
         self.mlm = MaskedLMHead(config)
@@ -124,6 +134,8 @@ class BertForPreTraining(_HeadModel):
 
 
 class BertForNextSentencePrediction(_HeadModel):
+    needs_nsp = True
+
     def __init__(self, config: BertConfig):
         super().__init__(config)
         self.nsp = nn.Linear(config.hidden_size, 2)
@@ -143,14 +155,38 @@ def _classifier_dropout(config: BertConfig) -> nn.Dropout:
     return nn.Dropout(p)
 
 
+class DenseHead(nn.Module):
+    """RoBERTa's and ELECTRA's sequence head on the first token: dropout, dense, tanh (RoBERTa)
+    or GELU (ELECTRA), dropout, out_proj."""
+
+    def __init__(self, config: BertConfig, p: float):
+        super().__init__()
+        H = config.hidden_size
+        self.dropout = nn.Dropout(p)
+        self.dense = nn.Linear(H, H)
+        self.act = nn.GELU() if config.family.classifier == "cls-gelu" else nn.Tanh()
+        self.out_proj = nn.Linear(H, config.num_labels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H) -> (B, num_labels)
+        return self.out_proj(self.dropout(self.act(self.dense(self.dropout(x)))))
+
+
 class BertForSequenceClassification(_HeadModel):
-    """A linear layer on the pooled [CLS] vector: `num_labels` classes, or 1 for regression."""
+    """`num_labels` classes, or 1 for regression, in the family's layout: a linear layer on the
+    pooled [CLS] vector (BERT); a DenseHead on the first token (RoBERTa, ELECTRA); pre_classifier,
+    ReLU, dropout and a linear layer on the first token (DistilBERT)."""
 
     def __init__(self, config: BertConfig):
+        self.kind = config.family.classifier
+        self.pooling = self.kind == "pooled"
         super().__init__(config)
         self.dropout = _classifier_dropout(config)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self._init_heads(self.classifier)
+        H, n = config.hidden_size, config.num_labels
+        self.pre_classifier = nn.Linear(H, H) if self.kind == "pre-classifier" else None
+        self.classifier = (
+            DenseHead(config, self.dropout.p) if self.kind.startswith("cls-") else nn.Linear(H, n)
+        )
+        self._init_heads(self.classifier, *([self.pre_classifier] if self.pre_classifier else []))
 
     def forward(
         self,
@@ -158,8 +194,13 @@ class BertForSequenceClassification(_HeadModel):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
     ):
-        pooled = self.bert(input_ids, attention_mask, token_type_ids).pooler_output
-        return ClassifierOutput(self.classifier(self.dropout(pooled)))  # (B, num_labels)
+        out = self.bert(input_ids, attention_mask, token_type_ids)
+        if self.pooling:
+            return ClassifierOutput(self.classifier(self.dropout(out.pooler_output)))  # (B, num_labels)
+        first = out.last_hidden_state[:, 0]  # (B, H)
+        if self.pre_classifier is not None:
+            first = self.dropout(F.relu(self.pre_classifier(first)))
+        return ClassifierOutput(self.classifier(first))
 
 
 class BertForTokenClassification(_HeadModel):
@@ -190,6 +231,7 @@ class BertForQuestionAnswering(_HeadModel):
 
     def __init__(self, config: BertConfig):
         super().__init__(config)
+        self.dropout = nn.Dropout(config.extra.get("qa_dropout", 0.0))  # DistilBERT's; BERT has none
         self.qa_outputs = nn.Linear(config.hidden_size, 2)
         self._init_heads(self.qa_outputs)
 
@@ -200,11 +242,11 @@ class BertForQuestionAnswering(_HeadModel):
         token_type_ids: torch.Tensor | None = None,
     ):
         h = self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state
-        start, end = self.qa_outputs(h).unbind(dim=-1)  # (B, T) each
+        start, end = self.qa_outputs(self.dropout(h)).unbind(dim=-1)  # (B, T) each
         return SpanOutput(start, end)
 
 
-MODEL_CLASSES = {
+MODEL_CLASSES: dict[str, type[PretrainedMixin]] = {
     cls.__name__: cls
     for cls in (
         BertModel,
@@ -218,12 +260,20 @@ MODEL_CLASSES = {
 }
 
 
+def model_class(config: BertConfig) -> type[PretrainedMixin]:
+    """The bertkit class for the head config.json's `architectures` names in its family
+    (`RobertaForMaskedLM` -> BertForMaskedLM), or the bare encoder for one bertkit lacks."""
+    name = (config.architectures or ["Model"])[0]
+    head = name.removeprefix(config.family.class_prefix)
+    cls = MODEL_CLASSES.get("Bert" + head, BertModel)
+    return BertModel if getattr(cls, "needs_nsp", False) and not config.family.nsp else cls
+
+
 def load_model(directory, **kwargs):
     """Load a directory into the class its config.json names under `architectures`
-    (what `transformers` writes), or a bare BertModel when it names none bertkit knows."""
+    (what `transformers` writes), or a bare encoder when it names none bertkit knows."""
     config = BertConfig.from_pretrained(directory)
-    name = (config.architectures or ["BertModel"])[0]
-    return MODEL_CLASSES.get(name, BertModel).from_pretrained(directory, config=config, **kwargs)
+    return model_class(config).from_pretrained(directory, config=config, **kwargs)
 
 
 def init_model_dir(

@@ -172,7 +172,7 @@ class ServedModel:
             "device": str(self.runtime.device),
             "endpoints": sorted(self.fns),
             "labels": [c.id2label[i] for i in sorted(c.id2label)] if c.id2label else None,
-            "max_length": c.max_position_embeddings,
+            "max_length": c.max_length,
             "hidden_size": c.hidden_size,
             "layers": c.num_hidden_layers,
         }

@@ -42,6 +42,9 @@ class Task:
     flag_group: ClassVar[type | None] = None  # a dataclass of this task's own flags (bertkit.options)
     # TrainArgs fields whose default differs for this task (used where the flag is not given)
     train_overrides: ClassVar[dict[str, Any]] = {}
+    # the head a directory fine-tuned by transformers names in `architectures` for this task
+    # (after the family's prefix: RobertaForTokenClassification -> "ForTokenClassification")
+    transformers_head: ClassVar[str | None] = None
 
     @property
     def main_metric(self) -> str:
@@ -70,6 +73,13 @@ class Task:
     def from_info(cls, info: dict, config: BertConfig) -> Task:
         """The task saved in a directory's config.json (its `bertkit` section)."""
         raise NotImplementedError
+
+    @classmethod
+    def from_transformers(cls, config: BertConfig) -> tuple[dict, str]:
+        """The saved info (as `from_info` takes it) of a directory transformers fine-tuned for
+        this task, read from its config (`id2label`, `problem_type`), and one line saying what
+        was read and which defaults stand where transformers saves none."""
+        return {"task": cls.name}, cls.name
 
     @classmethod
     def settings(cls, source: dict, skip: tuple[str, ...] = ("labels",)) -> dict:

@@ -65,6 +65,7 @@ class ClassifyTask(Task):
     formats = ("tsv", "csv", "jsonl", "folders")
     pipeline_names = ("text-classification", "sentiment-analysis")
     flag_group: ClassVar[type | None] = ClassifyOptions
+    transformers_head: ClassVar[str | None] = "ForSequenceClassification"
     optional_request_fields = ("text_pairs",)  # sentence pairs: a second text for each
 
     def __post_init__(self) -> None:
@@ -165,6 +166,22 @@ class ClassifyTask(Task):
 
     def info(self) -> dict:
         return {**super().info(), "regression": self.regression}
+
+    @classmethod
+    def from_transformers(cls, config: BertConfig) -> tuple[dict, str]:
+        """problem_type (or a single output) says regression or multi-label; else single-label.
+        Multi-label thresholds: 0.5 for every label (transformers saves none)."""
+        labels = [config.id2label[i] for i in sorted(config.id2label)] if config.id2label else []
+        if config.problem_type == "regression" or len(labels) == 1:
+            return {"task": cls.name, "regression": True}, "regression (one score)"
+        if config.problem_type == "multi_label_classification":
+            info = {"task": cls.name, "multi_label": True, "threshold_mode": "fixed"}
+            info["thresholds"] = [0.5] * len(labels)
+            return (
+                info,
+                f"multi-label, {len(labels)} labels, threshold 0.5 for each (transformers saves none)",
+            )
+        return {"task": cls.name}, f"single-label, {config.num_labels} classes"
 
     @classmethod
     def from_info(cls, info: dict, config: BertConfig) -> ClassifyTask:

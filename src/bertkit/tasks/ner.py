@@ -174,6 +174,7 @@ class NerTask(Task):
     formats = ("conll", "spans")
     pipeline_names = ("ner", "token-classification")
     response_key = "entities"
+    transformers_head = "ForTokenClassification"
     # Labelled words in an average training batch; set by `prepare`. Length-grouped batches hold
     # very different numbers of words, so the softmax loss is a sum divided by this constant:
     # every word weighs the same, as with randomly mixed batches, instead of each batch.
@@ -270,6 +271,17 @@ class NerTask(Task):
 
     def configure(self, config: BertConfig) -> None:
         config.set_labels(self.labels)
+
+    @classmethod
+    def from_transformers(cls, config: BertConfig) -> tuple[dict, str]:
+        """The tag scheme read from the tag names, as the readers detect it; IOB1/IOB2 tags
+        decode to valid IOB2 (constrained Viterbi), other schemes by each word's best tag."""
+        labels = [config.id2label[i] for i in sorted(config.id2label)] if config.id2label else []
+        scheme = schemes.detect([labels]) if labels else "iob2"
+        scheme = "iob2" if scheme == "iob1" else scheme  # one tag set: B- and I- read as IOB2
+        how = "constrained IOB2 decoding" if scheme == "iob2" else "each word's most probable tag"
+        note = f"{len(labels)} tags read as {scheme.upper()}, {how}"
+        return {"task": cls.name, "tag_scheme": scheme}, note
 
     @classmethod
     def from_info(cls, info: dict, config: BertConfig) -> NerTask:

@@ -41,6 +41,7 @@ class QATask(Task):
     onnx_outputs = ("start_logits", "end_logits")
     response_key = "answers"
     request_fields = ("questions", "contexts")
+    transformers_head = "ForQuestionAnswering"
 
     @classmethod
     def read(cls, path: str | Path, fmt: str | None, opts: ReaderOptions) -> list:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from bertkit.tasks.classify import ClassifyTask
 from bertkit.tasks.multilabel import MultiLabelTask
 from bertkit.tasks.ner import NerTask
 from bertkit.tasks.qa import QATask
+
+log = logging.getLogger("bertkit.tasks")
 
 TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (ClassifyTask, NerTask, QATask)}
 # A variant answers to its task's name and is chosen by one setting (a flag, or the saved info).
@@ -109,8 +112,8 @@ def build(
     return task, train, dev, test
 
 
-def task_info(model_dir: str | Path) -> dict | None:
-    """config.json's `bertkit` section (what a fine-tuned directory was trained for), if any."""
+def _bertkit_section(model_dir: str | Path) -> dict | None:
+    """config.json's `bertkit` section (what bertkit fine-tuned a directory for), if any."""
     path = Path(model_dir) / "config.json"
     try:
         info = json.loads(path.read_text(encoding="utf-8")).get("bertkit")
@@ -119,17 +122,48 @@ def task_info(model_dir: str | Path) -> dict | None:
     return info if isinstance(info, dict) and "task" in info else None
 
 
+def transformers_info(model_dir: str | Path) -> tuple[dict, str] | None:
+    """(info, one line) for a directory saved by transformers' `…ForSequenceClassification`,
+    `…ForTokenClassification` or `…ForQuestionAnswering` of a supported family; None otherwise."""
+    try:
+        config = BertConfig.from_pretrained(model_dir)
+    except BertkitError:
+        return None
+    name = (config.architectures or [""])[0]
+    head = name.removeprefix(config.family.class_prefix)
+    for cls in TASKS.values():
+        if cls.transformers_head is not None and head == cls.transformers_head:
+            info, note = cls.from_transformers(config)
+            return info, f"{model_dir}: fine-tuned by transformers ({name}): {cls.name}, {note}"
+    return None
+
+
+def task_info(model_dir: str | Path) -> dict | None:
+    """What a fine-tuned directory was trained for: its `bertkit` section, or what a directory
+    transformers fine-tuned says (`transformers_info`); None for neither."""
+    info = _bertkit_section(model_dir)
+    if info is None and (found := transformers_info(model_dir)) is not None:
+        info = found[0]
+    return info
+
+
 def is_task_dir(model_dir: str | Path) -> bool:
     info = task_info(model_dir)
     return info is not None and info["task"] in TASKS
 
 
 def from_dir(model_dir: str | Path) -> Task:
-    """The task a fine-tuned directory was trained for, rebuilt from its config.json."""
-    info = task_info(model_dir)
+    """The task a fine-tuned directory was trained for, rebuilt from its config.json: bertkit's
+    own section, or a transformers head with its labels (said in one line, logger bertkit.tasks)."""
+    info = _bertkit_section(model_dir)
+    if info is None and (found := transformers_info(model_dir)) is not None:
+        info, note = found
+        log.info("%s", note)
     if info is None:
         raise BertkitError(
-            "config.json has no 'bertkit' task section: not a bertkit fine-tuned model", model_dir
+            "config.json has no 'bertkit' task section and names no sequence-classification, "
+            "token-classification or question-answering head: not a fine-tuned model",
+            model_dir,
         )
     if info["task"] not in TASKS:
         raise BertkitError(f"config.json names an unknown task {info['task']!r}", model_dir)

@@ -1,6 +1,6 @@
-"""BERT's WordPiece tokenizer, run by the Hugging Face `tokenizers` library (Rust).
+"""The BERT family's tokenizers, run by the Hugging Face `tokenizers` library (Rust).
 
-The pipeline is google-research/bert's tokenization.py:
+WordPiece (BERT, DistilBERT, ELECTRA) gets google-research/bert's pipeline (tokenization.py):
 
     BertNormalizer      drop control characters, map whitespace to " ", put spaces around CJK
                         characters, lower-case and strip accents (uncased models)
@@ -9,9 +9,13 @@ The pipeline is google-research/bert's tokenization.py:
                         word with no match or longer than 100 characters
     TemplateProcessing  [CLS] A [SEP] (token types 0), [CLS] A [SEP] B [SEP] (B's types 1)
 
-`Tokenizer.__call__` takes the arguments of `transformers`' BERT tokenizer and returns the same ids,
-masks, offsets and overflow windows (the tests check this on real data); `tokenizers` does the
-truncation and padding. A saved tokenizer loads in `transformers` unchanged. Learning a new
+Byte-level BPE (RoBERTa) and SentencePiece Unigram (XLM-R, CamemBERT) run as their
+tokenizer.json has them, with their own special tokens and templates (see `pipeline`); pre-split
+words get a byte-level tokenizer's prefix space, as transformers' `add_prefix_space=True` gives.
+
+`Tokenizer.__call__` takes the arguments of `transformers`' fast tokenizers and returns the same
+ids, masks, offsets and overflow windows (the tests check this on real data); `tokenizers` does
+the truncation and padding. A saved tokenizer loads in `transformers` unchanged. Learning a new
 vocabulary from text is `tokenization.vocab`'s.
 """
 
@@ -25,15 +29,31 @@ from pathlib import Path
 from typing import Any, cast
 
 import tokenizers
-from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers, processors
+from tokenizers import AddedToken, normalizers
 
 from bertkit.errors import BertkitError
 from bertkit.fileio import atomic_path, write_json, write_text
+from bertkit.tokenization.encoding import BatchEncoding, as_tensor, inputs_of, outputs_of
+from bertkit.tokenization.files import MAX_INPUT_CHARS_PER_WORD, backend_of, read_json, read_vocab, wordpiece
+from bertkit.tokenization.pipeline import (
+    KINDS,
+    SPECIAL_TOKENS,
+    Specials,
+    WordRule,
+    byte_level,
+    kind_of,
+    prefix_space,
+    roberta_processing,
+    sentence_template,
+    set_bert_pipeline,
+    tokenizer_class,
+    with_prefix_space,
+    word_rule,
+)
 
-PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
-SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)  # BERT's order: ids 0..4 of a trained vocabulary
+__all__ = ["MAX_INPUT_CHARS_PER_WORD", "SPECIAL_TOKENS", "BatchEncoding", "Tokenizer", "read_vocab"]
+
 DEFAULT_MODEL_MAX_LENGTH = 512  # BERT's position embeddings
-MAX_INPUT_CHARS_PER_WORD = 100
 
 _PADDING = {False: None, "do_not_pad": None, True: "longest"} | {s: s for s in ("longest", "max_length")}
 _TRUNCATION = {False: None, "do_not_truncate": None, True: "longest_first"}
@@ -47,40 +67,9 @@ _NORMALIZER_FIELDS = dict(do_lower_case="lowercase", strip_accents="strip_accent
 _NORMALIZER_FIELDS["tokenize_chinese_chars"] = "handle_chinese_chars"
 
 
-class BatchEncoding(dict):
-    """Model inputs by name (`input_ids`, `token_type_ids`, `attention_mask`, ...), also readable as
-    attributes, like `transformers.BatchEncoding`; keeps the `tokenizers` encodings, one per row."""
-
-    def __init__(self, data: dict[str, Any], encodings: list[tokenizers.Encoding]):
-        super().__init__(data)
-        self.encodings = encodings
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def word_ids(self, batch_index: int = 0) -> list[int | None]:
-        """Index of the input word each token comes from; None for [CLS], [SEP] and [PAD]."""
-        return self.encodings[batch_index].word_ids
-
-    def sequence_ids(self, batch_index: int = 0) -> list[int | None]:
-        """0 for tokens of the first text, 1 for the pair's, None for special tokens."""
-        return self.encodings[batch_index].sequence_ids
-
-    def tokens(self, batch_index: int = 0) -> list[str]:
-        """The wordpiece strings of row `batch_index`, special tokens included."""
-        return self.encodings[batch_index].tokens
-
-    def to(self, device: Any) -> BatchEncoding:
-        """Move the tensors (return_tensors="pt") to `device`."""
-        self.update({k: v.to(device) for k, v in self.items() if hasattr(v, "to")})
-        return self
-
-
 class Tokenizer:
-    """A BERT WordPiece tokenizer: build it with `from_pretrained`, `from_vocab` or `train_tokenizer`."""
+    """A WordPiece, byte-level BPE or Unigram tokenizer: build it with `from_pretrained`,
+    `from_vocab` or `train_tokenizer`."""
 
     def __init__(
         self,
@@ -91,36 +80,52 @@ class Tokenizer:
         tokenize_chinese_chars: bool = True,
         model_max_length: int = DEFAULT_MODEL_MAX_LENGTH,
         source: str | os.PathLike | None = None,
+        specials: Specials | None = None,
+        add_prefix_space: bool | None = None,
+        class_name: str | None = None,
     ):
-        """Wrap a `tokenizers.Tokenizer` with a WordPiece model, setting (in place) its normalizer,
-        pre-tokenizer, post-processor and decoder to BERT's. `source` names the vocabulary's file
-        in errors. `strip_accents=None` follows `do_lower_case`, as in the original BERT."""
-        if not isinstance(backend.model, models.WordPiece):
-            raise BertkitError(f"not a WordPiece tokenizer (model is {type(backend.model).__name__})", source)
+        """Wrap a `tokenizers.Tokenizer`. A WordPiece one gets (in place) BERT's normalizer,
+        pre-tokenizer, post-processor and decoder; a BPE or Unigram one keeps its own, and gets
+        RoBERTa's template if it has none. `specials`: the special tokens (default: read from the
+        template, else the kind's names). `source` names the tokenizer's file in errors.
+        `strip_accents=None` follows `do_lower_case`, as in the original BERT. `add_prefix_space`
+        (byte-level BPE): a space before every text, as transformers' option of that name."""
+        kind = kind_of(backend)
+        if kind is None:
+            raise BertkitError(
+                f"not a {', '.join(KINDS)} tokenizer (model is {type(backend.model).__name__})", source
+            )
+        post = json.loads(backend.to_str()).get("post_processor")
+        specials = specials or Specials.read(kind, {}, post)
         vocab = backend.get_vocab(with_added_tokens=True)
-        if missing := [t for t in SPECIAL_TOKENS if t not in vocab]:
+        names = specials.by_role()
+        if missing := [n for n in names.values() if n not in vocab]:
             raise BertkitError(f"vocabulary lacks the special token(s) {' '.join(missing)}", source)
-        self.do_lower_case = bool(do_lower_case)
+        self.kind, self.specials, self.class_name = kind, specials, class_name
+        self.do_lower_case = bool(do_lower_case) if kind == "wordpiece" else False
         self.strip_accents = strip_accents
         self.tokenize_chinese_chars = bool(tokenize_chinese_chars)
         self.model_max_length = int(model_max_length)
-        backend.model.unk_token = UNK
-        backend.normalizer = bert_normalizer(self.do_lower_case, strip_accents, self.tokenize_chinese_chars)
-        backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        backend.post_processor = processors.TemplateProcessing(
-            single=f"{CLS}:0 $A:0 {SEP}:0",
-            pair=f"{CLS}:0 $A:0 {SEP}:0 $B:1 {SEP}:1",
-            special_tokens=[(CLS, vocab[CLS]), (SEP, vocab[SEP])],
-        )
-        backend.decoder = decoders.WordPiece(prefix="##", cleanup=True)
+        if kind == "wordpiece":
+            backend.model.unk_token = specials.unk
+            chinese = self.tokenize_chinese_chars
+            set_bert_pipeline(backend, specials, bert_normalizer(self.do_lower_case, strip_accents, chinese))
+        elif backend.post_processor is None:
+            make = roberta_processing if byte_level(backend) else sentence_template
+            backend.post_processor = make(backend, specials)
+        if add_prefix_space is not None and byte_level(backend):
+            backend = with_prefix_space(backend, add_prefix_space)
         # As added tokens, "[MASK]" etc. in the text map to their ids instead of "[", "mask", "]", as
         # in transformers; normalized=False matches them before lower-casing.
-        backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
+        backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in names.values()])
         # A tokenizer.json may carry truncation and padding (MiniLM's pads all to 128): set per call instead.
         backend.no_truncation()
         backend.no_padding()
-        self._backend, self._ids = backend, {t: vocab[t] for t in SPECIAL_TOKENS}
-        self._lock = threading.Lock()  # guards that per-call state of the backend
+        self._backend, self._ids = backend, {role: vocab[name] for role, name in names.items()}
+        # pre-split words: a byte-level tokenizer puts a space before each, as transformers does
+        self._words = with_prefix_space(backend) if byte_level(backend) else backend
+        self.word_rule: WordRule = word_rule(backend, kind)
+        self._lock = threading.Lock()  # guards that per-call state of the backends
 
     @classmethod
     def from_vocab(
@@ -137,7 +142,7 @@ class Tokenizer:
         else:
             source, tokens = None, list(vocab)
         return cls(
-            _wordpiece(tokens, source),
+            wordpiece(tokens, source),
             do_lower_case=do_lower_case,
             strip_accents=strip_accents,
             tokenize_chinese_chars=tokenize_chinese_chars,
@@ -148,62 +153,78 @@ class Tokenizer:
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, do_lower_case: bool | None = None) -> Tokenizer:
         """From a directory with tokenizer.json (preferred) or vocab.txt, and tokenizer_config.json
-        if present. Each setting comes from, by priority: `do_lower_case=`, tokenizer_config.json
-        (which transformers follows too), tokenizer.json's BertNormalizer, BERT's defaults (uncased)."""
+        and special_tokens_map.json if present. A WordPiece setting comes from, by priority:
+        `do_lower_case=`, tokenizer_config.json (which transformers follows too), tokenizer.json's
+        BertNormalizer, BERT's defaults (uncased). Special tokens: tokenizer_config.json, then
+        special_tokens_map.json, then the file's template, then the kind's names."""
         d = Path(directory)
         if not d.is_dir():
             raise BertkitError("tokenizer directory not found" if not d.exists() else "not a directory", d)
         options: dict[str, Any] = dict(_DEFAULTS)
+        post = None
         if (source := d / "tokenizer.json").exists():
-            spec = _read_json(source)
-            model = m if isinstance(m := spec.get("model"), dict) else {}
-            if model.get("type") != "WordPiece":
-                raise BertkitError(f"not a WordPiece tokenizer (model type {model.get('type')!r})", source)
-            ids = model.get("vocab")
-            if not isinstance(ids, dict) or sorted(ids.values()) != list(range(len(ids))):
-                raise BertkitError("model.vocab is missing or its ids are not 0..N-1, each once", source)
+            spec = read_json(source)
+            backend, post = backend_of(spec, source), spec.get("post_processor")
             norm = n if isinstance(n := spec.get("normalizer"), dict) else {}
             if norm.get("type") == "BertNormalizer":
                 options.update({k: norm[f] for k, f in _NORMALIZER_FIELDS.items() if f in norm})
-            try:
-                backend = tokenizers.Tokenizer.from_str(json.dumps(spec))
-            except Exception as e:  # tokenizers raises a bare Exception on bad content
-                raise BertkitError(f"invalid tokenizer file: {e}", source) from None
         elif (source := d / "vocab.txt").exists():
-            backend = _wordpiece(read_vocab(source), source)
+            backend = wordpiece(read_vocab(source), source)
         else:
             raise BertkitError("no tokenizer.json or vocab.txt in the tokenizer directory", d)
-        if (config_path := d / "tokenizer_config.json").exists():
-            config = _read_json(config_path)
-            for key, kind in _CONFIG_TYPES.items():
-                if key not in config or (config[key] is None and key != "strip_accents"):
-                    continue  # unset; but a null strip_accents means "follow lower-casing"
-                value = config[key]
-                if value is not None and type(value) is not kind:
-                    raise BertkitError(f"{key} must be {kind.__name__}, not {value!r}", config_path)
-                options[key] = value
+        config: dict[str, Any] = {}
+        for name in ("special_tokens_map.json", "tokenizer_config.json"):  # the latter wins
+            config |= read_json(d / name) if (d / name).exists() else {}
+        for key, of_type in _CONFIG_TYPES.items():
+            if key not in config or (config[key] is None and key != "strip_accents"):
+                continue  # unset; but a null strip_accents means "follow lower-casing"
+            value = config[key]
+            if value is not None and type(value) is not of_type:
+                raise BertkitError(
+                    f"{key} must be {of_type.__name__}, not {value!r}", d / "tokenizer_config.json"
+                )
+            options[key] = value
         if options["model_max_length"] > 10**12:  # transformers' sentinel for "no limit"
             options["model_max_length"] = DEFAULT_MODEL_MAX_LENGTH
         if do_lower_case is not None:
             options["do_lower_case"] = do_lower_case
+        kind = kind_of(backend) or ""
+        prefix = config.get("add_prefix_space")
+        options |= dict(
+            specials=Specials.read(kind, config, post),
+            add_prefix_space=prefix if isinstance(prefix, bool) else None,
+            class_name=c if isinstance(c := config.get("tokenizer_class"), str) else None,
+        )
         return cls(backend, source=source, **options)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write vocab.txt, tokenizer.json, tokenizer_config.json and special_tokens_map.json, each
-        atomically; `transformers.AutoTokenizer.from_pretrained(directory)` loads them."""
+        """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json (and a
+        WordPiece tokenizer's vocab.txt), each atomically;
+        `transformers.AutoTokenizer.from_pretrained(directory)` loads them."""
         d = Path(directory)
         if d.exists() and not d.is_dir():
             raise BertkitError("output exists and is not a directory", d)
-        ids = self._backend.get_vocab(with_added_tokens=False)
-        tokens = sorted(ids, key=ids.__getitem__)
-        if [ids[t] for t in tokens] != list(range(len(tokens))) or any("\n" in t for t in tokens):
-            raise BertkitError("vocabulary cannot be written as vocab.txt (ids not 0..N-1, or a newline)", d)
-        write_text(d / "vocab.txt", "".join(t + "\n" for t in tokens))
+        if self.kind == "wordpiece":
+            ids = self._backend.get_vocab(with_added_tokens=False)
+            tokens = sorted(ids, key=ids.__getitem__)
+            if [ids[t] for t in tokens] != list(range(len(tokens))) or any("\n" in t for t in tokens):
+                raise BertkitError(
+                    "vocabulary cannot be written as vocab.txt (ids not 0..N-1, or a newline)", d
+                )
+            write_text(d / "vocab.txt", "".join(t + "\n" for t in tokens))
         with self._lock, atomic_path(d / "tokenizer.json") as tmp:
             self._backend.save(str(tmp))
-        special = {"unk_token": UNK, "sep_token": SEP, "pad_token": PAD, "cls_token": CLS, "mask_token": MASK}
-        config = {"tokenizer_class": "BertTokenizer", "do_lower_case": self.do_lower_case}
-        config |= {"strip_accents": self.strip_accents, "tokenize_chinese_chars": self.tokenize_chinese_chars}
+        special = {f"{role}_token": name for role, name in self.specials.by_role().items()}
+        config: dict[str, Any] = {
+            "tokenizer_class": self.class_name or tokenizer_class(self.kind, self._backend)
+        }
+        if self.kind == "wordpiece":
+            config |= {"do_lower_case": self.do_lower_case, "strip_accents": self.strip_accents}
+            config |= {"tokenize_chinese_chars": self.tokenize_chinese_chars}
+        else:  # RoBERTa's and XLM-R's <s> and </s> open and close a text
+            special |= {"bos_token": self.specials.cls, "eos_token": self.specials.sep}
+            if byte_level(self._backend):
+                config["add_prefix_space"] = prefix_space(self._backend)
         config |= {"model_max_length": self.model_max_length, **special}
         write_json(d / "tokenizer_config.json", config)
         write_json(d / "special_tokens_map.json", special)
@@ -221,11 +242,17 @@ class Tokenizer:
     def vocab(self) -> dict[str, int]:
         return self._backend.get_vocab(with_added_tokens=True)
 
-    pad_token_id = property(lambda self: self._ids[PAD])
-    unk_token_id = property(lambda self: self._ids[UNK])
-    cls_token_id = property(lambda self: self._ids[CLS])
-    sep_token_id = property(lambda self: self._ids[SEP])
-    mask_token_id = property(lambda self: self._ids[MASK])
+    pad_token_id = property(lambda self: self._ids["pad"])
+    unk_token_id = property(lambda self: self._ids["unk"])
+    cls_token_id = property(lambda self: self._ids["cls"])
+    sep_token_id = property(lambda self: self._ids["sep"])
+    mask_token_id = property(lambda self: self._ids["mask"])
+    mask_token = property(lambda self: self.specials.mask)
+
+    @property
+    def special_ids(self) -> list[int]:
+        """The ids of the special tokens ([CLS] [SEP] [PAD] [UNK] [MASK] or their kind's)."""
+        return sorted(self._ids.values())
 
     def convert_tokens_to_ids(self, tokens: str | Iterable[str]) -> int | list[int]:
         """Id of a token, or of each token; the [UNK] id for tokens not in the vocabulary."""
@@ -277,7 +304,7 @@ class Tokenizer:
         row's input. `return_tensors`: "pt" (torch) or "np". With `is_split_into_words`, a text is a
         list of words (a batch, a list of such lists); word_ids() index those words."""
         words = is_split_into_words
-        inputs, batched = _inputs(text, text_pair, words)
+        inputs, batched = inputs_of(text, text_pair, words)
         pad, trunc, max_length = self._strategies(padding, truncation, max_length, pad_to_multiple_of)
         if not isinstance(stride, int) or stride < 0:
             raise ValueError(f"stride must be an int >= 0, not {stride!r}")
@@ -286,9 +313,9 @@ class Tokenizer:
         settings = (pad, trunc, max_length, stride, pad_to_multiple_of)
         encodings = self._encode(inputs, words, add_special_tokens, *settings)
         overflow = return_overflowing_tokens
-        data, rows = _outputs(encodings, overflow, return_offsets_mapping, return_special_tokens_mask)
+        data, rows = outputs_of(encodings, overflow, return_offsets_mapping, return_special_tokens_mask)
         if return_tensors is not None:
-            data = {k: _as_tensor(k, v, return_tensors) for k, v in data.items()}
+            data = {k: as_tensor(k, v, return_tensors) for k, v in data.items()}
         elif not batched and not overflow:
             data = {k: v[0] for k, v in data.items()}  # one text: flat lists, as in transformers
         return BatchEncoding(data, rows)
@@ -306,20 +333,21 @@ class Tokenizer:
     ) -> list[tokenizers.Encoding]:
         """`encode_batch` under these truncation and padding settings (the backend is shared: the
         lock keeps another thread's settings out)."""
+        backend = self._words if words else self._backend
         with self._lock:
             try:
                 if trunc:
                     assert max_length is not None  # _strategies sets it whenever it truncates
-                    self._backend.enable_truncation(max_length, stride=stride, strategy=trunc)
+                    backend.enable_truncation(max_length, stride=stride, strategy=trunc)
                 if pad:
                     length = max_length if pad == "max_length" else None
-                    self._backend.enable_padding(
+                    backend.enable_padding(
                         pad_id=self.pad_token_id,
-                        pad_token=PAD,
+                        pad_token=self.specials.pad,
                         length=length,
                         pad_to_multiple_of=pad_to_multiple_of,
                     )
-                return self._backend.encode_batch(
+                return backend.encode_batch(
                     inputs, add_special_tokens=add_special_tokens, is_pretokenized=words
                 )
             except BaseException as e:
@@ -330,8 +358,8 @@ class Tokenizer:
                     raise
                 raise ValueError(f"cannot encode with these settings: {str(e).strip()}") from None
             finally:
-                self._backend.no_truncation()
-                self._backend.no_padding()
+                backend.no_truncation()
+                backend.no_padding()
 
     def _strategies(
         self, padding: Any, truncation: Any, max_length: int | None, pad_to_multiple_of: int | None
@@ -363,113 +391,10 @@ class Tokenizer:
         self.__dict__.update(state, _lock=threading.Lock())
 
     def __repr__(self) -> str:
-        return f"Tokenizer(vocab_size={self.vocab_size}, do_lower_case={self.do_lower_case})"
+        return f"Tokenizer({self.kind}, vocab_size={self.vocab_size}, do_lower_case={self.do_lower_case})"
 
 
 def bert_normalizer(lowercase: bool, strip_accents: bool | None, chinese: bool) -> normalizers.Normalizer:
     return normalizers.BertNormalizer(
         clean_text=True, handle_chinese_chars=chinese, strip_accents=strip_accents, lowercase=lowercase
     )
-
-
-def _inputs(text: Any, text_pair: Any, words: bool) -> tuple[list, bool]:
-    """What `encode_batch` takes for a text (or pair) or a batch of them, and whether it was a batch."""
-    one = lambda t: _check_text(t, words)
-    batched = isinstance(text, (list, tuple)) and (
-        not words or bool(text) and isinstance(text[0], (list, tuple))
-    )
-    if not batched:
-        return ([(one(text), one(text_pair))] if text_pair else [one(text)]), False  # "" is no pair, as in HF
-    if text_pair is None:
-        return [one(t) for t in text], True
-    if not isinstance(text_pair, (list, tuple)) or len(text_pair) != len(text):
-        raise ValueError("for a batch of texts, text_pair must be a list of the same length")
-    return [(one(a), one(b)) for a, b in zip(text, text_pair, strict=True)], True
-
-
-def _outputs(
-    encodings: list[tokenizers.Encoding], overflow: bool, offsets: bool, special: bool
-) -> tuple[dict[str, Any], list[tokenizers.Encoding]]:
-    """The output lists by name, one row an encoding; with overflow, each input gives its first
-    window and then the rest, as rows of their own."""
-    rows = [r for e in encodings for r in ([e, *e.overflowing] if overflow else [e])]
-    data: dict[str, Any] = {
-        "input_ids": [r.ids for r in rows],
-        "token_type_ids": [r.type_ids for r in rows],
-        "attention_mask": [r.attention_mask for r in rows],
-    }
-    if special:
-        data["special_tokens_mask"] = [r.special_tokens_mask for r in rows]
-    if offsets:
-        data["offset_mapping"] = [r.offsets for r in rows]
-    if overflow:
-        data["overflow_to_sample_mapping"] = [i for i, e in enumerate(encodings) for _ in [e, *e.overflowing]]
-    return data, rows
-
-
-def _check_text(text: Any, words: bool) -> Any:
-    if words and isinstance(text, (list, tuple)) and all(isinstance(w, str) for w in text):
-        return list(text)
-    if not words and isinstance(text, str):
-        return text
-    raise ValueError(
-        f"a text must be {'a list of str (words)' if words else 'a str'}, not {type(text).__name__}"
-    )
-
-
-def _as_tensor(key: str, rows: list, kind: str) -> Any:
-    if rows and isinstance(rows[0], list) and len({len(r) for r in rows}) > 1:
-        raise ValueError(f"cannot make a tensor of {key} rows of different lengths; pass padding=True")
-    if kind == "pt":
-        import torch  # lazy: tokenizing alone should not pay for importing torch
-
-        return torch.tensor(rows, dtype=torch.long)
-    import numpy as np
-
-    return np.array(rows, dtype=np.int64)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise BertkitError(f"cannot read: {getattr(e, 'strerror', None) or e}", path) from None
-    except json.JSONDecodeError as e:
-        raise BertkitError(f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}", path) from None
-    if not isinstance(value, dict):
-        raise BertkitError(f"expected a JSON object, found {type(value).__name__}", path)
-    return value
-
-
-def _wordpiece(tokens: Sequence[Any], source: str | os.PathLike | None) -> tokenizers.Tokenizer:
-    """A WordPiece backend with token i as id i. Rejects an empty vocabulary, empty tokens and
-    duplicates (a duplicate would leave an id unused and vocab.txt would not round-trip)."""
-    if not tokens:
-        raise BertkitError("empty vocabulary", source)
-    ids: dict[str, int] = {}
-    where = (lambda i: f"line {i + 1}") if source is not None else (lambda i: f"token {i}")
-    for i, t in enumerate(tokens):
-        if not isinstance(t, str) or not t:
-            raise BertkitError(f"{where(i)}: empty or non-string token {t!r}", source)
-        if t in ids:
-            raise BertkitError(f"{where(i)}: duplicate token {t!r} (first at {where(ids[t])})", source)
-        ids[t] = i
-    model = models.WordPiece(ids, unk_token=UNK, max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD)
-    return tokenizers.Tokenizer(model)
-
-
-def read_vocab(path: str | os.PathLike) -> list[str]:
-    """The tokens of a vocab.txt, in id order, each without trailing whitespace (as the `tokenizers`
-    reader that transformers uses drops it, "\\r" of Windows line ends included)."""
-    try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise BertkitError("vocabulary file not found", path) from None
-    except OSError as e:
-        raise BertkitError(f"cannot read: {e.strerror or e}", path) from None
-    try:
-        lines = raw.decode("utf-8").split("\n")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise BertkitError(f"line {line}: not valid UTF-8", path) from None
-    return [line.rstrip() for line in (lines[:-1] if lines[-1] == "" else lines)]

@@ -1,9 +1,11 @@
-"""Learning a WordPiece vocabulary from text, with `tokenizers`' WordPiece trainer.
+"""Learning a vocabulary from text, with `tokenizers`' trainers: WordPiece (BERT), byte-level BPE
+(RoBERTa) or SentencePiece Unigram (XLM-R, CamemBERT).
 
 `train_tokenizer` streams the lines of text files (plain or .gz, Gutenberg boilerplate stripped),
-sees them through the normalizer and pre-tokenizer that encoding will use, learns `vocab_size`
-tokens with BERT's five special tokens first, and gives every kept character its "##" form so
-that no digit or letter is [UNK] inside a word. The result is a `Tokenizer`, saved like any other.
+sees them through the normalizer and pre-tokenizer that encoding will use and learns
+`vocab_size` tokens, the kind's five special tokens first. WordPiece gives every kept character
+its "##" form so that no digit or letter is [UNK] inside a word; byte-level BPE starts from the
+256 bytes, so nothing is ever unknown. The result is a `Tokenizer`, saved like any other.
 """
 
 from __future__ import annotations
@@ -18,16 +20,13 @@ from tokenizers import models, pre_tokenizers, trainers
 
 from bertkit.errors import BertkitError
 from bertkit.options import option
+from bertkit.tokenization.files import MAX_INPUT_CHARS_PER_WORD
+from bertkit.tokenization.pipeline import SENTENCE_SPECIALS, SPECIAL_TOKENS, UNK, Specials, new_backend
 from bertkit.tokenization.text import PathArg, iter_text_lines, resolve_files
-from bertkit.tokenization.tokenizer import (
-    MAX_INPUT_CHARS_PER_WORD,
-    SPECIAL_TOKENS,
-    UNK,
-    Tokenizer,
-    bert_normalizer,
-)
+from bertkit.tokenization.tokenizer import Tokenizer, bert_normalizer
 
 PathsArg = PathArg | Iterable[PathArg]
+MODEL_TYPES = ("wordpiece", "bpe", "unigram")
 
 
 @dataclass
@@ -36,7 +35,15 @@ class VocabOptions:
     `vocab_size`, `lowercase` of `bertkit pretrain`)."""
 
     vocab_size: int = option(30522, help="target vocabulary size (default {default})")
-    lowercase: bool = option(True, flag="--cased", negated=True, help="keep case (default: lower-case)")
+    model_type: str = option(
+        "wordpiece",
+        choices=MODEL_TYPES,
+        help="wordpiece (BERT's, the default), bpe (RoBERTa's byte-level BPE) or unigram (XLM-R's "
+        "SentencePiece); bpe and unigram keep case and take <s> </s> <pad> <unk> <mask>",
+    )
+    lowercase: bool = option(
+        True, flag="--cased", negated=True, help="keep case (default: lower-case; wordpiece only)"
+    )
     min_frequency: int = option(2, help="minimum pair frequency to merge")
     limit_alphabet: int = option(1000, help="characters kept (default {default}; Chinese: e.g. 6000)")
     alphabet_files: list[str] = option(
@@ -64,44 +71,78 @@ def train_tokenizer(
     *,
     strip_gutenberg: bool = True,
     alphabet_files: PathsArg = (),
+    model_type: str = _D.model_type,
 ) -> Tokenizer:
-    """Learn a WordPiece vocabulary of `vocab_size` tokens ([PAD] [UNK] [CLS] [SEP] [MASK] first)
-    from text files, folders or glob patterns (plain or .gz) and save it to the directory `output`
-    (None: do not save). Lines are streamed, so memory grows with the number of distinct words, not
-    with the corpus. The normalizer isolates CJK characters, so each one is a token. Every
-    character of `alphabet_files` (normalized as the corpus is) is kept whatever its count, as
-    the trainer's initial alphabet: text the model will meet (a fine-tuning set) then has no
-    [UNK] for characters the corpus lacks (digits, product names)."""
+    """Learn a vocabulary of `vocab_size` tokens from text files, folders or glob patterns (plain
+    or .gz) and save it to the directory `output` (None: do not save). `model_type`: wordpiece
+    ([PAD] [UNK] [CLS] [SEP] [MASK] first; the normalizer isolates CJK characters, so each one
+    is a token), bpe or unigram (<s> <pad> </s> <unk> <mask> first, cased). Lines are streamed,
+    so memory grows with the number of distinct words, not with the corpus. Every character of
+    `alphabet_files` (normalized as the corpus is) is kept whatever its count, as the trainer's
+    initial alphabet: text the model will meet (a fine-tuning set) then has no unknown
+    characters the corpus lacks (digits, product names)."""
+    if model_type not in MODEL_TYPES:
+        raise BertkitError(f"model_type must be one of {', '.join(MODEL_TYPES)}, not {model_type!r}")
     _check_options(vocab_size, min_frequency, limit_alphabet, output)
     paths = resolve_files(files)
-    model = models.WordPiece(unk_token=UNK, max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD)
-    backend = tokenizers.Tokenizer(model)
-    # Training sees the text through the normalizer and pre-tokenizer that encoding will use.
-    backend.normalizer = bert_normalizer(do_lower_case, strip_accents, chinese=True)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    if model_type == "wordpiece":
+        backend = tokenizers.Tokenizer(
+            models.WordPiece(unk_token=UNK, max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD)
+        )
+        # Training sees the text through the normalizer and pre-tokenizer that encoding will use.
+        backend.normalizer = bert_normalizer(do_lower_case, strip_accents, chinese=True)
+        backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    else:
+        backend = new_backend(model_type)
     alphabet = _alphabet(backend, alphabet_files)
     if len(alphabet) > limit_alphabet:
         raise BertkitError(
             f"the alphabet files hold {len(alphabet)} characters, more than limit_alphabet "
             f"{limit_alphabet}: raise limit_alphabet"
         )
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size,
-        min_frequency=min_frequency,
-        limit_alphabet=limit_alphabet,
-        initial_alphabet=alphabet,
-        special_tokens=list(SPECIAL_TOKENS),
-        continuing_subword_prefix="##",
-        show_progress=False,
-    )
     lines = _LineBatches(paths, strip_gutenberg)
-    backend.train_from_iterator(lines, trainer=trainer)
-    _add_continuations(backend, alphabet)
+    backend.train_from_iterator(
+        lines, trainer=_trainer(model_type, vocab_size, min_frequency, limit_alphabet, alphabet)
+    )
+    if model_type == "wordpiece":
+        _add_continuations(backend, alphabet)
     _check_trained(backend, vocab_size, lines.seen, paths)
-    tok = Tokenizer(backend, do_lower_case=do_lower_case, strip_accents=strip_accents)
+    if model_type == "wordpiece":
+        tok = Tokenizer(backend, do_lower_case=do_lower_case, strip_accents=strip_accents)
+    else:
+        tok = Tokenizer(backend, specials=Specials(**SENTENCE_SPECIALS))
     if output is not None:
         tok.save_pretrained(output)
     return tok
+
+
+def _trainer(kind: str, vocab_size: int, min_frequency: int, limit_alphabet: int, alphabet: list[str]):
+    if kind == "wordpiece":
+        return trainers.WordPieceTrainer(
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            limit_alphabet=limit_alphabet,
+            initial_alphabet=alphabet,
+            special_tokens=list(SPECIAL_TOKENS),
+            continuing_subword_prefix="##",
+            show_progress=False,
+        )
+    specials = list(SENTENCE_SPECIALS.values())
+    if kind == "bpe":  # every byte is in the alphabet: nothing is unknown
+        return trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            special_tokens=specials,
+            show_progress=False,
+        )
+    return trainers.UnigramTrainer(
+        vocab_size=vocab_size,
+        initial_alphabet=alphabet,
+        special_tokens=specials,
+        unk_token=SENTENCE_SPECIALS["unk"],
+        show_progress=False,
+    )
 
 
 def _check_options(
@@ -182,10 +223,10 @@ def _alphabet(backend: tokenizers.Tokenizer, files: PathsArg) -> list[str]:
     files = list(files)
     if not files:
         return []
-    assert backend.normalizer is not None
+    normalize = backend.normalizer.normalize_str if backend.normalizer is not None else str
     seen: dict[str, None] = {}
     for line in iter_text_lines(files, strip_gutenberg=False):
-        for ch in backend.normalizer.normalize_str(line):
+        for ch in normalize(line):
             if not ch.isspace():
                 seen[ch] = None
     return list(seen)

@@ -49,6 +49,7 @@ class Corpus:
     held_maker: InstanceMaker
     held: int  # held-out sequences
     steps_per_epoch: int  # optimizer steps
+    words: str  # what whole-word masking takes a word to be (the tokenizer's word rule)
 
     @classmethod
     def open(cls, args: PretrainArgs, tok: Tokenizer, shard_dir: Path) -> Corpus:
@@ -70,7 +71,8 @@ class Corpus:
                 f"the corpus gives {len(spans)} sequences of {args.max_seq_length} tokens, fewer than "
                 f"one batch of {t.batch_size}"
             )
-        return cls(train_docs, spans, maker, held_maker, len(held_spans), steps_per_epoch)
+        words = tok.word_rule.describe()
+        return cls(train_docs, spans, maker, held_maker, len(held_spans), steps_per_epoch, words)
 
     def describe(self, args: PretrainArgs, rt: Runtime) -> str:
         docs, t = self.train_docs, args.train
@@ -80,7 +82,7 @@ class Corpus:
             f"({rt.describe()})"
         )
         if args.whole_word_mask:
-            line += f"\nwhole-word masking: {word_source(docs, args.word_list)}"
+            line += f"\nwhole-word masking: {word_source(docs, args.word_list, self.words)}"
         return line
 
 
@@ -179,9 +181,10 @@ def evaluate_mlm(model, batches: list[dict], dist: Runtime) -> dict[str, float]:
     return metrics
 
 
-def word_source(docs: ShardedCorpus, word_list: str | None) -> str:
-    """What whole-word masking takes a word to be, in words, for the log."""
-    found = ["WordPiece ## pieces"]
+def word_source(docs: ShardedCorpus, word_list: str | None, pieces: str) -> str:
+    """What whole-word masking takes a word to be, in words, for the log; `pieces`: the
+    tokenizer's word rule, described."""
+    found = [pieces]
     if docs.segmenter:
         found.append(f"the shards' {docs.segmenter} word boundaries")
     if word_list:

@@ -118,11 +118,12 @@ def prepare(args: PretrainArgs, dist: Runtime) -> tuple[Tokenizer, Path]:
     given_shards = len(args.corpus) == 1 and (Path(args.corpus[0]) / "manifest.json").is_file()
     shard_dir = Path(args.corpus[0]) if given_shards else out / "data"
     if dist.main:
-        if not args.tokenizer and not (tok_dir / "vocab.txt").is_file():
+        if not args.tokenizer and not (tok_dir / "tokenizer.json").is_file():
             v = args.vocab
-            print(f"training a WordPiece vocabulary of {v.vocab_size} tokens on the corpus")
+            print(f"training a {v.model_type} vocabulary of {v.vocab_size} tokens on the corpus")
             train_tokenizer(args.corpus, v.vocab_size, tok_dir, v.lowercase, v.min_frequency,
-                            v.limit_alphabet, alphabet_files=v.alphabet_files)  # fmt: skip
+                            v.limit_alphabet, alphabet_files=v.alphabet_files,
+                            model_type=v.model_type)  # fmt: skip
         if not given_shards:
             build_shards(args.corpus, tok_dir, shard_dir, replace(args.shards, progress=args.train.progress))
     dist.barrier()
@@ -147,7 +148,7 @@ def model_writer(model_state: dict, config: BertConfig) -> Callable[[Path], None
     from bertkit.models.checkpoint import bertkit_to_hf
 
     def write_model(stage: Path) -> None:
-        save_safetensors(bertkit_to_hf(model_state, "bert."), stage / "model.safetensors")
+        save_safetensors(bertkit_to_hf(model_state, config.family), stage / "model.safetensors")
         config.architectures = ["BertForPreTraining"]
         config.save_pretrained(stage)
 
@@ -159,7 +160,7 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     from bertkit.models.checkpoint import ENCODER_PARTS, hf_to_bertkit, read_weights
 
     state, _ = read_weights(path)
-    mapped, _ = hf_to_bertkit(state)
+    mapped, _ = hf_to_bertkit(state, BertConfig.from_pretrained(path).family)
     model_state = {("bert." if k.startswith(ENCODER_PARTS) else "") + k: v for k, v in mapped.items()}
     return model_state, resume.read_trainer_state(path)
 
@@ -253,10 +254,10 @@ def _open_output(args: PretrainArgs, rt: Runtime) -> Path:
 
 def _model_config(args: PretrainArgs, tok: Tokenizer) -> BertConfig:
     config = resolve_config(args, tok)
-    if args.max_seq_length > config.max_position_embeddings:
+    if args.max_seq_length > config.max_length:
         raise BertkitError(
-            f"--max-seq-length {args.max_seq_length} exceeds the model's "
-            f"max_position_embeddings {config.max_position_embeddings}"
+            f"--max-seq-length {args.max_seq_length} exceeds the model's {config.max_length} positions "
+            f"(max_position_embeddings {config.max_position_embeddings})"
         )
     if config.vocab_size != tok.vocab_size:
         raise BertkitError(f"the model has {config.vocab_size} tokens, the tokenizer {tok.vocab_size}")
@@ -342,7 +343,7 @@ def _write_output(
     summary |= {"train_seconds": round(result.seconds, 1), "tokens_per_second": round(rate)}
     summary |= {"stopped_by": result.stopped_by, **metrics}
     if args.whole_word_mask:
-        summary["whole_words"] = word_source(data.train_docs, args.word_list)
+        summary["whole_words"] = word_source(data.train_docs, args.word_list, data.words)
     write_json(out / "pretrain_metrics.json", summary)
     print(f"pretrained {result.steps} steps in {seconds:.0f} s; held-out {metrics}; model in {out}")
 
