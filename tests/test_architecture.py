@@ -12,11 +12,11 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "bertkit"
 
 # Lowest first. A package imports its own modules and those of lower floors; packages on one
-# floor do not import each other. Root modules (errors, fileio, runtime) are the ground floor;
+# floor do not import each other. Root modules (errors, options; fileio, runtime, hub) are the ground floors;
 # `bertkit/__init__.py` (the public API) and `__main__` stand above the house.
 FLOORS: list[tuple[str, ...]] = [
     ("bertkit.errors", "bertkit.options"),
-    ("bertkit.fileio", "bertkit.runtime"),
+    ("bertkit.fileio", "bertkit.runtime", "bertkit.hub"),
     ("bertkit.tokenization",),
     ("bertkit.data", "bertkit.models", "bertkit.evaluation"),
     ("bertkit.engine",),

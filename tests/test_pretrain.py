@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import bertkit
+from bertkit import Tokenizer
 from bertkit.cli import main
 from bertkit.training.pretrain import checkpoints, load_checkpoint
 
@@ -358,3 +360,49 @@ def test_run_only_options_leave_the_saved_config(
     err = capsys.readouterr().err
     assert f"{flag} must be in {interval}, not {float(bad)}" in err and "Traceback" not in err
     assert not (tmp_path / "bad").exists()  # refused before anything is written
+
+
+def test_roberta_recipe_bpe_masked_lm_loads_in_transformers(corpus, tmp_path, hf, capsys):
+    """--config roberta-tiny: a byte-level BPE vocabulary trained on the corpus, masked-LM alone
+    (whole words by the Ġ rule), saved as RobertaForMaskedLM that transformers loads with the
+    same logits; fill-mask takes <mask>; --nsp is refused."""
+    out = tmp_path / "run"
+    small = [a if a != "tiny" else "roberta-tiny" for a in SMALL]
+    args = ["pretrain", "--corpus", str(corpus), "--output", str(out), "--vocab-size", "1000", *small]
+    assert main([*args, "--nsp", "--max-steps", "2"]) == 2
+    assert "next sentence is BERT's" in capsys.readouterr().err
+    rc = main(
+        [
+            *args,
+            "--max-steps",
+            "16",
+            "--whole-word-mask",
+            "--lr",
+            "1e-3",
+            "--heldout",
+            "0.2",
+            "--log-every",
+            "1",
+        ]
+    )
+    assert rc == 0, capsys.readouterr().err
+    assert "pieces without a leading Ġ" in capsys.readouterr().out
+    log = _log(out)
+    assert sum(log[i]["loss"] for i in (13, 14, 15, 16)) < sum(log[i]["loss"] for i in (1, 2, 3, 4))
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "roberta" and config["architectures"] == ["RobertaForMaskedLM"]
+    assert config["max_position_embeddings"] == 512 + config["pad_token_id"] + 1
+    tok = Tokenizer.from_pretrained(out)
+    assert tok.kind == "bpe" and tok.mask_token == "<mask>" and not (out / "vocab.txt").exists()
+    enc = tok(["she said <mask> to him", "a longer line of the book"], padding=True, return_tensors="pt")
+    ours = bertkit.BertForMaskedLM.from_pretrained(out).eval()
+    ref = hf.AutoModelForMaskedLM.from_pretrained(str(out)).eval()
+    with torch.no_grad():
+        a = ours(enc["input_ids"], enc["attention_mask"]).logits
+        b = ref(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+    real = enc["attention_mask"].bool()
+    assert (a - b)[real].abs().max() <= 1e-5
+    capsys.readouterr()
+    assert main(["fill-mask", "--model", str(out), "--json", "--top-k", "2", "she said <mask> to him"]) == 0
+    fills = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["fills"][0]
+    assert len(fills) == 2 and "<mask>" not in fills[0]["sequence"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bertkit.models.config import DEFAULT_PRESET, PRESETS, BertConfig
+from bertkit.models.config import DEFAULT_PRESET, BertConfig, preset_names
 
 
 def add_parser(sub) -> None:
@@ -27,8 +27,9 @@ def add_parser(sub) -> None:
     ini.add_argument(
         "--config",
         default=DEFAULT_PRESET,
-        choices=list(PRESETS),
-        help="preset size: tiny L2/H128, mini L4/H256, small L4/H512, medium L8/H512, base, large",
+        choices=preset_names(),
+        help="preset size: tiny L2/H128, mini L4/H256, small L4/H512, medium L8/H512, base, large "
+        "(a BERT; roberta-SIZE: a RoBERTa, for a BPE tokenizer)",
     )
     ini.add_argument("--tokenizer", required=True, help="directory with vocab.txt or tokenizer.json")
     ini.add_argument("--output", required=True, help="model directory to write")
@@ -51,7 +52,8 @@ def describe(args: argparse.Namespace) -> None:
     model = load_model(args.model)
     c = model.config
     n = sum(p.numel() for p in model.parameters())
-    print(f"{args.model}: {type(model).__name__}, {n / 1e6:.1f} M parameters")
+    kind = c.family.architecture(type(model).__name__.removeprefix("Bert"))
+    print(f"{args.model}: {kind} ({c.model_type}), {n / 1e6:.1f} M parameters")
     print(
         f"  layers {c.num_hidden_layers}, hidden {c.hidden_size}, heads {c.num_attention_heads}, "
         f"intermediate {c.intermediate_size}, activation {c.hidden_act}"
@@ -70,4 +72,5 @@ def init(args: argparse.Namespace) -> None:
             overrides[name] = getattr(args, name)
     model = init_model_dir(args.config, args.tokenizer, args.output, args.seed, args.overwrite, **overrides)
     n = sum(p.numel() for p in model.parameters())
-    print(f"initialised a random {args.config} BERT ({n / 1e6:.1f} M parameters) in {args.output}")
+    kind = model.config.family.architecture(type(model).__name__.removeprefix("Bert"))
+    print(f"initialised a random {args.config} {kind} ({n / 1e6:.1f} M parameters) in {args.output}")

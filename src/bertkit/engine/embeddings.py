@@ -22,6 +22,7 @@ import torch
 from bertkit.engine.backend import choose
 from bertkit.engine.runner import InferenceOptions, forward_batches, prepare
 from bertkit.errors import BertkitError
+from bertkit.hub import resolve
 from bertkit.models.encoder import BertModel
 from bertkit.runtime import Runtime, local_runtime
 from bertkit.tokenization.text import read_texts
@@ -43,9 +44,10 @@ def sentence_transformers_settings(directory: Path) -> dict:
         for m in mods:
             if str(m.get("type", "")).endswith(".Pooling"):
                 cfg = json.loads((directory / m["path"] / "config.json").read_text(encoding="utf-8"))
-                if cfg.get("pooling_mode_cls_token"):
+                mode = cfg.get("pooling_mode")  # sentence-transformers 6 names it in one field
+                if cfg.get("pooling_mode_cls_token") or mode == "cls":
                     out["pooling"] = "cls"
-                elif cfg.get("pooling_mode_mean_tokens"):
+                elif cfg.get("pooling_mode_mean_tokens") or mode == "mean":
                     out["pooling"] = "mean"
                 else:
                     modes = [k for k, v in cfg.items() if k.startswith("pooling_mode") and v]
@@ -84,7 +86,7 @@ class EmbeddingPipeline:
     ):
         """`encoder`: an already prepared encoder of `model_dir` to share (the server's task
         model), instead of loading the weights a second time."""
-        d = Path(model_dir)
+        d = resolve(model_dir)  # a folder, or a Hub name
         st = sentence_transformers_settings(d) if d.is_dir() else {}
         self.pooling = pooling or st.get("pooling", "mean")
         if self.pooling not in POOLINGS:
@@ -108,7 +110,9 @@ class EmbeddingPipeline:
             self.model = openvino_runner(encoder, ("last_hidden_state",), o, rt, self.tokenizer)
         else:
             self.model = prepare(encoder, o, rt)
-        self.max_length = min(max_length or st.get("max_length") or 10**9, config.max_length)
+        # sentence-transformers 6 keeps the length in the tokenizer's model_max_length
+        st_length = st.get("max_length") or (self.tokenizer.model_max_length if st else None)
+        self.max_length = min(max_length or st_length or 10**9, config.max_length)
         self.dim = config.hidden_size
 
     @torch.inference_mode()

@@ -40,8 +40,10 @@ def traceable(model: nn.Module) -> nn.Module:
     return model
 
 
-def example_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask, token_type_ids) of two rows, the second padded."""
-    ids = torch.tensor([[101, 2000, 2001, 2002, 2003, 2004, 2005, 102], [101, 2006, 2007, 102, 0, 0, 0, 0]])
-    mask = (ids != 0).long()
+def example_inputs(vocab_size: int, pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask, token_type_ids) of two rows, the second padded with `pad`
+    (RoBERTa's positions count the tokens that are not padding), ids inside the vocabulary."""
+    words = [i for i in range(2, min(vocab_size, 64)) if i != pad][:11]  # 11 ids, none the padding
+    ids = torch.tensor([words[:8], [*words[8:], pad, pad, pad, pad, pad]])
+    mask = torch.tensor([[1] * 8, [1] * 3 + [0] * 5])
     return ids, mask, torch.zeros_like(ids)

@@ -43,6 +43,7 @@ from torch import nn
 
 from bertkit.engine.graph import INPUTS, Graph, example_inputs, traceable
 from bertkit.errors import BertkitError
+from bertkit.models.encoder import BertModel
 
 log = logging.getLogger("bertkit")
 
@@ -190,8 +191,10 @@ class OpenvinoRunner(nn.Module):
         def build():
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the tracer's notes on Python branches (see traceable)
+                c = next(m.config for m in model.modules() if isinstance(m, BertModel))
+                example = example_inputs(c.vocab_size, c.pad_token_id)
                 graph = ov.convert_model(
-                    Graph(traceable(model), outputs), example_input=example_inputs(), input=shapes
+                    Graph(traceable(model), outputs), example_input=example, input=shapes
                 )
             return quantize(graph, calibration or []) if int8 else graph
 
@@ -259,8 +262,6 @@ def openvino_runner(
 ) -> OpenvinoRunner:
     """`model`'s forward pass on OpenVINO (the CPU) with the engine's `options` (int8, streams,
     calibration) in the runtime's precision and threads."""
-    from bertkit.models.encoder import BertModel
-
     config = next(m.config for m in model.modules() if isinstance(m, BertModel))
     calibration = None
     if options.int8:

@@ -31,6 +31,7 @@ from bertkit.data.examples import ReaderOptions
 from bertkit.engine.backend import choose
 from bertkit.engine.runner import InferenceOptions, prepare
 from bertkit.errors import BertkitError
+from bertkit.hub import resolve
 from bertkit.runtime import Runtime, local_runtime
 from bertkit.tasks import registry
 from bertkit.tasks.engine import task_engine
@@ -152,6 +153,7 @@ def pipeline(
     calibrated on the texts of the file `calibration`)."""
     from bertkit.runtime import RuntimeArgs, compute_init
 
+    model = resolve(model)  # a folder, or a Hub name
     dev = None if device is None else str(device)
     rt = compute_init(
         RuntimeArgs.from_env(device=dev, precision=precision, threads=threads), distributed=False

@@ -25,6 +25,7 @@ from safetensors.torch import load_file
 
 from bertkit.errors import BertkitError
 from bertkit.fileio import save_safetensors
+from bertkit.hub import resolve
 from bertkit.models.config import BertConfig
 from bertkit.models.families import Family
 
@@ -334,9 +335,10 @@ class PretrainedMixin:
         output_loading_info: bool = False,
         **model_kwargs: Any,
     ):
-        """Load a Hugging Face-format directory. Heads absent from the checkpoint are freshly
-        initialised and reported in one warning; weights the model does not use are reported too."""
-        directory = Path(directory)
+        """Load a Hugging Face-format directory (or a Hub name, see `bertkit.hub`). Heads absent
+        from the checkpoint are freshly initialised and reported in one warning; weights the model
+        does not use are reported too."""
+        directory = resolve(directory)
         if not directory.is_dir():
             raise BertkitError("no such model directory", directory)
         config = config or BertConfig.from_pretrained(directory)

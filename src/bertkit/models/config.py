@@ -18,7 +18,8 @@ from typing import Any
 
 from bertkit.errors import BertkitError
 from bertkit.fileio import write_json
-from bertkit.models.families import Family, family
+from bertkit.hub import resolve
+from bertkit.models.families import FAMILIES, Family, family
 
 CONFIG_NAME = "config.json"
 
@@ -35,6 +36,13 @@ PRESETS: dict[str, tuple[int, int, int]] = {
     "base": (12, 768, 12),
     "large": (24, 1024, 16),
 }
+
+
+def preset_names() -> list[str]:
+    """BERT's sizes, and each size with the prefix of a family that offers new models of its kind
+    (roberta-mini, ...)."""
+    prefixed = [f"{t}-{size}" for t, f in FAMILIES.items() if f.new_model is not None for size in PRESETS]
+    return [*PRESETS, *(p for p in prefixed if not p.startswith("bert-"))]
 
 
 @dataclass
@@ -95,17 +103,27 @@ class BertConfig:
     # ---- presets and checks -------------------------------------------------------------
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> BertConfig:
-        """A named size: tiny (L2/H128), mini (L4/H256), small (L4/H512), medium (L8/H512), base, large."""
-        if name not in PRESETS:
-            raise BertkitError(f"unknown config preset {name!r}; expected one of {', '.join(PRESETS)}")
-        layers, hidden, heads = PRESETS[name]
+        """A named size: tiny (L2/H128), mini (L4/H256), small (L4/H512), medium (L8/H512), base,
+        large; a BERT, or with a family's prefix that family's (`roberta-mini`: one token type,
+        LayerNorm eps 1e-5, positions counted after the padding id). `max_position_embeddings`
+        counts the tokens a sequence may hold (default 512); RoBERTa's table adds pad + 1."""
+        if name not in preset_names():
+            raise BertkitError(f"unknown config preset {name!r}; expected one of {', '.join(preset_names())}")
+        model_type, _, size = name.rpartition("-")
+        fam = family(model_type or "bert")
+        layers, hidden, heads = PRESETS[size]
         kw: dict[str, Any] = dict(
+            model_type=fam.model_type,
             num_hidden_layers=layers,
             hidden_size=hidden,
             num_attention_heads=heads,
             intermediate_size=4 * hidden,
+            **(fam.new_model or {}),
         )
         kw.update(overrides)
+        if fam.positions_after_padding:
+            pad = kw.setdefault("pad_token_id", fam.defaults.get("pad_token_id", 0))
+            kw["max_position_embeddings"] = kw.get("max_position_embeddings", 512) + pad + 1
         return cls(**kw)
 
     def validate(self, source: str | None = None) -> None:
@@ -159,18 +177,24 @@ class BertConfig:
             )
         if not 0 <= self.pad_token_id < self.vocab_size:
             raise bad("pad_token_id", f"an id below vocab_size {self.vocab_size}")
+        if (expected := self._bad_labels()) is not None:
+            raise bad(*expected)
+
+    def _bad_labels(self) -> tuple[str, str] | None:
+        """(field, what was expected) where id2label or label2id is malformed; None if neither."""
         if self.id2label is not None:
             if not isinstance(self.id2label, dict) or not all(
                 isinstance(k, int) and isinstance(v, str) for k, v in self.id2label.items()
             ):
-                raise bad("id2label", "a mapping from integer ids to label names")
+                return "id2label", "a mapping from integer ids to label names"
             if sorted(self.id2label) != list(range(len(self.id2label))):
-                raise bad("id2label", "ids 0..N-1")
+                return "id2label", "ids 0..N-1"
         if self.label2id is not None and (
             not isinstance(self.label2id, dict)
             or not all(isinstance(k, str) and isinstance(v, int) for k, v in self.label2id.items())
         ):
-            raise bad("label2id", "a mapping from label names to integer ids")
+            return "label2id", "a mapping from label names to integer ids"
+        return None
 
     # ---- JSON ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -231,7 +255,8 @@ class BertConfig:
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> BertConfig:
-        directory = Path(directory)
+        """From a model directory, or a Hub name (`org/name[@revision]`, see `bertkit.hub`)."""
+        directory = resolve(directory)
         if not directory.is_dir():
             raise BertkitError("no such model directory", directory)
         return cls.from_json_file(directory / CONFIG_NAME)

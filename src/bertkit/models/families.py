@@ -38,6 +38,9 @@ class Family:
     config_absent: tuple[str, ...] = ()
     # what a config.json of the family leaves out means (transformers' defaults)
     defaults: dict[str, object] = field(default_factory=dict)
+    # a new model of the family (`roberta-mini`): its config fields beside the size; None: the
+    # family is loaded and fine-tuned, not offered as a preset
+    new_model: dict[str, object] | None = None
 
     def architecture(self, head: str) -> str:
         """transformers' class name for one of bertkit's heads ("ForMaskedLM", "Model", ...)."""
@@ -66,8 +69,8 @@ _DISTILBERT_NAMES = {
 FAMILIES: dict[str, Family] = {
     f.model_type: f
     for f in (
-        Family("bert", "Bert", "bert.", "bert", nsp=True),
-        Family("roberta", "Roberta", **_ROBERTA),  # type: ignore[arg-type]
+        Family("bert", "Bert", "bert.", "bert", nsp=True, new_model={}),
+        Family("roberta", "Roberta", **_ROBERTA, new_model={"type_vocab_size": 1, "layer_norm_eps": 1e-5}),  # type: ignore[arg-type]
         Family("xlm-roberta", "XLMRoberta", **_ROBERTA),  # type: ignore[arg-type]
         Family("camembert", "Camembert", **_ROBERTA),  # type: ignore[arg-type]
         Family(

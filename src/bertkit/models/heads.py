@@ -28,6 +28,11 @@ class MaskedLMOutput:
     logits: torch.Tensor  # (B, T, V), or (N, V) for the N positions asked for
     hidden_states: torch.Tensor | None = None  # (B, T, H) last encoder layer
 
+    @property
+    def prediction_logits(self) -> torch.Tensor:
+        """The logits under PreTrainingOutput's name: pretraining reads either model alike."""
+        return self.logits
+
 
 @dataclass
 class PreTrainingOutput:
@@ -276,6 +281,11 @@ def load_model(directory, **kwargs):
     return model_class(config).from_pretrained(directory, config=config, **kwargs)
 
 
+def pretraining_class(config: BertConfig) -> type[BertForPreTraining] | type[BertForMaskedLM]:
+    """What a family pretrains: BERT masked-LM and next sentence, the others masked-LM alone."""
+    return BertForPreTraining if config.family.nsp else BertForMaskedLM
+
+
 def init_model_dir(
     preset: str,
     tokenizer_dir: str | os.PathLike,
@@ -283,17 +293,18 @@ def init_model_dir(
     seed: int = 0,
     overwrite: bool = False,
     **overrides,
-) -> BertForPreTraining:
-    """A randomly initialised BertForPreTraining of a preset size, sized to a tokenizer's
-    vocabulary and saved with it as a model directory: the start of pretraining, or of
-    fine-tuning from scratch where no pretrained model exists."""
+) -> BertForPreTraining | BertForMaskedLM:
+    """A randomly initialised model of a preset size (BertForPreTraining; BertForMaskedLM for a
+    family without next-sentence prediction), sized to a tokenizer's vocabulary and saved with
+    it as a model directory: the start of pretraining, or of fine-tuning from scratch where no
+    pretrained model exists."""
     from bertkit.fileio import staged_output
     from bertkit.tokenization.tokenizer import Tokenizer
 
     tok = Tokenizer.from_pretrained(tokenizer_dir)
     config = BertConfig.preset(preset, vocab_size=tok.vocab_size, pad_token_id=tok.pad_token_id, **overrides)
     torch.manual_seed(seed)
-    model = BertForPreTraining(config)
+    model = pretraining_class(config)(config)
     with staged_output(Path(output), overwrite) as stage:
         model.save_pretrained(stage)
         tok.save_pretrained(stage)

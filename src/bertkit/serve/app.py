@@ -37,6 +37,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from bertkit.engine.embeddings import POOLINGS
 from bertkit.engine.runner import InferenceOptions, encoders
 from bertkit.errors import BertkitError, HTTPError
+from bertkit.hub import resolve
 from bertkit.inference.pipelines import TOP_K
 from bertkit.runtime import Runtime, local_runtime
 from bertkit.serve.limits import Limits
@@ -220,7 +221,7 @@ def create_app(
     /v1/embed, /v1/fill-mask), each through its micro-batcher on the one engine thread; the page,
     /health, /v1/model and /metrics."""
     limits = limits or Limits()
-    model = ServedModel(Path(model_dir), options or InferenceOptions.from_env(), runtime)
+    model = ServedModel(resolve(model_dir), options or InferenceOptions.from_env(), runtime)
     server = _Server(model, limits)
     lifespan = contextlib.asynccontextmanager(server.lifespan)
     app = FastAPI(title="bertkit", description=__doc__.split("\n\n")[0], lifespan=lifespan)

@@ -17,6 +17,7 @@ from typing import Any
 
 from bertkit.data.examples import ReaderOptions
 from bertkit.errors import BertkitError
+from bertkit.hub import resolve
 from bertkit.models.config import BertConfig
 from bertkit.tasks.base import Task
 from bertkit.tasks.classify import ClassifyTask
@@ -114,7 +115,7 @@ def build(
 
 def _bertkit_section(model_dir: str | Path) -> dict | None:
     """config.json's `bertkit` section (what bertkit fine-tuned a directory for), if any."""
-    path = Path(model_dir) / "config.json"
+    path = resolve(model_dir) / "config.json"
     try:
         info = json.loads(path.read_text(encoding="utf-8")).get("bertkit")
     except (OSError, ValueError, AttributeError):
@@ -155,6 +156,7 @@ def is_task_dir(model_dir: str | Path) -> bool:
 def from_dir(model_dir: str | Path) -> Task:
     """The task a fine-tuned directory was trained for, rebuilt from its config.json: bertkit's
     own section, or a transformers head with its labels (said in one line, logger bertkit.tasks)."""
+    model_dir = resolve(model_dir)
     info = _bertkit_section(model_dir)
     if info is None and (found := transformers_info(model_dir)) is not None:
         info, note = found

@@ -33,6 +33,7 @@ from tokenizers import AddedToken, normalizers
 
 from bertkit.errors import BertkitError
 from bertkit.fileio import atomic_path, write_json, write_text
+from bertkit.hub import resolve
 from bertkit.tokenization.encoding import BatchEncoding, as_tensor, inputs_of, outputs_of
 from bertkit.tokenization.files import MAX_INPUT_CHARS_PER_WORD, backend_of, read_json, read_vocab, wordpiece
 from bertkit.tokenization.pipeline import (
@@ -156,8 +157,9 @@ class Tokenizer:
         and special_tokens_map.json if present. A WordPiece setting comes from, by priority:
         `do_lower_case=`, tokenizer_config.json (which transformers follows too), tokenizer.json's
         BertNormalizer, BERT's defaults (uncased). Special tokens: tokenizer_config.json, then
-        special_tokens_map.json, then the file's template, then the kind's names."""
-        d = Path(directory)
+        special_tokens_map.json, then the file's template, then the kind's names. `directory`
+        may be a Hub name (`org/name[@revision]`, see `bertkit.hub`)."""
+        d = resolve(directory)
         if not d.is_dir():
             raise BertkitError("tokenizer directory not found" if not d.exists() else "not a directory", d)
         options: dict[str, Any] = dict(_DEFAULTS)

@@ -38,6 +38,7 @@ from bertkit.data.examples import ReaderOptions
 from bertkit.engine.runner import InferenceOptions
 from bertkit.errors import BertkitError
 from bertkit.fileio import check_new_output
+from bertkit.hub import resolve
 from bertkit.runtime import Runtime, local_runtime
 from bertkit.tasks.base import Task
 from bertkit.tasks.engine import task_engine
@@ -230,6 +231,7 @@ def distill(
     rt = rt or local_runtime()
     check_training(args, rt)
     settings.check()
+    teacher_dir = resolve(teacher_dir)  # a folder, or a Hub name
     tokenizer = Tokenizer.from_pretrained(teacher_dir)
     plan = plan_student(settings, Path(teacher_dir), tokenizer)
     check_new_output(output, overwrite)  # before the cache folder is made beside it

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from bertkit.hub import resolve
 from bertkit.models.config import BertConfig
 from bertkit.runtime import Runtime, local_runtime
 from bertkit.tasks.base import Task
@@ -85,8 +86,10 @@ def finetune(
     rt: Runtime | None = None,
 ) -> dict[str, Any]:
     """Train `task`'s model from `model_dir`; returns the metrics written to metrics.json (on
-    every rank). The checkpoints of a `resumable` run are removed once the output is in place."""
+    every rank). The checkpoints of a `resumable` run are removed once the output is in place.
+    `model_dir` may be a Hub name (see `bertkit.hub`)."""
     rt = rt or local_runtime()
+    model_dir = resolve(model_dir)
 
     def train(stage: Path | None) -> Trained:
         return train_model(task, model_dir, train_examples, dev_examples, args, rt, stage, resumable)

@@ -10,7 +10,7 @@ the masked-LM loss is divided by the global number of masked tokens, so 1 proces
 processes compute the same gradient.
 
 Layout of the output directory:
-    config.json, model.safetensors, tokenizer files     the final BertForPreTraining
+    config.json, model.safetensors, tokenizer files     the final BertForPreTraining (RoBERTa: ForMaskedLM)
     log.jsonl, tensorboard/, learning_curves.png        the training record
     pretrain_args.json                                  the run's settings (checked on --resume)
     data/                                               token shards and their manifest
@@ -32,8 +32,8 @@ import torch
 from bertkit.data.shards import ShardOptions, build_shards
 from bertkit.errors import BertkitError
 from bertkit.fileio import save_safetensors, write_json
-from bertkit.models.config import DEFAULT_PRESET, PRESETS, BertConfig
-from bertkit.models.heads import BertForPreTraining
+from bertkit.models.config import DEFAULT_PRESET, PRESETS, BertConfig, preset_names
+from bertkit.models.heads import BertForMaskedLM, BertForPreTraining, pretraining_class
 from bertkit.options import option
 from bertkit.runtime import Runtime, local_runtime
 from bertkit.tokenization.tokenizer import Tokenizer
@@ -56,7 +56,11 @@ class PretrainArgs:
     train: TrainArgs = field(default_factory=pretrain_defaults)  # batch_size: sequences a step, all ranks
     tokenizer: str | None = option(None, help="tokenizer directory (default: train one on the corpus)")
     vocab: VocabOptions = field(default_factory=VocabOptions)  # a vocabulary trained on the corpus
-    config: str = option(DEFAULT_PRESET, help=f"preset ({', '.join(PRESETS)}) or config.json")
+    config: str = option(
+        DEFAULT_PRESET,
+        help=f"preset ({', '.join(PRESETS)}; roberta-SIZE: RoBERTa's recipe, a byte-level BPE "
+        "vocabulary, masked-LM alone) or config.json",
+    )
     init_from: str | None = option(None, help="continue pretraining this model directory")
     max_seq_length: int = option(128, help="tokens per sequence (default {default})")
     dropout: float | None = option(
@@ -74,7 +78,10 @@ class PretrainArgs:
     keep_checkpoints: int = option(2, help="checkpoints kept (default {default})")
     eval_sequences: int = option(1024, help="held-out sequences evaluated")
     nsp: bool = option(False, help="also train next-sentence prediction")
-    whole_word_mask: bool = option(False, help="mask whole words (## pieces together)")
+    whole_word_mask: bool = option(
+        False,
+        help="mask whole words (WordPiece ## pieces with the piece before; BPE pieces without Ġ likewise)",
+    )
     word_list: str | None = option(
         None, help="--whole-word-mask: a word list (one a line); their characters mask together"
     )
@@ -102,8 +109,8 @@ class PretrainArgs:
 def resolve_config(args: PretrainArgs, tok: Tokenizer) -> BertConfig:
     if args.init_from:
         return BertConfig.from_pretrained(args.init_from)
-    if args.config in PRESETS:
-        config = BertConfig.preset(args.config, vocab_size=tok.vocab_size)
+    if args.config in preset_names():
+        config = BertConfig.preset(args.config, vocab_size=tok.vocab_size, pad_token_id=tok.pad_token_id)
     else:
         config = BertConfig.from_json_file(args.config)
     config.vocab_size, config.pad_token_id = tok.vocab_size, tok.pad_token_id
@@ -120,6 +127,8 @@ def prepare(args: PretrainArgs, dist: Runtime) -> tuple[Tokenizer, Path]:
     if dist.main:
         if not args.tokenizer and not (tok_dir / "tokenizer.json").is_file():
             v = args.vocab
+            if v.model_type == "wordpiece" and _family_of(args) != "bert":  # RoBERTa's recipe
+                v = replace(v, model_type="bpe")
             print(f"training a {v.model_type} vocabulary of {v.vocab_size} tokens on the corpus")
             train_tokenizer(args.corpus, v.vocab_size, tok_dir, v.lowercase, v.min_frequency,
                             v.limit_alphabet, alphabet_files=v.alphabet_files,
@@ -143,13 +152,16 @@ def remove_partial_checkpoints(output: Path) -> list[Path]:
 
 
 def model_writer(model_state: dict, config: BertConfig) -> Callable[[Path], None]:
-    """What writes a checkpoint's model: the (gathered) BertForPreTraining state under Hugging
-    Face names, and its config."""
+    """What writes a checkpoint's model: the (gathered) BertForPreTraining (or, for a family
+    without next-sentence prediction, BertForMaskedLM) state under Hugging Face names, and its
+    config."""
     from bertkit.models.checkpoint import bertkit_to_hf
 
     def write_model(stage: Path) -> None:
         save_safetensors(bertkit_to_hf(model_state, config.family), stage / "model.safetensors")
-        config.architectures = ["BertForPreTraining"]
+        config.architectures = [
+            config.family.architecture(pretraining_class(config).__name__.removeprefix("Bert"))
+        ]
         config.save_pretrained(stage)
 
     return write_model
@@ -227,7 +239,16 @@ def pretrain(args: PretrainArgs, rt: Runtime | None = None) -> dict[str, Any]:
     return metrics
 
 
+def _family_of(args: PretrainArgs) -> str:
+    """The model_type a preset names (bert for a config file or --init-from: read later)."""
+    if args.init_from or args.config not in preset_names():
+        return "bert"
+    return BertConfig.preset(args.config).model_type
+
+
 def _check_args(args: PretrainArgs) -> None:
+    if args.nsp and _family_of(args) != "bert":
+        raise BertkitError(f"--nsp: {args.config} pretrains masked-LM alone (next sentence is BERT's)")
     if args.dropout is not None and not 0.0 <= args.dropout < 1.0:
         raise BertkitError(f"--dropout must be in [0, 1), not {args.dropout}")
     if args.init_range is not None and not 0.0 < args.init_range < 1.0:
@@ -277,7 +298,7 @@ def _micro_batch(t: TrainArgs, rt: Runtime) -> int:
 
 def _build_model(
     args: PretrainArgs, config: BertConfig, out: Path, rt: Runtime
-) -> tuple[BertForPreTraining, dict | None]:
+) -> tuple[BertForPreTraining | BertForMaskedLM, dict | None]:
     """The model to train (new, from --init-from, or the last checkpoint's) and, when resuming,
     its trainer state. A different dropout or initial scale applies to this run only: the saved
     config keeps the model's own values, which are what fine-tuning should use."""
@@ -287,7 +308,7 @@ def _build_model(
         train_config.hidden_dropout_prob = train_config.attention_probs_dropout_prob = args.dropout
     if args.init_range is not None:
         train_config.initializer_range = args.init_range
-    model = BertForPreTraining(train_config)
+    model = pretraining_class(train_config)(train_config)
     resume_state = None
     if args.resume and checkpoints(out):
         last = checkpoints(out)[-1]
@@ -296,8 +317,9 @@ def _build_model(
         if rt.main:
             print(f"resuming from {last} (step {resume_state['step']})")
     elif args.init_from:
-        model = BertForPreTraining.from_pretrained(args.init_from, config=train_config)
-    if not args.nsp:  # no next-sentence task: the pooler and NSP head get no gradient (DDP needs this said)
+        model = pretraining_class(train_config).from_pretrained(args.init_from, config=train_config)
+    if not args.nsp and isinstance(model, BertForPreTraining):
+        # no next-sentence task: the pooler and NSP head get no gradient (DDP needs this said)
         assert model.bert.pooler is not None  # BertForPreTraining's encoder has one (the NSP head's input)
         for param in [*model.nsp.parameters(), *model.bert.pooler.parameters()]:
             param.requires_grad_(False)
@@ -332,7 +354,7 @@ def _write_output(
 ) -> None:
     """The final model (a whole copy: under FSDP the trained one holds shards), tokenizer,
     learning curves and pretrain_metrics.json."""
-    plain = BertForPreTraining(config)
+    plain = pretraining_class(config)(config)
     plain.load_state_dict(state)
     plain.save_pretrained(out)
     tok.save_pretrained(out)
