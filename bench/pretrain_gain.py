@@ -6,6 +6,8 @@ same architecture from random initialisation with the same budget, and compare.
     python bench/pretrain_gain.py --lang en --cased --vocab-size 8192 --steps 3750 \
         --pretrain-dropout 0 --run pretrained-nodrop --finetune-seeds 42 1   # the hour's best recipe
     python bench/pretrain_gain.py --lang zh --minutes 60      # zh/pretrain → ChnSentiCorp, MSRA NER
+    python bench/pretrain_gain.py --lang en --model-type bpe   # RoBERTa's recipe: byte-level BPE,
+                                                               # a roberta-mini, masked-LM alone
 
 Every step is a `bertkit` command (printed before it runs), so the run can be repeated by hand:
 tokenizer train → shards → pretrain (stopped by --minutes, resumable) → init (random, same
@@ -100,6 +102,13 @@ def main() -> None:
         "--work", default="out/pretrain-gain", help="working directory (default out/pretrain-gain)"
     )
     p.add_argument("--config", default="mini", help="model preset (default mini)")
+    p.add_argument(
+        "--model-type",
+        choices=["wordpiece", "bpe"],
+        default="wordpiece",
+        help="wordpiece (a BERT, the default) or bpe: RoBERTa's recipe (a byte-level BPE vocabulary, "
+        "the roberta- preset of --config, no next sentence); works in WORK/<lang>-bpe...",
+    )
     p.add_argument("--minutes", type=float, default=60, help="pretraining time budget (default 60)")
     p.add_argument(
         "--steps", type=int, default=2000, help="pretraining schedule length in steps (default 2000)"
@@ -190,7 +199,10 @@ def main() -> None:
         p.error(f"--tasks: none of {args.tasks} is a task of --lang {args.lang}")
     default_vocab = 30522 if args.lang == "en" else 10000
     vocab = args.vocab_size or default_vocab
-    suffix = ("-cased" if args.cased else "") + ("" if vocab == default_vocab else f"-v{vocab}")
+    bpe = args.model_type == "bpe"
+    config = f"roberta-{args.config}" if bpe else args.config
+    suffix = ("-bpe" if bpe else "") + ("-cased" if args.cased and not bpe else "")
+    suffix += "" if vocab == default_vocab else f"-v{vocab}"
     suffix += "-alpha" if args.alphabet_from_tasks else ""
     work = Path(args.work) / (args.lang + suffix)
     # a recipe option must never reuse (or --resume) another recipe's model folder
@@ -207,20 +219,21 @@ def main() -> None:
     shards = work / ("shards" + (f"-{args.segmenter}" if args.segmenter else ""))
     tok, pre, rnd = work / "tokenizer", work / run, work / "random"
     corpus = d / ("en/gutenberg/books" if args.lang == "en" else "zh/pretrain")
-    if not (tok / "vocab.txt").is_file():
+    if not (tok / "tokenizer.json").is_file():
         limit = "7500" if args.alphabet_from_tasks else "6000"
         size = (
             ["--vocab-size", str(vocab), *(["--cased"] if args.cased else [])]
             if args.lang == "en"
             else ["--vocab-size", str(vocab), "--limit-alphabet", limit]
         )
+        size += ["--model-type", "bpe"] if bpe else []
         if args.alphabet_from_tasks:  # every task's training file, whichever --tasks this run has
             size += ["--initial-alphabet", *(train_file(t) for t in tasks(args.lang, d))]
         bertkit("tokenizer", "train", corpus, *size, "--output", tok)
     segment = ["--segmenter", args.segmenter] if args.segmenter else []
     bertkit("shards", "--corpus", corpus, "--tokenizer", tok, "--output", shards, *segment)
     if not (pre / "model.safetensors").is_file():
-        bertkit("pretrain", "--corpus", shards, "--tokenizer", tok, "--output", pre, "--config", args.config,
+        bertkit("pretrain", "--corpus", shards, "--tokenizer", tok, "--output", pre, "--config", config,
                 "--batch-size", args.batch_size, "--max-steps", args.steps, "--max-minutes", args.minutes,
                 "--lr", args.pretrain_lr, "--warmup", args.pretrain_warmup, "--save-every", 250,
                 "--eval-every", 250, "--seed", args.seed, "--resume",
@@ -229,7 +242,7 @@ def main() -> None:
                 *(["--whole-word-mask"] if args.whole_word_mask else []),
                 *(["--nsp"] if args.nsp else []))  # fmt: skip
     if not (rnd / "model.safetensors").is_file():
-        bertkit("init", "--config", args.config, "--tokenizer", tok, "--output", rnd, "--seed", args.seed)
+        bertkit("init", "--config", config, "--tokenizer", tok, "--output", rnd, "--seed", args.seed)
 
     results = {"pretraining": json.loads((pre / "pretrain_metrics.json").read_text()), "tasks": {}}
     seeds = args.finetune_seeds or [args.seed]
@@ -256,7 +269,7 @@ def main() -> None:
 
     pt = results["pretraining"]
     acc = pt.get("mlm_accuracy", float("nan"))
-    print(f"\npretraining ({args.lang}, {args.config}): {pt['steps']} steps in {pt['train_seconds']} s, ")
+    print(f"\npretraining ({args.lang}, {config}): {pt['steps']} steps in {pt['train_seconds']} s, ")
     print(f"{pt['tokens_per_second']:,} tokens/s; held-out masked-LM accuracy {acc:.4f}\n")
     mean = "mean of seeds " + ", ".join(map(str, seeds)) if len(seeds) > 1 else f"seed {seeds[0]}"
     print(f"fine-tuning: {mean}\n")

@@ -219,14 +219,17 @@ def test_export_onnx_backend_and_int8_agree_with_torch(classifier, family_dir, t
     assert export_onnx(family_dir, encoder)["fp32_max_abs_diff"] <= 1e-4  # a bare encoder too
 
 
-def test_distill_a_student_of_the_same_family(classifier, data, tmp_path):
+@pytest.mark.parametrize("student", [["--student-layers", "1"], ["--student", "tiny"]])
+def test_distill_a_student_of_the_same_family(classifier, data, tmp_path, student):
+    """From the teacher's layers, or a random preset of the teacher's family and vocabulary."""
     out = tmp_path / "student"
     argv = ["distill", "--task", "classify", "--teacher", str(classifier), "--train", str(data / "clf.tsv"),
-            "--dev", str(data / "clf.tsv"), "--output", str(out), "--student-layers", "1", "--epochs", "2",
+            "--dev", str(data / "clf.tsv"), "--output", str(out), *student, "--epochs", "2",
             "--lr", "3e-3", *FAST]  # fmt: skip
     assert main(argv) == 0
-    teacher, student = BertConfig.from_pretrained(classifier), BertConfig.from_pretrained(out)
-    assert student.model_type == teacher.model_type and student.num_hidden_layers == 1
+    teacher, student_config = BertConfig.from_pretrained(classifier), BertConfig.from_pretrained(out)
+    assert student_config.model_type == teacher.model_type
+    assert student_config.num_hidden_layers == (1 if "--student-layers" in student else 2)
     assert registry.from_dir(out).labels == registry.from_dir(classifier).labels
 
 

@@ -208,3 +208,30 @@ def test_distill_from_a_transformers_teacher(dirs, tmp_path):
     assert main(argv) == 0
     assert registry.from_dir(out).labels == ["neg", "pos"]
     assert bertkit.BertConfig.from_pretrained(out).num_hidden_layers == 1
+
+
+@pytest.mark.parametrize("name,field,value,words", [
+    ("bert-clf", "vocab_size", 50, "vocab_size is 50"),
+    ("roberta-ner", "pad_token_id", 0, "pad_token_id is 0"),
+])  # fmt: skip
+def test_a_tokenizer_that_does_not_fit_the_model_is_one_line(
+    dirs, tmp_path, capsys, name, field, value, words
+):
+    d = tmp_path / name
+    shutil.copytree(dirs[name], d)
+    config = json.loads((d / "config.json").read_text())
+    config[field] = value
+    (d / "config.json").write_text(json.dumps(config))
+    src = tmp_path / "in.txt"
+    src.write_text("a good film\n")
+    assert (
+        main(["predict", "--model", str(d), "--input", str(src), "--output", str(tmp_path / "o.jsonl")]) == 2
+    )
+    errors = [x for x in capsys.readouterr().err.splitlines() if "error" in x]  # (after the one-line note)
+    assert (
+        len(errors) == 1
+        and words in errors[0]
+        and "tokenizer.json" in errors[0]
+        and "config.json" in errors[0]
+    )
+    assert not (tmp_path / "o.jsonl").exists()

@@ -25,7 +25,7 @@ def add_parser(sub) -> None:
         "directory (model, tokenizer, metrics.json with the teacher's scores, report/).",
     )
     p.add_argument("--task", choices=distillable(), required=True, help="the teacher's task (checked)")
-    p.add_argument("--teacher", required=True, help="the fine-tuned model directory to distil")
+    flags.add_model(p, "the fine-tuned model to distil", "--teacher")
     p.add_argument("--train", required=True, help="labelled training file (the teacher's labels)")
     p.add_argument("--dev", required=True, help="development file: evaluated during training, picks the best")
     p.add_argument("--test", help="test file, evaluated once with the best weights (the teacher's too)")

@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
         "field) with a BERT or sentence-transformers directory: mean or [CLS] pooling of the last "
         "hidden states, optionally L2-normalised. Writes a float32 (N, hidden) .npy file.",
     )
-    em.add_argument("--model", required=True, help="model directory")
+    flags.add_model(em, "the model (a BERT-family or sentence-transformers one)")
     em.add_argument("--input", default="-", help="text file, or - for standard input (default)")
     em.add_argument("--output", required=True, help=".npy file to write")
     em.add_argument(
@@ -50,7 +50,7 @@ def add_parser(sub) -> None:
         description="Load a pretrained (masked-LM) directory and print the most likely tokens for "
         "each mask token in each TEXT ([MASK]; <mask> for the RoBERTa family).",
     )
-    fm.add_argument("--model", required=True, help="model directory with a masked-LM head")
+    flags.add_model(fm, "a model with a masked-LM head")
     fm.add_argument("--top-k", type=int, default=TOP_K, help=f"fillers shown per mask (default {TOP_K})")
     fm.add_argument("--json", action="store_true", help="one JSON line per text instead of a table")
     fm.add_argument("text", nargs="+", help="text with one or more mask tokens")

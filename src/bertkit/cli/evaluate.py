@@ -10,7 +10,7 @@ from bertkit.cli import flags
 
 def add_parser(sub) -> None:
     ev = sub.add_parser("evaluate", help="evaluate a fine-tuned model on a labelled file and write a report")
-    ev.add_argument("--model", required=True, help="fine-tuned model directory")
+    flags.add_model(ev, "the fine-tuned model")
     ev.add_argument("--data", required=True, help="labelled file in the task's format")
     ev.add_argument("--output", required=True, help="report directory to write")
     ev.add_argument("--unknown-label", default=None, help="map labels the model does not know to this one")
@@ -29,7 +29,7 @@ def add_parser(sub) -> None:
         "one JSON line per input: label and probabilities, entities with character offsets, "
         "or answers with scores.",
     )
-    pr.add_argument("--model", required=True, help="fine-tuned model directory")
+    flags.add_model(pr, "the fine-tuned model")
     pr.add_argument("--input", default="-", help="input file, or - for standard input (default)")
     pr.add_argument("--output", default="-", help="output file, or - for standard output (default)")
     flags.add_data(pr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from bertkit.cli import flags
 from bertkit.inference.export import OPSET
 
 
@@ -15,7 +16,7 @@ def add_parser(sub) -> None:
         "compared with PyTorch's on real sentences before the file is written: fp32 must agree to "
         "1e-4. A classifier/NER/QA directory exports its head's logits, any other its hidden states.",
     )
-    ex.add_argument("--model", required=True, help="model directory")
+    flags.add_model(ex, "the model")
     ex.add_argument("--output", required=True, help=".onnx file to write (+ a .json check beside it)")
     ex.add_argument("--format", choices=["onnx"], default="onnx", help="export format (onnx)")
     ex.add_argument("--int8", action="store_true", help="ONNX Runtime dynamic int8 quantization, per channel")

@@ -17,9 +17,7 @@ def add_parser(sub) -> None:
         "extractive QA. Writes a loadable model, metrics.json and report/ to --output. Runs on a GPU "
         "when there is one, and under torchrun (DDP: --batch-size is the global batch).",
     )
-    ft.add_argument(
-        "--model", required=True, help="starting model directory (HF layout with tokenizer files)"
-    )
+    flags.add_model(ft, "the starting model (with its tokenizer files)")
     ft.add_argument("--train", required=True, help="training file")
     ft.add_argument(
         "--dev", required=True, help="development file: evaluated during training, picks the best"

@@ -83,6 +83,12 @@ def add_output(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_model(p: argparse.ArgumentParser, what: str, flag: str = "--model") -> None:
+    """The model a command reads: a folder, or a Hub name resolved through the Hugging Face cache."""
+    kw: dict = {"required": True} if flag.startswith("--") else {}
+    p.add_argument(flag, **kw, help=f"{what}: a folder, or a Hub name (org/name[@revision])")
+
+
 def add_run_output(p: argparse.ArgumentParser) -> None:
     """A training run's --output directory, written whole at the end, and --overwrite."""
     p.add_argument(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from bertkit.cli import flags
 from bertkit.models.config import DEFAULT_PRESET, BertConfig, preset_names
 
 
@@ -14,7 +15,7 @@ def add_parser(sub) -> None:
         description="Load a Hugging Face-format BERT directory and print a summary; "
         "a quick check that a checkpoint is readable.",
     )
-    info.add_argument("model", help="model directory (config.json + model.safetensors)")
+    flags.add_model(info, "the model (config.json + model.safetensors)", "model")
     info.set_defaults(func=describe)
 
     ini = sub.add_parser(

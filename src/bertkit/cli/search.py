@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
         "Re-running the same command resumes an interrupted search. Writes results.md, "
         "results.csv and best.json to --output. Runs in one process.",
     )
-    se.add_argument("--model", required=True, help="starting model directory")
+    flags.add_model(se, "the starting model")
     se.add_argument("--train", required=True, help="training file (split into folds with --folds)")
     se.add_argument("--dev", help="fixed development file (instead of --folds)")
     se.add_argument("--folds", type=int, default=None, help="k-fold cross-validation on --train")

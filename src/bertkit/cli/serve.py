@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
         "BERT directory) and /v1/fill-mask (masked-LM weights), plus /health, /v1/model, /metrics "
         "and OpenAPI docs at /docs. Requests are batched across clients through the inference engine.",
     )
-    sv.add_argument("--model", required=True, help="model directory")
+    flags.add_model(sv, "the model")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     sv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     add_options(sv.add_argument_group("limits and batching"), Limits(), options_of(Limits))

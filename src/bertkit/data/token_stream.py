@@ -129,7 +129,7 @@ def _encoded_chunks(
     (safe where forking a process with threads is not) get the tokenizer as its JSON, so they run
     exactly the one loaded here, and at most 2 × workers chunks are in flight."""
     if workers == 1:
-        encode = _Encoder(tokenizer.backend, dtype, segmenter)
+        encode = _Encoder(tokenizer.corpus_backend, dtype, segmenter)
         for lines, keys in chunks:
             yield keys, encode(lines)
         return
@@ -139,7 +139,7 @@ def _encoded_chunks(
         workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_start_worker,
-        initargs=(tokenizer.backend.to_str(), dtype.str, segmenter),
+        initargs=(tokenizer.corpus_backend.to_str(), dtype.str, segmenter),
     )
     try:
         pending: deque = deque()

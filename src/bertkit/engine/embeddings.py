@@ -23,6 +23,7 @@ from bertkit.engine.backend import choose
 from bertkit.engine.runner import InferenceOptions, forward_batches, prepare
 from bertkit.errors import BertkitError
 from bertkit.hub import resolve
+from bertkit.models.config import check_tokenizer
 from bertkit.models.encoder import BertModel
 from bertkit.runtime import Runtime, local_runtime
 from bertkit.tokenization.text import read_texts
@@ -98,6 +99,7 @@ class EmbeddingPipeline:
         if encoder is None:
             encoder = BertModel.from_pretrained(d, add_pooling_layer=False)
         config = encoder.config
+        check_tokenizer(config, self.tokenizer, d)
         self.model: torch.nn.Module
         rt = runtime or local_runtime()
         # a shared encoder is already the task model's (the torch engine's)

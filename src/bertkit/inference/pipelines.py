@@ -32,6 +32,7 @@ from bertkit.engine.backend import choose
 from bertkit.engine.runner import InferenceOptions, prepare
 from bertkit.errors import BertkitError
 from bertkit.hub import resolve
+from bertkit.models.config import check_tokenizer
 from bertkit.runtime import Runtime, local_runtime
 from bertkit.tasks import registry
 from bertkit.tasks.engine import task_engine
@@ -90,6 +91,7 @@ class FillMaskPipeline:
 
         self.tokenizer = Tokenizer.from_pretrained(model_dir)
         model = BertForMaskedLM.from_pretrained(model_dir)
+        check_tokenizer(model.config, self.tokenizer, model_dir)
         rt = runtime or local_runtime()
         given = options or InferenceOptions.from_env()
         self.model = prepare(model, given.on(choose(given, rt, ("torch",))), rt)

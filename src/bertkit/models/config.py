@@ -263,3 +263,22 @@ class BertConfig:
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         write_json(Path(directory) / CONFIG_NAME, self.to_dict())
+
+
+def check_tokenizer(config: BertConfig, tokenizer: Any, directory: str | os.PathLike) -> None:
+    """One line naming both files when a tokenizer does not fit the model of `directory`: an id
+    past the embedding table (a table larger than the vocabulary is valid), or, for a family
+    whose positions count from the padding id (RoBERTa), another padding id."""
+    top = max(tokenizer.vocab.values())
+    if top >= config.vocab_size:
+        raise BertkitError(
+            f"the tokenizer (tokenizer.json) gives ids up to {top} but config.json's vocab_size is "
+            f"{config.vocab_size}: the tokenizer is not this model's",
+            directory,
+        )
+    if config.family.positions_after_padding and tokenizer.pad_token_id != config.pad_token_id:
+        raise BertkitError(
+            f"the tokenizer (tokenizer.json) pads with id {tokenizer.pad_token_id} but config.json's "
+            f"pad_token_id is {config.pad_token_id} ({config.model_type} positions count from it)",
+            directory,
+        )

@@ -28,11 +28,6 @@ class MaskedLMOutput:
     logits: torch.Tensor  # (B, T, V), or (N, V) for the N positions asked for
     hidden_states: torch.Tensor | None = None  # (B, T, H) last encoder layer
 
-    @property
-    def prediction_logits(self) -> torch.Tensor:
-        """The logits under PreTrainingOutput's name: pretraining reads either model alike."""
-        return self.logits
-
 
 @dataclass
 class PreTrainingOutput:

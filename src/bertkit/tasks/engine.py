@@ -10,6 +10,7 @@ import torch
 
 from bertkit.engine.backend import choose
 from bertkit.engine.runner import InferenceOptions, prepare
+from bertkit.models.config import BertConfig, check_tokenizer
 from bertkit.runtime import Runtime
 from bertkit.tasks.base import Task
 from bertkit.tokenization.tokenizer import Tokenizer
@@ -26,6 +27,7 @@ def task_engine(
     """A fine-tuned directory's model on the backend `options` ask for (`auto`: bertkit.engine.backend's
     choice), called as the task's PyTorch model is, and the options with the backend resolved.
     `model`: the directory's PyTorch model when the caller has loaded it already."""
+    check_tokenizer(BertConfig.from_pretrained(model_dir), tokenizer, model_dir)
     o = options.on(choose(options, rt, ("torch", "onnx", "openvino")))
     if o.backend == "onnx":
         from bertkit.engine.onnx_runner import onnx_model

@@ -40,9 +40,20 @@ def backend_of(spec: dict[str, Any], source: Path) -> tokenizers.Tokenizer:
     ):
         raise BertkitError("model.vocab is missing or its ids are not 0..N-1, each once", source)
     try:
-        return tokenizers.Tokenizer.from_str(json.dumps(spec))
+        backend = tokenizers.Tokenizer.from_str(json.dumps(spec))
     except Exception as e:  # tokenizers raises a bare Exception on bad content
         raise BertkitError(f"invalid tokenizer file: {e}", source) from None
+    if model["type"] == "Unigram":
+        backend.model = _unigram(model)
+    return backend
+
+
+def _unigram(model: dict[str, Any]) -> models.Unigram:
+    """The Unigram model rebuilt from the scores as Python reads them, as transformers does: the
+    Rust JSON reader can land a score one unit in the last place away, which turns an exact tie
+    between two segmentations (a run of dashes) the other way."""
+    vocab = [(str(piece), float(score)) for piece, score in model["vocab"]]
+    return models.Unigram(vocab, model.get("unk_id"), bool(model.get("byte_fallback", False)))
 
 
 def wordpiece(tokens: Sequence[Any], source: str | os.PathLike | None) -> tokenizers.Tokenizer:

@@ -237,6 +237,13 @@ class Tokenizer:
         return self._backend
 
     @property
+    def corpus_backend(self) -> tokenizers.Tokenizer:
+        """The backend that encodes a corpus' lines for pretraining: a byte-level tokenizer puts a
+        space before each line, so that a word opening a (hard-wrapped) line gets the "Ġ" form it
+        has everywhere else in running text; other kinds encode lines as they do any text."""
+        return self._words
+
+    @property
     def vocab_size(self) -> int:
         return self._backend.get_vocab_size(with_added_tokens=False)
 

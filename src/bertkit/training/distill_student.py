@@ -114,7 +114,9 @@ def plan_student(settings: DistillArgs, teacher_dir: Path, tokenizer: Tokenizer)
             )
         plan = Plan(str(spec), BertConfig.from_pretrained(spec), teacher, directory=True)
     elif spec in PRESETS:
-        same = ("vocab_size", "pad_token_id", "max_position_embeddings", "type_vocab_size", "layer_norm_eps")
+        # a student of the teacher's family, vocabulary and positions
+        same = ["model_type", "vocab_size", "pad_token_id", "max_position_embeddings", "type_vocab_size"]
+        same.append("layer_norm_eps")
         config = BertConfig.preset(spec, **{k: getattr(teacher, k) for k in same})
         plan = Plan(spec, config, teacher)
     else:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from bertkit.hub import resolve
-from bertkit.models.config import BertConfig
+from bertkit.models.config import BertConfig, check_tokenizer
 from bertkit.runtime import Runtime, local_runtime
 from bertkit.tasks.base import Task
 from bertkit.tokenization.tokenizer import Tokenizer
@@ -56,6 +56,7 @@ def train_model(
     set_seed(args.seed)
     tokenizer = Tokenizer.from_pretrained(model_dir)
     config = BertConfig.from_pretrained(model_dir)
+    check_tokenizer(config, tokenizer, model_dir)
     task.configure(config)
     train_feats = labelled_features(task, tokenizer, train_examples, args.batch_size)
     resume = Resume.start(resumable, run_settings(args, rt), len(train_feats), rt)

@@ -30,6 +30,7 @@ from bertkit.data.mlm import (
     pack_spans,
 )
 from bertkit.errors import BertkitError
+from bertkit.models.heads import PreTrainingOutput
 from bertkit.runtime import Runtime
 from bertkit.tokenization.tokenizer import Tokenizer
 from bertkit.training.loop import TrainArgs
@@ -129,13 +130,19 @@ def normalised(parts: list[dict], dist: Runtime, accum: int):
         yield p
 
 
+def mlm_logits(out) -> torch.Tensor:
+    """The masked-LM logits of BertForPreTraining's output or BertForMaskedLM's (a family
+    without next-sentence prediction pretrains the latter)."""
+    return out.prediction_logits if isinstance(out, PreTrainingOutput) else out.logits
+
+
 def mlm_loss(model, batch: dict) -> torch.Tensor:
     """Masked-LM cross-entropy, computed only at the masked positions (sparse), summed and
     divided by `mlm_norm` (see `normalised`); plus the next-sentence loss when labelled."""
     labels = batch["labels"]
     masked = labels != IGNORE
     out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], masked_positions=masked)
-    loss = F.cross_entropy(out.prediction_logits.float(), labels[masked], reduction="sum") / batch["mlm_norm"]
+    loss = F.cross_entropy(mlm_logits(out).float(), labels[masked], reduction="sum") / batch["mlm_norm"]
     if "next_sentence_label" in batch:
         loss = loss + F.cross_entropy(out.seq_relationship_logits.float(), batch["next_sentence_label"])
     return loss
@@ -160,7 +167,7 @@ def evaluate_mlm(model, batches: list[dict], dist: Runtime) -> dict[str, float]:
         out = model(
             batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], masked_positions=masked
         )
-        logits, gold = out.prediction_logits.float(), labels[masked]
+        logits, gold = mlm_logits(out).float(), labels[masked]
         sums[0] += F.cross_entropy(logits, gold, reduction="sum").item()
         sums[1] += (logits.argmax(-1) == gold).sum().item()
         sums[2] += len(gold)
