@@ -54,6 +54,21 @@ def hf():
     return pytest.importorskip("transformers", reason="transformers (the test oracle) is not installed")
 
 
+@pytest.fixture(scope="session")
+def randomize():
+    """A function setting every parameter of a model random (LayerNorm and biases too), so that
+    a mis-mapped tensor cannot hide behind an initial value: randomize(model, seed, scale)."""
+    import torch
+
+    def set_random(model, seed: int, scale: float = 0.05) -> None:
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * scale)
+
+    return set_random
+
+
 # The tiny BERT's vocabulary, built here so that nothing needs the MiniLM package: the special
 # tokens; every printable ASCII character alone and as a "##" continuation, so that English text
 # never becomes [UNK]; every pair of lower-case letters likewise, so that a word out of the list

@@ -67,14 +67,6 @@ def _hf_class(hf, config, head: str):
     return getattr(hf, f"AutoModel{head.removeprefix('Model')}") if head != "Model" else hf.AutoModel
 
 
-def _randomize(model: torch.nn.Module, seed: int) -> None:
-    """Every parameter random (LayerNorm and biases too), so a mis-mapped tensor cannot hide."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-
-
 def _inputs(pad: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(5, VOCAB, (3, 20), generator=g)
@@ -112,11 +104,11 @@ def _two_types(config) -> bool:
 
 
 @pytest.mark.parametrize("family,head", CASES, ids=[f"{f}-{h}" for f, h in CASES])
-def test_transformers_to_bertkit(family, head, hf, tmp_path):
+def test_transformers_to_bertkit(family, head, hf, tmp_path, randomize):
     labels = LABELS if head in ("ForSequenceClassification", "ForTokenClassification") else None
     config = _hf_config(hf, family, labels)
     ref = _hf_class(hf, config, head).from_config(config)
-    _randomize(ref, 2)
+    randomize(ref, 2, 0.1)
     ref.tie_weights()
     ref.eval().save_pretrained(tmp_path)
     ours = load_model(tmp_path)
@@ -131,13 +123,13 @@ def test_transformers_to_bertkit(family, head, hf, tmp_path):
 
 
 @pytest.mark.parametrize("family,head", CASES, ids=[f"{f}-{h}" for f, h in CASES])
-def test_bertkit_to_transformers(family, head, hf, tmp_path):
+def test_bertkit_to_transformers(family, head, hf, tmp_path, randomize):
     config = BertConfig.from_dict(_hf_config(hf, family, None).to_dict())
     assert config.model_type == family
     if head in ("ForSequenceClassification", "ForTokenClassification"):
         config.set_labels(LABELS)
     ours = getattr(bertkit, f"Bert{head}")(config)
-    _randomize(ours, 1)
+    randomize(ours, 1, 0.1)
     ours.eval().save_pretrained(tmp_path)
     hf_cls = _hf_class(hf, None, head)
     ref, info = hf_cls.from_pretrained(tmp_path, output_loading_info=True)
@@ -149,22 +141,22 @@ def test_bertkit_to_transformers(family, head, hf, tmp_path):
 
 
 @pytest.mark.parametrize("family", ["roberta", "distilbert", "electra"])
-def test_regression_and_pairs_heads(family, hf, tmp_path):
+def test_regression_and_pairs_heads(family, hf, tmp_path, randomize):
     """A one-score (regression) sequence head and sentence pairs: the same scores as transformers."""
     config = _hf_config(hf, family, None, regression=True)
     ref = hf.AutoModelForSequenceClassification.from_config(config)
-    _randomize(ref, 3)
+    randomize(ref, 3, 0.1)
     ref.eval().save_pretrained(tmp_path)
     ours = load_model(tmp_path)
     assert ours.config.num_labels == 1 and ours.config.problem_type == "regression"
     assert _compare(ours, ref, config.pad_token_id, _two_types(config)) <= TOL
 
 
-def test_one_token_type_ignores_segment_ids(hf, tmp_path):
+def test_one_token_type_ignores_segment_ids(hf, tmp_path, randomize):
     """RoBERTa has one token type: pair inputs' segment ids (a BERT habit) change nothing."""
     config = _hf_config(hf, "roberta", None)
     ref = hf.AutoModel.from_config(config)
-    _randomize(ref, 4)
+    randomize(ref, 4, 0.1)
     ref.eval().save_pretrained(tmp_path)
     ours = load_model(tmp_path)
     x = _inputs(config.pad_token_id)
@@ -219,10 +211,10 @@ def test_next_sentence_head_is_berts_alone(hf):
         bertkit.BertForPreTraining(config)
 
 
-def test_electra_discriminator_loads_as_encoder_and_names_its_unused_head(hf, tmp_path, caplog):
+def test_electra_discriminator_loads_as_encoder_and_names_its_unused_head(hf, tmp_path, caplog, randomize):
     config = _hf_config(hf, "electra", None)
     ref = hf.ElectraForPreTraining(config)
-    _randomize(ref, 5)
+    randomize(ref, 5, 0.1)
     ref.eval().save_pretrained(tmp_path)
     with caplog.at_level(logging.WARNING, logger="bertkit"):
         ours = load_model(tmp_path)

@@ -90,14 +90,6 @@ def _outputs(out) -> dict[str, torch.Tensor]:
     return {n: getattr(out, n) for n in names if getattr(out, n, None) is not None}
 
 
-def _randomize(model: torch.nn.Module, seed: int) -> None:
-    """Every parameter random (LayerNorm and biases too), so a mis-mapped tensor cannot hide."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-
-
 def _inputs(vocab: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(5, vocab, (3, 24), generator=g)
@@ -139,12 +131,12 @@ def base_config() -> BertConfig:
 
 
 @pytest.mark.parametrize("cls_name,opts", HEADS, ids=[h[0] for h in HEADS])
-def test_base_heads_bertkit_to_transformers(cls_name, opts, base_config, hf, tmp_path):
+def test_base_heads_bertkit_to_transformers(cls_name, opts, base_config, hf, tmp_path, randomize):
     config = BertConfig.from_dict(base_config.to_dict())
     if opts.get("labels"):
         config.set_labels(opts["labels"])
     ours = getattr(bertkit, cls_name)(config)
-    _randomize(ours, 1)
+    randomize(ours, 1)
     ours.eval()
     ours.save_pretrained(tmp_path)
     ref, info = getattr(hf, cls_name).from_pretrained(tmp_path, output_loading_info=True)
@@ -158,9 +150,9 @@ def test_base_heads_bertkit_to_transformers(cls_name, opts, base_config, hf, tmp
 
 
 @pytest.mark.parametrize("cls_name,opts", HEADS, ids=[h[0] for h in HEADS])
-def test_base_heads_transformers_to_bertkit(cls_name, opts, base_config, hf, tmp_path):
+def test_base_heads_transformers_to_bertkit(cls_name, opts, base_config, hf, tmp_path, randomize):
     ref = getattr(hf, cls_name)(_hf_config(hf, base_config, opts.get("labels")))
-    _randomize(ref, 2)
+    randomize(ref, 2)
     if hasattr(ref, "tie_weights"):
         ref.tie_weights()
     ref.eval()
@@ -199,11 +191,11 @@ def test_unused_weights_reported_in_one_line(tmp_path, caplog):
     assert "mlm.dense.weight" in msg and "nsp.weight" in msg
 
 
-def test_legacy_names_and_bin_weights_load(tmp_path, hf):
+def test_legacy_names_and_bin_weights_load(tmp_path, hf, randomize):
     """TF-era gamma/beta names, `bert.` prefix on a bare model, pytorch_model.bin via weights_only."""
     config = BertConfig.preset("tiny", vocab_size=120)
     ours = bertkit.BertModel(config)
-    _randomize(ours, 3)
+    randomize(ours, 3)
     ours.eval()
     state = {
         ("bert." + k)

@@ -29,15 +29,8 @@ def _wordpiece_files(tiny_dir, dest):
         shutil.copy(tiny_dir / name, dest / name)
 
 
-def _randomize(model, seed):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-
-
 @pytest.fixture(scope="module")
-def dirs(hf, tiny_dir, tmp_path_factory):
+def dirs(hf, tiny_dir, tmp_path_factory, randomize):
     root = tmp_path_factory.mktemp("hfdirs")
     vocab = bertkit.Tokenizer.from_pretrained(tiny_dir).vocab_size
     small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
@@ -47,7 +40,7 @@ def dirs(hf, tiny_dir, tmp_path_factory):
         vocab_size=vocab, **small, id2label={0: "neg", 1: "pos"}, label2id={"neg": 0, "pos": 1}
     )
     model = hf.BertForSequenceClassification(bert)
-    _randomize(model, 1)
+    randomize(model, 1, 0.2)
     model.save_pretrained(root / "bert-clf")
     _wordpiece_files(tiny_dir, root / "bert-clf")
     out["bert-clf"] = root / "bert-clf"
@@ -60,7 +53,7 @@ def dirs(hf, tiny_dir, tmp_path_factory):
     )
     roberta.id2label, roberta.label2id = dict(enumerate(TAGS)), {t: i for i, t in enumerate(TAGS)}
     model = hf.RobertaForTokenClassification(roberta)
-    _randomize(model, 2)
+    randomize(model, 2, 0.2)
     model.save_pretrained(root / "roberta-ner")
     out["roberta-ner"] = root / "roberta-ner"
 
@@ -69,13 +62,13 @@ def dirs(hf, tiny_dir, tmp_path_factory):
     config = hf.DistilBertConfig(**distil, problem_type="multi_label_classification")
     config.id2label, config.label2id = dict(enumerate(labels)), {t: i for i, t in enumerate(labels)}
     model = hf.DistilBertForSequenceClassification(config)
-    _randomize(model, 3)
+    randomize(model, 3, 0.2)
     model.save_pretrained(root / "distil-multi")
     _wordpiece_files(tiny_dir, root / "distil-multi")
     out["distil-multi"] = root / "distil-multi"
 
     model = hf.DistilBertForQuestionAnswering(hf.DistilBertConfig(**distil))
-    _randomize(model, 4)
+    randomize(model, 4, 0.2)
     model.save_pretrained(root / "distil-qa")
     _wordpiece_files(tiny_dir, root / "distil-qa")
     out["distil-qa"] = root / "distil-qa"

@@ -56,11 +56,12 @@ class Pipeline:
         decision: dict | None = None,
     ):
         """`decision`: `threshold` / `thresholds` replacing a multi-label model's saved ones."""
+        model_dir = resolve(model_dir)  # a folder, or a Hub name
         self.task = registry.from_dir(model_dir).override(decision or {})
         self.tokenizer = Tokenizer.from_pretrained(model_dir)
         self.runtime = rt = runtime or local_runtime()
         given = options or InferenceOptions.from_env()
-        self.model, self.options = task_engine(self.task, Path(model_dir), given, rt, self.tokenizer)
+        self.model, self.options = task_engine(self.task, model_dir, given, rt, self.tokenizer)
 
     def run(self, examples: list) -> list[dict]:
         if not examples:
