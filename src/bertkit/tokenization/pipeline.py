@@ -88,17 +88,22 @@ def kind_of(backend: tokenizers.Tokenizer) -> str | None:
 def word_rule(backend: tokenizers.Tokenizer, kind: str) -> WordRule:
     if kind == "wordpiece":
         return WordRule(continuation=getattr(backend.model, "continuing_subword_prefix", "##"))
-    spec = json.loads(backend.to_str())
-    return WordRule(start=BYTE_LEVEL if _has(spec.get("pre_tokenizer"), "ByteLevel") else METASPACE)
+    return WordRule(start=BYTE_LEVEL if byte_level(backend) else METASPACE)
+
+
+def component(part: Any) -> dict[str, Any] | None:
+    """One pipeline component (pre-tokenizer, post-processor) as tokenizer.json writes it, read
+    from that component alone: the whole file's JSON carries the vocabulary (250k pieces for XLM-R)."""
+    return None if part is None else json.loads(part.__getstate__())
 
 
 def byte_level(backend: tokenizers.Tokenizer) -> bool:
-    return _has(json.loads(backend.to_str()).get("pre_tokenizer"), "ByteLevel")
+    return _has(component(backend.pre_tokenizer), "ByteLevel")
 
 
 def prefix_space(backend: tokenizers.Tokenizer) -> bool:
     """Whether a byte-level tokenizer puts a space before each text."""
-    pre = json.loads(backend.to_str()).get("pre_tokenizer")
+    pre = component(backend.pre_tokenizer)
     return any(n.get("type") == "ByteLevel" and n.get("add_prefix_space") for n in _nodes(pre))
 
 

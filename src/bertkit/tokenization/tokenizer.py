@@ -21,7 +21,6 @@ vocabulary from text is `tokenization.vocab`'s.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Iterable, Sequence
@@ -42,6 +41,7 @@ from bertkit.tokenization.pipeline import (
     Specials,
     WordRule,
     byte_level,
+    component,
     kind_of,
     prefix_space,
     roberta_processing,
@@ -96,7 +96,7 @@ class Tokenizer:
             raise BertkitError(
                 f"not a {', '.join(KINDS)} tokenizer (model is {type(backend.model).__name__})", source
             )
-        post = json.loads(backend.to_str()).get("post_processor")
+        post = component(backend.post_processor)
         specials = specials or Specials.read(kind, {}, post)
         vocab = backend.get_vocab(with_added_tokens=True)
         names = specials.by_role()
