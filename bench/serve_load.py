@@ -13,6 +13,16 @@ Reports requests/s, texts/s, p50/p99 latency and errors for every server, then s
 cases (a 10 MB body, 10,000 texts, invalid JSON, wrong types, non-UTF-8
 bytes, an empty list, a 1-million-character text) to bertkit's server and reports each status and
 the server's peak RSS before and after. Markdown out; --json writes everything.
+
+    python bench/serve_load.py --mode embeddings --model $M     # M: all-MiniLM-L6-v2's directory
+    python bench/serve_load.py --mode batching --model $M --precisions auto
+
+--mode embeddings: one bertkit server with an API key, the same requests through bertkit's
+/v1/embed, OpenAI's /v1/embeddings and TEI's /embed in alternating rounds; every vector against
+offline inference (cosine), texts/s of each route against /v1/embed's. --mode batching: one text a
+request, every tenth a long IMDB review (512 tokens once cut; the model without its
+sentence-transformers length), a server whose batches are bounded by --batch-texts alone against
+--max-batch-tokens (p50/p99 latency of short and long texts, texts/s). Every mode prints the CPU.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import json
 import os
 import random
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -70,13 +81,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(cmd: list[str], port: int) -> subprocess.Popen:
+def start(cmd: list[str], port: int, probe: str = "/health") -> subprocess.Popen:
     import httpx
 
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     for _ in range(600):
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}{probe}", timeout=1).status_code == 200:
                 return proc
         except httpx.HTTPError:
             time.sleep(0.5)
@@ -92,10 +103,30 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def load(port: int, plan: list[list[str]], clients: int) -> dict:
+# How each route takes texts and gives its answers (a label and score per text, or a vector).
+ROUTES = {
+    "/v1/classify": (
+        lambda t: {"texts": t},
+        lambda j: [{"label": p["label"], "score": p["score"]} for p in j["predictions"]],
+    ),
+    "/v1/embed": (lambda t: {"texts": t}, lambda j: j["embeddings"]),
+    "/v1/embeddings": (
+        lambda t: {"input": t, "model": "bench"},
+        lambda j: [d["embedding"] for d in sorted(j["data"], key=lambda d: d["index"])],
+    ),
+    "/embed": (lambda t: {"inputs": t, "truncate": True}, lambda j: j),
+}
+
+
+async def load(
+    port: int, plan: list[list[str]], clients: int, path: str = "/v1/classify", key: str | None = None
+) -> dict:
+    """`plan`'s requests to `path` from `clients` concurrent clients: rates, latencies, answers."""
     import httpx
 
-    latencies, errors, answers = [], 0, [None] * len(plan)
+    body_of, answers_of = ROUTES[path]
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    latencies, errors, answers = [0.0] * len(plan), 0, [None] * len(plan)
     queue: asyncio.Queue = asyncio.Queue()
     for i in range(len(plan)):
         queue.put_nowait(i)
@@ -106,30 +137,37 @@ async def load(port: int, plan: list[list[str]], clients: int) -> dict:
             i = queue.get_nowait()
             t0 = time.perf_counter()
             try:
-                r = await http.post(f"http://127.0.0.1:{port}/v1/classify", json={"texts": plan[i]})
+                r = await http.post(f"http://127.0.0.1:{port}{path}", json=body_of(plan[i]), headers=headers)
                 if r.status_code != 200:
                     errors += 1
                 else:
-                    answers[i] = [{"label": p["label"], "score": p["score"]} for p in r.json()["predictions"]]
+                    answers[i] = answers_of(r.json())
             except httpx.HTTPError:
                 errors += 1
-            latencies.append(time.perf_counter() - t0)
+            latencies[i] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     limits = httpx.Limits(max_connections=clients)
     async with httpx.AsyncClient(timeout=600, limits=limits) as http:
         await asyncio.gather(*(client(http) for _ in range(clients)))
     seconds = time.perf_counter() - t0
-    lat = sorted(latencies)
     texts = sum(len(p) for p in plan)
     return {
         "seconds": seconds,
         "requests_per_s": len(plan) / seconds,
         "texts_per_s": texts / seconds,
-        "p50_ms": 1000 * lat[len(lat) // 2],
-        "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))],
+        **percentiles(latencies),
         "errors": errors,
         "answers": answers,
+        "latencies": latencies,
+    }
+
+
+def percentiles(latencies: list[float]) -> dict:
+    lat = sorted(latencies)
+    return {
+        "p50_ms": 1000 * lat[len(lat) // 2],
+        "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))],
     }
 
 
@@ -155,7 +193,23 @@ def abuse(port: int) -> list[dict]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="fine-tuned classifier directory")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="fine-tuned classifier directory (classify), or any directory: all-MiniLM-L6-v2 "
+        "(embeddings, batching)",
+    )
+    p.add_argument(
+        "--mode",
+        choices=("classify", "embeddings", "batching"),
+        default="classify",
+        help="classify (default): /v1/classify against a transformers pipeline server; embeddings: "
+        "/v1/embed, /v1/embeddings and /embed of one server with an API key, in alternating rounds; "
+        "batching: --max-batch-tokens against --batch-texts alone on short sentences mixed with long reviews",
+    )
+    p.add_argument(
+        "--rounds", type=int, default=2, help="embeddings: rounds over the three routes (default 2)"
+    )
     p.add_argument("--requests", type=int, default=5000, help="requests per server (default 5000)")
     p.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
     p.add_argument(
@@ -167,16 +221,35 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the request mix")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
+    print(cpu_line())
+    {"classify": classify_mode, "embeddings": embeddings_mode, "batching": batching_mode}[args.mode](args)
 
-    import bertkit
 
-    pool = sentences()
-    rng = random.Random(args.seed)
+def cpu_line() -> str:
+    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "?")
+    flags = next((ln.split(":", 1)[1].split() for ln in out.splitlines() if ln.startswith("Flags")), [])
+    kept = [
+        f for f in flags if f.startswith(("avx512_bf16", "avx512_vnni", "amx")) or f in ("avx2", "avx512f")
+    ]
+    return f"CPU: {model} ({' '.join(kept)}), {os.cpu_count()} cores"
+
+
+def request_plan(pool: list[str], requests: int, seed: int) -> list[list[str]]:
+    """60 % single texts, the rest batches of 2-16, in the pool's order."""
+    rng = random.Random(seed)
     plan, at = [], 0
-    for _ in range(args.requests):
+    for _ in range(requests):
         n = 1 if rng.random() < 0.6 else rng.randint(2, 16)
         plan.append([pool[(at + k) % len(pool)] for k in range(n)])
         at += n
+    return plan
+
+
+def classify_mode(args: argparse.Namespace) -> None:
+    import bertkit
+
+    plan = request_plan(sentences(), args.requests, args.seed)
     flat = [t for req in plan for t in req]
     result = {"requests": args.requests, "clients": args.clients, "texts": len(flat), "servers": {}}
     first = True
@@ -192,6 +265,7 @@ def main() -> None:
         try:
             rss_start = peak_rss_mb(ours.pid)
             run = asyncio.run(load(port, plan, args.clients))
+            run.pop("latencies")
             got = [a for ans in run.pop("answers") for a in (ans or [])]
             run |= compare(got, want) if len(got) == len(flat) else {"wrong_answers": "incomplete"}
             rss = {"start": rss_start, "after_load": peak_rss_mb(ours.pid)}
@@ -211,7 +285,7 @@ def main() -> None:
     ref = start([sys.executable, f.name, args.model, str(ref_port)], ref_port)
     try:
         run = asyncio.run(load(ref_port, plan, args.clients))
-        run.pop("answers")
+        run.pop("answers"), run.pop("latencies")
         result["servers"]["transformers pipeline"] = run
     finally:
         ref.terminate()
@@ -257,6 +331,120 @@ def compare(got: list[dict], want: list[dict]) -> dict:
         for i in wrong[:10]
     ]
     return {"wrong_answers": len(wrong), "max_score_diff": diff, "disagreements": notes}
+
+
+def bertkit_server(model: str, precision: str, extra: list[str]) -> tuple[subprocess.Popen, int]:
+    """`bertkit serve` in its own process, once warmed up (/ready)."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "bertkit", "serve", "--model", model, "--port", str(port)]
+    return start([*cmd, "--precision", precision, *extra], port, probe="/ready"), port
+
+
+def embeddings_mode(args: argparse.Namespace) -> None:
+    """/v1/embed, /v1/embeddings and /embed of one server with an API key, the same requests, in
+    alternating rounds; every vector against offline inference at the same precision."""
+    import secrets
+
+    import numpy as np
+
+    import bertkit
+
+    plan = request_plan(sentences(), args.requests, args.seed)
+    flat = [t for req in plan for t in req]
+    key, routes = "bench-" + secrets.token_hex(8), ["/v1/embed", "/v1/embeddings", "/embed"]
+    result: dict = {"requests": args.requests, "clients": args.clients, "texts": len(flat), "runs": {}}
+    for precision in args.precisions.split(","):
+        want = bertkit.pipeline("feature-extraction", model=args.model, precision=precision)(flat)
+        server, port = bertkit_server(args.model, precision, ["--api-key", key])
+        runs: dict = {r: [] for r in routes}
+        try:
+            for n in range(args.rounds):
+                for path in routes[n % 3 :] + routes[: n % 3]:  # each route first once in three rounds
+                    run = asyncio.run(load(port, plan, args.clients, path, key))
+                    run.pop("latencies")
+                    got = [v for ans in run.pop("answers") for v in (ans or [])]
+                    if len(got) == len(flat):
+                        g = np.asarray(got, dtype=np.float64)
+                        cos = (g * want).sum(-1) / np.linalg.norm(g, axis=-1) / np.linalg.norm(want, axis=-1)
+                        run |= {"min_cosine": float(cos.min()), "below_0.9999": int((cos < 0.9999).sum())}
+                    runs[path].append(run)
+        finally:
+            server.terminate()
+            server.wait(60)
+        result["runs"][precision] = runs
+    print(f"\n{args.requests} requests ({len(flat)} texts), {args.clients} clients, API key on, loopback\n")
+    print("| precision | route | texts/s (median) | p50 ms | p99 ms | errors | min cosine | vs /v1/embed |")
+    print("|---|---|---|---|---|---|---|---|")
+    for precision, runs in result["runs"].items():
+        base = statistics.median(r["texts_per_s"] for r in runs["/v1/embed"])
+        for path, rs in runs.items():
+            rate = statistics.median(r["texts_per_s"] for r in rs)
+            p50, p99 = (statistics.median(r[k] for r in rs) for k in ("p50_ms", "p99_ms"))
+            errors, cos = sum(r["errors"] for r in rs), min(r.get("min_cosine", float("nan")) for r in rs)
+            print(
+                f"| {precision} | `{path}` | {rate:,.1f} | {p50:,.0f} | {p99:,.0f} | {errors} | {cos:.6f} "
+                f"| {rate / base:.3f}x |"
+            )
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
+def long_reviews(n: int, min_chars: int = 2500) -> list[str]:
+    from bertkit.tasks.registry import load_examples
+
+    reviews = load_examples("classify", data_dir() / "en/imdb/aclImdb.tar.gz/aclImdb/test")
+    return [e.text for e in reviews if len(e.text) >= min_chars][:n]
+
+
+def encoder_copy(model: str) -> str:
+    """The directory without its sentence-transformers files: texts run to the model's 512 tokens."""
+    d = Path(tempfile.mkdtemp(prefix="bench-encoder-"))
+    for f in Path(model).iterdir():
+        if f.is_file() and f.name not in ("modules.json", "sentence_bert_config.json"):
+            (d / f.name).symlink_to(f.resolve())
+    return str(d)
+
+
+def batching_mode(args: argparse.Namespace) -> None:
+    """One text a request, every tenth a long IMDB review (512 tokens once cut): the server's
+    batches bounded by texts alone, against the token budget."""
+    short, long = sentences(), long_reviews(args.requests // 10 + 1)
+    plan = [[long[i // 10]] if i % 10 == 9 else [short[i]] for i in range(args.requests)]
+    model, precision = encoder_copy(args.model), args.precisions.split(",")[-1]
+    configs = {
+        "--batch-texts 256 alone": ["--max-batch-tokens", str(10**9)],
+        "--max-batch-tokens 16384 (default)": [],
+        "--max-batch-tokens 4096": ["--max-batch-tokens", "4096"],
+    }
+    result: dict = {"requests": args.requests, "long_share": 0.1, "configs": {}}
+    for name, extra in configs.items():
+        server, port = bertkit_server(model, precision, extra)
+        try:
+            run = asyncio.run(load(port, plan, args.clients, "/v1/embed"))
+        finally:
+            server.terminate()
+            server.wait(60)
+        lat, answers = run.pop("latencies"), run.pop("answers")
+        run["short"] = percentiles([t for i, t in enumerate(lat) if i % 10 != 9])
+        run["long"] = percentiles([t for i, t in enumerate(lat) if i % 10 == 9])
+        run["answered"] = sum(a is not None for a in answers)
+        result["configs"][name] = run
+    print(
+        f"\n{args.requests} requests of one text (10 % IMDB reviews of >= 512 tokens), "
+        f"{args.clients} clients\n"
+    )
+    print(
+        "| server batches | texts/s | p50 / p99 ms short | p50 / p99 ms long | errors |\n"
+        "|---|---|---|---|---|"
+    )
+    for name, r in result["configs"].items():
+        s, lg = r["short"], r["long"]
+        print(
+            f"| {name} | {r['texts_per_s']:,.1f} | {s['p50_ms']:,.0f} / {s['p99_ms']:,.0f} | "
+            f"{lg['p50_ms']:,.0f} / {lg['p99_ms']:,.0f} | {r['errors']} |"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -331,3 +333,42 @@ def pickle_payload(tmp_path) -> tuple[object, Path]:
     """(an object that, if ever unpickled, creates the marker file; the marker's path)."""
     marker = tmp_path / "pwned"
     return _Exploit(marker), marker
+
+
+class _Loopback:
+    """An ASGI app served by uvicorn in a thread of this process, on a free loopback port."""
+
+    def __init__(self, app):
+        import socket
+
+        import uvicorn
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        import httpx
+
+        self.thread.start()
+        url, deadline = f"http://127.0.0.1:{self.port}", time.monotonic() + 120
+        while True:  # started, and warmed up (/ready answers without a key)
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the server did not start")
+            if self.server.started and httpx.get(url + "/ready", timeout=5).status_code == 200:
+                return url
+            time.sleep(0.05)
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+@pytest.fixture(scope="session")
+def loopback():
+    """`with loopback(app) as url:` serves `app` on a free loopback port until the block ends
+    (url without a trailing slash; the block starts once /ready answers)."""
+    return _Loopback

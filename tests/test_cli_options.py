@@ -21,7 +21,7 @@ from bertkit.tasks.options import DecisionOptions, TaskOptions
 from bertkit.tokenization.vocab import VocabOptions
 from bertkit.training.distill_student import DistillArgs
 from bertkit.training.loop import TrainArgs
-from bertkit.training.pretrain import PretrainArgs, pretrain_defaults
+from bertkit.training.pretrain_args import PretrainArgs, pretrain_defaults
 from bertkit.training.run import CheckpointOptions
 
 # the settings' dataclasses, and the commands whose flags they own (None: every command's)

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -26,44 +23,15 @@ if not (CHROMIUM and DRIVER):
         "headless Chromium is not installed (Debian: apt-get install chromium chromium-driver)",
         allow_module_level=True,
     )
-uvicorn = pytest.importorskip("uvicorn", reason="uvicorn is not installed")
 
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from bertkit.serve.app import create_app  # noqa: E402
+from bertkit.serve.limits import Serving  # noqa: E402
 
 SENTENCE = "Angela Merkel met Emmanuel Macron in Paris on Tuesday ."
 NER_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _Server:
-    """`bertkit serve` in a thread of this process, on a free loopback port."""
-
-    def __init__(self, model_dir: Path):
-        self.port = _free_port()
-        config = uvicorn.Config(create_app(model_dir), host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the server did not start")
-            time.sleep(0.05)
-        return f"http://127.0.0.1:{self.port}/"
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +58,7 @@ def _screenshot(driver, tmp_path: Path, name: str) -> Path:
 
 
 def _type_and_predict(driver, url: str, text: str) -> None:
-    driver.get(url)
+    driver.get(url + "/")
     wait = WebDriverWait(driver, 60)
     wait.until(lambda d: "serves" in d.find_element(By.ID, "info").text)  # /v1/model answered
     box = driver.find_element(By.ID, "text")
@@ -101,10 +69,10 @@ def _type_and_predict(driver, url: str, text: str) -> None:
     assert driver.find_element(By.ID, "error").text == ""
 
 
-def test_page_highlights_entities(browser, head_dir, tmp_path):
+def test_page_highlights_entities(browser, head_dir, tmp_path, loopback):
     d = head_dir(tmp_path / "ner", BertForTokenClassification, "ner", NER_LABELS)
     want = bertkit.pipeline("ner", model=d)(SENTENCE)
-    with _Server(d) as url:
+    with loopback(create_app(d)) as url:
         _type_and_predict(browser, url, SENTENCE)
         shown = browser.execute_script(  # (label, highlighted text) of each <mark>
             "return [...document.querySelectorAll('#out mark')]"
@@ -116,11 +84,11 @@ def test_page_highlights_entities(browser, head_dir, tmp_path):
         assert "(no entities)" in browser.find_element(By.ID, "out").text
 
 
-def test_page_shows_class_probabilities(browser, head_dir, tmp_path):
+def test_page_shows_class_probabilities(browser, head_dir, tmp_path, loopback):
     d = head_dir(tmp_path / "clf", BertForSequenceClassification, "classify", ["negative", "positive"])
     text = "a gripping , beautifully acted film"
     want = bertkit.pipeline("text-classification", model=d)(text)
-    with _Server(d) as url:
+    with loopback(create_app(d)) as url:
         _type_and_predict(browser, url, text)
         bars = [b.text for b in browser.find_elements(By.CSS_SELECTOR, "#out .bar")]
         cosine = browser.find_element(By.ID, "compare")
@@ -131,3 +99,21 @@ def test_page_shows_class_probabilities(browser, head_dir, tmp_path):
     assert [b.split()[0] for b in bars] == [label for label, _ in ranked]
     for bar, (_, p) in zip(bars, ranked, strict=True):
         assert f"{100 * p:.1f} %" in bar
+
+
+def test_page_asks_for_the_key_of_a_server_that_has_one(browser, head_dir, tmp_path, loopback):
+    """With --api-key the page asks for the key once, then predicts as without one."""
+    d = head_dir(tmp_path / "clf", BertForSequenceClassification, "classify", ["negative", "positive"])
+    text = "a gripping , beautifully acted film"
+    want = bertkit.pipeline("text-classification", model=d)(text)
+    with loopback(create_app(d, serving=Serving(api_key="page-secret"))) as url:
+        browser.get(url + "/")
+        browser.execute_script("sessionStorage.clear()")
+        browser.get(url + "/")
+        wait = WebDriverWait(browser, 60)
+        wait.until(lambda b: b.find_element(By.ID, "keybox").is_displayed())
+        browser.find_element(By.ID, "key").send_keys("page-secret")
+        browser.find_element(By.ID, "usekey").click()
+        _type_and_predict(browser, url, text)  # the key is kept for the tab
+        bars = [b.text for b in browser.find_elements(By.CSS_SELECTOR, "#out .bar")]
+    assert bars[0].split()[0] == want["label"]

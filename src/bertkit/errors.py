@@ -18,8 +18,19 @@ class BertkitError(Exception):
 
 
 class HTTPError(Exception):
-    """A request the server refuses: the status and a one-line message for the client."""
+    """A request the server refuses: the status and a one-line message for the client; `kind`
+    says why as Text Embeddings Inference's error types do (validation, tokenizer, overloaded,
+    backend, unhealthy) or unauthorized, and `param` names the body field at fault."""
 
-    def __init__(self, status: int, message: str, headers: dict | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: dict | None = None,
+        *,
+        kind: str = "validation",
+        param: str | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.headers = status, message, headers or {}
+        self.kind, self.param = kind, param

@@ -28,6 +28,7 @@ def option(
     nargs: str | None = None,
     none: str | None = None,
     default_factory: Callable[[], Any] = _NOTHING,
+    repr: bool = True,
 ) -> Any:
     """A dataclass field that is also a flag, `--name-with-dashes` unless `flag` names it
     (`aliases`: other names the flag answers to).
@@ -36,11 +37,13 @@ def option(
     for `progress`). `unset`: the flag's own default is None, "not given", and the value then
     comes from elsewhere (the environment, the task, the defaults the flags are built from);
     the field's default still stands for the Python API. `none`: how the help names a default
-    of None."""
+    of None. `repr=False` keeps a secret (an API key) out of the dataclass's repr."""
     meta: dict[str, Any] = {"help": help, "flag": flag, "aliases": aliases, "choices": choices}
     meta["metavar"] = metavar
     meta |= {"negated": negated, "unset": unset, "nargs": nargs, "none": none}
-    return dataclasses.field(default=default, default_factory=default_factory, metadata={"option": meta})
+    return dataclasses.field(
+        default=default, default_factory=default_factory, repr=repr, metadata={"option": meta}
+    )
 
 
 def options_of(cls: type) -> dict[str, dataclasses.Field]:

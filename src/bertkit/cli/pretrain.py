@@ -24,7 +24,7 @@ SHARDS = ("doc_mode", "heldout", "workers", "strip_gutenberg", "dedupe_lines", "
 
 
 def add_parser(sub) -> None:
-    from bertkit.training.pretrain import PretrainArgs, pretrain_defaults
+    from bertkit.training.pretrain_args import PretrainArgs, pretrain_defaults
 
     pt = sub.add_parser(
         "pretrain",
@@ -49,7 +49,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from bertkit.training.pretrain import PretrainArgs, pretrain, pretrain_defaults
+    from bertkit.training.pretrain import pretrain
+    from bertkit.training.pretrain_args import PretrainArgs, pretrain_defaults
 
     rt = flags.runtime(args, distributed=True)
     try:

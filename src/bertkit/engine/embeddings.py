@@ -117,36 +117,49 @@ class EmbeddingPipeline:
         self.max_length = min(max_length or st_length or 10**9, config.max_length)
         self.dim = config.hidden_size
 
-    @torch.inference_mode()
     def __call__(
         self, inputs: str | list[str], pooling: str | None = None, normalize: bool | None = None
     ) -> np.ndarray:
         """(N, H) float32 embeddings for a list of texts, (H,) for one text; `pooling` and
         `normalize` override the pipeline's settings for this call."""
+        single = isinstance(inputs, str)
+        texts = [inputs] if isinstance(inputs, str) else list(inputs)
+        out = self.embed_features(self.features(texts), pooling, normalize)
+        return out[0] if single else out
+
+    def features(self, texts: list[str]) -> list[dict]:
+        """Token ids of each text, cut at the pipeline's length limit."""
+        if not texts:
+            return []
+        enc = self.tokenizer(texts, truncation=True, max_length=self.max_length)
+        return [
+            {"input_ids": i, "token_type_ids": t}
+            for i, t in zip(enc["input_ids"], enc["token_type_ids"], strict=True)
+        ]
+
+    @torch.inference_mode()
+    def embed_features(
+        self, feats: list[dict], pooling: str | None = None, normalize: bool | None = None
+    ) -> np.ndarray:
+        """(N, H) float32 embeddings of texts already tokenized (`input_ids`, `token_type_ids`)."""
         pooling = pooling or self.pooling
         if pooling not in POOLINGS:
             raise BertkitError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
         normalize = self.normalize if normalize is None else normalize
-        single = isinstance(inputs, str)
-        texts = [inputs] if isinstance(inputs, str) else list(inputs)
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if texts:
-            enc = self.tokenizer(texts, truncation=True, max_length=self.max_length)
-            feats = [
-                {"input_ids": i, "token_type_ids": t}
-                for i, t in zip(enc["input_ids"], enc["token_type_ids"], strict=True)
-            ]
-            pad = self.tokenizer.pad_token_id
+        out = np.zeros((len(feats), self.dim), dtype=np.float32)
+        if not feats:
+            return out
+        pad = self.tokenizer.pad_token_id
 
-            def forward(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-                h = self.model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-                return pool(h.last_hidden_state.float(), batch["attention_mask"], pooling)
+        def forward(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            h = self.model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+            return pool(h.last_hidden_state.float(), batch["attention_mask"], pooling)
 
-            for idx, _, v in forward_batches(self.model, forward, feats, pad, self.options.max_tokens):
-                if normalize:
-                    v = torch.nn.functional.normalize(v, dim=-1)
-                out[idx] = v.cpu().numpy()
-        return out[0] if single else out
+        for idx, _, v in forward_batches(self.model, forward, feats, pad, self.options.max_tokens):
+            if normalize:
+                v = torch.nn.functional.normalize(v, dim=-1)
+            out[idx] = v.cpu().numpy()
+        return out
 
 
 def embed_file(pipe: EmbeddingPipeline, source: str, dest: str, chunk: int = 4096) -> tuple[int, int]:

@@ -45,6 +45,7 @@ class Task:
     # the head a directory fine-tuned by transformers names in `architectures` for this task
     # (after the family's prefix: RobertaForTokenClassification -> "ForTokenClassification")
     transformers_head: ClassVar[str | None] = None
+    max_length: int  # tokens a text (or window) the model reads: each task's dataclass sets it
 
     @property
     def main_metric(self) -> str:
@@ -203,6 +204,15 @@ class Task:
     def serving(self) -> Task:
         """The task as the server runs it (classification: long texts in windows)."""
         return self
+
+    def text_scores(self) -> list[str] | None:
+        """The names of the scores `logits` gives a whole text or pair, one per output (what TEI's
+        /predict and /rerank serve); None for a task that scores no whole texts."""
+        return None
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """(N, C) logits -> what the task reads from them: probabilities, or the value itself."""
+        raise NotImplementedError
 
     def call_items(self, inputs: Any, text_pair: Any, question: Any, context: Any) -> tuple[list, bool]:
         """A pipeline call's arguments as items for `examples_of`, and whether it was one input."""

@@ -116,6 +116,12 @@ class ClassifyTask(Task):
     def serving(self) -> ClassifyTask:
         return replace(self, windows=True)  # long texts: windows, never a silent cut
 
+    def text_scores(self) -> list[str]:
+        return list(self.labels) if self.labels is not None else ["score"]  # None: regression
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits if self.labels is None else logits.float().softmax(-1)
+
     def call_items(self, inputs: Any, text_pair: Any, question: Any, context: Any) -> tuple[list, bool]:
         single = isinstance(inputs, str)
         texts = [inputs] if single else list(inputs)

@@ -265,8 +265,11 @@ class MultiLabelTask(ClassifyTask):
 
     # ---- predicting and scoring ---------------------------------------------------------------
 
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.float().sigmoid()  # each label on its own
+
     def predictions(self, logits: torch.Tensor) -> list[dict]:
-        return self.decide(logits.float().sigmoid().numpy())
+        return self.decide(self.probabilities(logits).numpy())
 
     def decide(self, probs: np.ndarray) -> list[dict]:
         """Each text's labels over their thresholds (most probable first) and every label's probability."""

@@ -302,6 +302,7 @@ class Tokenizer:
         return_overflowing_tokens: bool = False,
         return_offsets_mapping: bool = False,
         return_special_tokens_mask: bool = False,
+        truncation_side: str = "right",
     ) -> BatchEncoding:
         """Encode a text (or pair), or a batch of them, as `transformers`' BERT tokenizer does.
 
@@ -311,15 +312,19 @@ class Tokenizer:
         turns it on. With `return_overflowing_tokens` the cut-off rest comes back as more rows, each
         window repeating `stride` tokens of the one before; `overflow_to_sample_mapping` gives each
         row's input. `return_tensors`: "pt" (torch) or "np". With `is_split_into_words`, a text is a
-        list of words (a batch, a list of such lists); word_ids() index those words."""
+        list of words (a batch, a list of such lists); word_ids() index those words.
+        `truncation_side`: "right" cuts the end of a text, "left" its start (transformers keeps it
+        as the tokenizer's attribute of that name)."""
         words = is_split_into_words
         inputs, batched = inputs_of(text, text_pair, words)
         pad, trunc, max_length = self._strategies(padding, truncation, max_length, pad_to_multiple_of)
         if not isinstance(stride, int) or stride < 0:
             raise ValueError(f"stride must be an int >= 0, not {stride!r}")
+        if truncation_side not in ("right", "left"):
+            raise ValueError(f"truncation_side must be 'right' or 'left', not {truncation_side!r}")
         if return_tensors not in (None, "pt", "np"):
             raise ValueError(f"return_tensors must be None, 'pt' or 'np', not {return_tensors!r}")
-        settings = (pad, trunc, max_length, stride, pad_to_multiple_of)
+        settings = (pad, trunc, max_length, stride, pad_to_multiple_of, truncation_side)
         encodings = self._encode(inputs, words, add_special_tokens, *settings)
         overflow = return_overflowing_tokens
         data, rows = outputs_of(encodings, overflow, return_offsets_mapping, return_special_tokens_mask)
@@ -339,6 +344,7 @@ class Tokenizer:
         max_length: int | None,
         stride: int,
         pad_to_multiple_of: int | None,
+        side: str = "right",
     ) -> list[tokenizers.Encoding]:
         """`encode_batch` under these truncation and padding settings (the backend is shared: the
         lock keeps another thread's settings out)."""
@@ -347,7 +353,7 @@ class Tokenizer:
             try:
                 if trunc:
                     assert max_length is not None  # _strategies sets it whenever it truncates
-                    backend.enable_truncation(max_length, stride=stride, strategy=trunc)
+                    backend.enable_truncation(max_length, stride=stride, strategy=trunc, direction=side)
                 if pad:
                     length = max_length if pad == "max_length" else None
                     backend.enable_padding(

@@ -10,7 +10,6 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -34,9 +33,7 @@ from bertkit.models.heads import PreTrainingOutput
 from bertkit.runtime import Runtime
 from bertkit.tokenization.tokenizer import Tokenizer
 from bertkit.training.loop import TrainArgs
-
-if TYPE_CHECKING:
-    from bertkit.training.pretrain import PretrainArgs
+from bertkit.training.pretrain_args import PretrainArgs
 
 
 @dataclass
