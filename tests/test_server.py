@@ -16,7 +16,9 @@ fastapi = pytest.importorskip("fastapi", reason="fastapi is not installed")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from bertkit.serve.app import create_app  # noqa: E402
-from bertkit.serve.limits import Limits  # noqa: E402
+from bertkit.serve.limits import Limits, Serving  # noqa: E402
+
+KEYED = {"authorization": "Bearer k-onnx"}  # the backends behind a key, as without one
 
 SENTENCES = [
     "EU rejects German call to boycott British lamb .",
@@ -137,12 +139,18 @@ def test_onnx_backend_serves_the_same_answers(clf_dir, tmp_path):
 
     export_onnx(clf_dir, tmp_path / "clf.onnx")
     opts = InferenceOptions(backend="onnx", onnx_file=str(tmp_path / "clf.onnx"))
-    with TestClient(create_app(clf_dir, opts)) as c:
+    app = create_app(clf_dir, opts, serving=Serving(api_key="k-onnx"))
+    with TestClient(app, headers=KEYED) as c:
         got = c.post("/v1/classify", json={"texts": SENTENCES}).json()["predictions"]
+        tei = c.post("/predict", json={"inputs": [[s] for s in SENTENCES]}).json()
         assert c.post("/v1/embed", json={"texts": SENTENCES[:1]}).status_code == 200  # PyTorch
+        assert (
+            c.post("/embed", json={"inputs": SENTENCES[:1]}, headers={"authorization": ""}).status_code == 401
+        )
     want = bertkit.pipeline("text-classification", model=clf_dir, precision="fp32")(SENTENCES)
-    assert [g["label"] for g in got] == [w["label"] for w in want]
+    assert [g["label"] for g in got] == [w["label"] for w in want] == [t[0]["label"] for t in tei]
     assert np.allclose([g["score"] for g in got], [w["score"] for w in want], atol=1e-5)
+    assert np.allclose([t[0]["score"] for t in tei], [w["score"] for w in want], atol=1e-5)
 
 
 def test_openvino_backend_serves_the_same_answers(clf_dir):
@@ -152,9 +160,16 @@ def test_openvino_backend_serves_the_same_answers(clf_dir):
     from bertkit.runtime import RuntimeArgs, compute_init
 
     fp32 = compute_init(RuntimeArgs(precision="fp32"), distributed=False)
-    with TestClient(create_app(clf_dir, InferenceOptions(backend="openvino"), runtime=fp32)) as c:
+    app = create_app(
+        clf_dir, InferenceOptions(backend="openvino"), runtime=fp32, serving=Serving(api_key="k-onnx")
+    )
+    with TestClient(app, headers=KEYED) as c:
         got = c.post("/v1/classify", json={"texts": SENTENCES}).json()["predictions"]
         vectors = c.post("/v1/embed", json={"texts": SENTENCES}).json()["embeddings"]
+        openai = c.post("/v1/embeddings", json={"input": SENTENCES}).json()["data"]
+        tei = c.post("/predict", json={"inputs": [[s] for s in SENTENCES]}).json()
+    assert np.allclose([d["embedding"] for d in openai], vectors, atol=1e-6)
+    assert [t[0]["label"] for t in tei] == [g["label"] for g in got]
     want = bertkit.pipeline("text-classification", model=clf_dir, precision="fp32")(SENTENCES)
     assert [g["label"] for g in got] == [w["label"] for w in want]
     assert np.allclose([g["score"] for g in got], [w["score"] for w in want], atol=1e-5)

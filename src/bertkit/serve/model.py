@@ -140,6 +140,8 @@ class ServedModel:
         self._embed_fn([(feats[0], None, None)])
         if "scores" in self.fns:
             self._scores_fn(feats)
+        if "fill-mask" in self.fns:
+            self._fill_fn([(f"{self.filler.tokenizer.mask_token} {WARM_UP}", 1)])
 
     def probabilities(self, logits: list) -> torch.Tensor:
         """Logits from `_scores_fn` -> what the task reads from them (probabilities, or a score)."""

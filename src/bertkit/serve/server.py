@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 
 from bertkit.errors import BertkitError, HTTPError
 from bertkit.serve.batcher import Batcher, Metrics, Timed
-from bertkit.serve.dialects import NATIVE, dialect_of, error_response
+from bertkit.serve.dialects import TEI, dialect_of, error_response
 from bertkit.serve.limits import Limits, Serving
 from bertkit.serve.model import ServedModel
 
@@ -97,7 +97,7 @@ class Server:
             response = error_response(dialect, HTTPError(422, str(e), kind="tokenizer"))
         except Exception as e:  # never a traceback to the client; the server stays up
             log.exception("internal error on %s", route)
-            status = 500 if dialect == NATIVE else 424  # TEI's "backend" error
+            status = 424 if dialect == TEI else 500  # TEI's "backend" error
             response = error_response(
                 dialect, HTTPError(status, f"internal error: {type(e).__name__}: {e}", kind="backend")
             )

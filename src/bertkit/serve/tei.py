@@ -100,7 +100,8 @@ class Tei:
                 kind="backend",
             )
         single, seqs = sequences(req.inputs)
-        check_texts([t for s in seqs for t in s], "inputs", self.limits)
+        check_texts([s[0] for s in seqs], "inputs", self.limits)  # --max-texts counts sequences
+        check_texts([s[1] for s in seqs if len(s) == 2], "inputs", self.limits)
         logits, timed = await self._logits(seqs, req.truncate, req.truncation_direction)
         scores = torch.stack(logits) if req.raw_scores else self.model.probabilities(logits)
         out = [ranked(names, row.tolist()) for row in scores]
