@@ -79,8 +79,10 @@ def main() -> None:
 def score_of(pred: dict, labels: dict) -> float:
     """A two-class model's score: the probability of the label /rerank scores by (1, positive,
     entailment, else the last; the server's own choice, as `bertkit serve` makes it)."""
+    from bertkit.serve.model import POSITIVE
+
     names = list(labels["label2id"])
-    chosen = next((n for n in ("1", "positive", "entailment") if n in names), names[-1])
+    chosen = next((n for n in POSITIVE if n in names), names[-1])
     return pred["scores"][chosen]
 
 

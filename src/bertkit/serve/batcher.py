@@ -40,6 +40,7 @@ class Batcher:
         self.jobs: deque[_Job] = deque()
         self.arrived = asyncio.Event()
         self.waiting = 0  # texts queued
+        self.waiting_tokens = 0  # and their tokens
         self.task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -53,18 +54,17 @@ class Batcher:
             )
         job = _Job(items, tokens, asyncio.get_running_loop().create_future())
         self.jobs.append(job)
-        self._count(len(items))
+        self._count(len(items), tokens)
         self.arrived.set()
         return await job.future
 
-    def _count(self, n: int) -> None:
+    def _count(self, n: int, tokens: int) -> None:
         self.waiting += n
+        self.waiting_tokens += tokens
         self.metrics.queue.labels(self.name).set(self.waiting)
 
     def _full(self) -> bool:
-        texts = sum(len(j.items) for j in self.jobs)
-        tokens = sum(j.tokens for j in self.jobs)
-        return texts >= self.limits.batch_texts or tokens >= self.limits.max_batch_tokens
+        return self.waiting >= self.limits.batch_texts or self.waiting_tokens >= self.limits.max_batch_tokens
 
     def _take(self) -> list[_Job]:
         """The queued requests that fit one batch, oldest first (at least one)."""
@@ -99,10 +99,10 @@ class Batcher:
         loop = asyncio.get_running_loop()
         while True:
             jobs = await self._gather()
-            items = [x for job in jobs for x in job.items]
-            self._count(-len(items))
+            items, tokens = [x for job in jobs for x in job.items], sum(j.tokens for j in jobs)
+            self._count(-len(items), -tokens)
             self.metrics.batch.labels(self.name).observe(len(items))
-            self.metrics.batch_tokens.labels(self.name).observe(sum(j.tokens for j in jobs))
+            self.metrics.batch_tokens.labels(self.name).observe(tokens)
             start = time.perf_counter()
             try:
                 results = await loop.run_in_executor(self.executor, self.fn, items)
