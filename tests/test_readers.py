@@ -580,8 +580,9 @@ def test_tsv_round_trip(tmp_path, rows, crlf, bom):
     assert [e.line for e in got] == list(range(2, len(rows) + 2))
 
 
+# (A BOM that begins a line is dropped by the readers, as joined files leave one: no token starts so.)
 token = st.text(st.characters(exclude_categories=["Cs", "Cc"]), min_size=1, max_size=6).filter(
-    lambda s: not any(c.isspace() for c in s) and s != "-DOCSTART-"
+    lambda s: not any(c.isspace() for c in s) and s != "-DOCSTART-" and not s.startswith("\ufeff")
 )
 chunk = st.one_of(st.just([]), st.tuples(st.sampled_from(["PER", "LOC", "MISC"]), st.integers(1, 3)))
 
