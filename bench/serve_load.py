@@ -84,7 +84,9 @@ def free_port() -> int:
 def start(cmd: list[str], port: int, probe: str = "/health") -> subprocess.Popen:
     import httpx
 
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # The log goes to a file: a pipe nobody reads fills with the request lines and blocks the server.
+    log = tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, text=True)
     for _ in range(600):
         try:
             if httpx.get(f"http://127.0.0.1:{port}{probe}", timeout=1).status_code == 200:
@@ -92,7 +94,8 @@ def start(cmd: list[str], port: int, probe: str = "/health") -> subprocess.Popen
         except httpx.HTTPError:
             time.sleep(0.5)
         if proc.poll() is not None:
-            raise SystemExit(f"server failed to start: {proc.stderr.read()[-2000:]}")
+            log.seek(0)
+            raise SystemExit(f"server failed to start: {log.read()[-2000:]}")
     raise SystemExit("server did not come up in 5 minutes")
 
 
