@@ -134,6 +134,8 @@ async def load(
     for i in range(len(plan)):
         queue.put_nowait(i)
 
+    error_kinds: dict[str, int] = {}
+
     async def client(http):
         nonlocal errors
         while not queue.empty():
@@ -143,10 +145,14 @@ async def load(
                 r = await http.post(f"http://127.0.0.1:{port}{path}", json=body_of(plan[i]), headers=headers)
                 if r.status_code != 200:
                     errors += 1
+                    kind = f"{r.status_code} {r.text[:200]}"
+                    error_kinds[kind] = error_kinds.get(kind, 0) + 1
                 else:
                     answers[i] = answers_of(r.json())
-            except httpx.HTTPError:
+            except httpx.HTTPError as e:
                 errors += 1
+                kind = f"{type(e).__name__}: {e}"[:200]
+                error_kinds[kind] = error_kinds.get(kind, 0) + 1
             latencies[i] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -161,6 +167,7 @@ async def load(
         "texts_per_s": texts / seconds,
         **percentiles(latencies),
         "errors": errors,
+        "error_kinds": error_kinds,
         "answers": answers,
         "latencies": latencies,
     }
@@ -388,6 +395,8 @@ def embeddings_mode(args: argparse.Namespace) -> None:
                 f"| {precision} | `{path}` | {rate:,.1f} | {p50:,.0f} | {p99:,.0f} | {errors} | {cos:.6f} "
                 f"| {rate / base:.3f}x |"
             )
+            for kind in {k for r in rs for k in r["error_kinds"]}:
+                print(f"{path}: {sum(r['error_kinds'].get(kind, 0) for r in rs)} x {kind}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 
@@ -412,7 +421,7 @@ def batching_mode(args: argparse.Namespace) -> None:
     """One text a request, every tenth a long IMDB review (512 tokens once cut): the server's
     batches bounded by texts alone, against the token budget."""
     short, long = sentences(), long_reviews(args.requests // 10 + 1)
-    plan = [[long[i // 10]] if i % 10 == 9 else [short[i]] for i in range(args.requests)]
+    plan = [[long[i // 10]] if i % 10 == 9 else [short[i % len(short)]] for i in range(args.requests)]
     model, precision = encoder_copy(args.model), args.precisions.split(",")[-1]
     configs = {
         "--batch-texts 256 alone": ["--max-batch-tokens", str(10**9)],
@@ -424,6 +433,7 @@ def batching_mode(args: argparse.Namespace) -> None:
         server, port = bertkit_server(model, precision, extra)
         try:
             run = asyncio.run(load(port, plan, args.clients, "/v1/embed"))
+            run["peak_rss_mb"] = peak_rss_mb(server.pid)
         finally:
             server.terminate()
             server.wait(60)
@@ -437,15 +447,18 @@ def batching_mode(args: argparse.Namespace) -> None:
         f"{args.clients} clients\n"
     )
     print(
-        "| server batches | texts/s | p50 / p99 ms short | p50 / p99 ms long | errors |\n"
-        "|---|---|---|---|---|"
+        "| server batches | texts/s | p50 / p99 ms short | p50 / p99 ms long | errors | peak RSS MB |\n"
+        "|---|---|---|---|---|---|"
     )
     for name, r in result["configs"].items():
         s, lg = r["short"], r["long"]
         print(
             f"| {name} | {r['texts_per_s']:,.1f} | {s['p50_ms']:,.0f} / {s['p99_ms']:,.0f} | "
-            f"{lg['p50_ms']:,.0f} / {lg['p99_ms']:,.0f} | {r['errors']} |"
+            f"{lg['p50_ms']:,.0f} / {lg['p99_ms']:,.0f} | {r['errors']} | {r['peak_rss_mb']:,.0f} |"
         )
+    for name, r in result["configs"].items():
+        for kind, n in r["error_kinds"].items():
+            print(f"{name}: {n} x {kind}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 

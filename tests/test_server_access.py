@@ -184,9 +184,11 @@ def test_batches_are_cut_by_tokens_and_texts():
     assert [(9,)] in batches and len(seen) >= 4
 
 
-def test_sigterm_drains_what_is_in_flight(tiny_dir, tmp_path):
-    """`bertkit serve` gets SIGTERM while a request waits for its batch (--max-wait-ms 3000):
-    the request is still answered, then the app shuts down and the process exits."""
+def test_keep_alive_and_sigterm_drains_what_is_in_flight(tiny_dir, tmp_path):
+    """`bertkit serve --keep-alive 2`: a connection idle 0.5 s is still served, one idle 3 s has
+    been closed by the server. Then SIGTERM while a request waits for its batch (--max-wait-ms
+    3000): the request is still answered, then the app shuts down and the process exits."""
+    import http.client
     import os
     import signal
     import socket
@@ -199,7 +201,9 @@ def test_sigterm_drains_what_is_in_flight(tiny_dir, tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "bertkit", "serve", "--model", str(tiny_dir), "--port", str(port)]
-    proc = subprocess.Popen([*cmd, "--max-wait-ms", "3000"], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*cmd, "--max-wait-ms", "3000", "--keep-alive", "2"], stderr=subprocess.PIPE, text=True
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -211,6 +215,17 @@ def test_sigterm_drains_what_is_in_flight(tiny_dir, tmp_path):
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        socks = []
+        for idle in (0, 0.5):
+            time.sleep(idle)
+            conn.request("GET", "/health")
+            assert conn.getresponse().read() == b'{"status":"ok"}', f"not served after {idle} s idle"
+            socks.append(conn.sock)
+        assert socks[0] is socks[1], "the connection was not kept alive"
+        time.sleep(3)
+        assert conn.sock.recv(1) == b"", "the server kept a connection idle over --keep-alive"
+        conn.close()
         with ThreadPoolExecutor(1) as pool:
             pending = pool.submit(httpx.post, url + "/v1/embed", json={"texts": ["in flight"]}, timeout=60)
             while "bertkit_requests_in_flight 1.0" not in httpx.get(url + "/metrics").text:

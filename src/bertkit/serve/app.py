@@ -96,6 +96,14 @@ def run(
 ) -> None:
     import uvicorn
 
+    serving = serving or Serving()
     app = create_app(model_dir, options, limits, runtime, serving)
     access.log_to_stderr()
-    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=30)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        timeout_graceful_shutdown=30,
+        timeout_keep_alive=serving.keep_alive,  # (uvicorn's 5 s raced httpx's 5 s under load)
+    )

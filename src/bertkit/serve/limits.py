@@ -49,6 +49,12 @@ class Serving:
         help="/rerank on a two-class pair model: the label whose probability is the score (default: "
         "the label named 1, positive or entailment, else the last)",
     )
+    keep_alive: int = option(
+        75,
+        help="seconds an idle client connection stays open (default {default}, nginx's): longer than "
+        "client pools keep one (httpx, requests: 5 s), so a reused connection is not closed under a "
+        "request",
+    )
     model_name: str | None = option(
         None, help="the model's name in /v1/models, /info and answers (default: --model as given)"
     )
