@@ -129,30 +129,26 @@ async def load(
 
     body_of, answers_of = ROUTES[path]
     headers = {"authorization": f"Bearer {key}"} if key else {}
-    latencies, errors, answers = [0.0] * len(plan), 0, [None] * len(plan)
+    latencies, answers = [0.0] * len(plan), [None] * len(plan)
+    errors: dict[str, int] = {}  # what went wrong (a status and body, or an exception): how often
     queue: asyncio.Queue = asyncio.Queue()
     for i in range(len(plan)):
         queue.put_nowait(i)
 
-    error_kinds: dict[str, int] = {}
-
     async def client(http):
-        nonlocal errors
         while not queue.empty():
             i = queue.get_nowait()
             t0 = time.perf_counter()
             try:
                 r = await http.post(f"http://127.0.0.1:{port}{path}", json=body_of(plan[i]), headers=headers)
-                if r.status_code != 200:
-                    errors += 1
-                    kind = f"{r.status_code} {r.text[:200]}"
-                    error_kinds[kind] = error_kinds.get(kind, 0) + 1
-                else:
+                if r.status_code == 200:
                     answers[i] = answers_of(r.json())
+                else:
+                    kind = f"{r.status_code} {r.text[:200]}"
+                    errors[kind] = errors.get(kind, 0) + 1
             except httpx.HTTPError as e:
-                errors += 1
                 kind = f"{type(e).__name__}: {e}"[:200]
-                error_kinds[kind] = error_kinds.get(kind, 0) + 1
+                errors[kind] = errors.get(kind, 0) + 1
             latencies[i] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -166,11 +162,17 @@ async def load(
         "requests_per_s": len(plan) / seconds,
         "texts_per_s": texts / seconds,
         **percentiles(latencies),
-        "errors": errors,
-        "error_kinds": error_kinds,
+        "errors": sum(errors.values()),
+        "error_kinds": errors,
         "answers": answers,
         "latencies": latencies,
     }
+
+
+def print_errors(name: str, runs: list[dict]) -> None:
+    """Each kind of error `runs` (of `load`) had, and how often in all."""
+    for kind in sorted({k for r in runs for k in r["error_kinds"]}):
+        print(f"{name}: {sum(r['error_kinds'].get(kind, 0) for r in runs)} x {kind}")
 
 
 def percentiles(latencies: list[float]) -> dict:
@@ -395,8 +397,7 @@ def embeddings_mode(args: argparse.Namespace) -> None:
                 f"| {precision} | `{path}` | {rate:,.1f} | {p50:,.0f} | {p99:,.0f} | {errors} | {cos:.6f} "
                 f"| {rate / base:.3f}x |"
             )
-            for kind in {k for r in rs for k in r["error_kinds"]}:
-                print(f"{path}: {sum(r['error_kinds'].get(kind, 0) for r in rs)} x {kind}")
+            print_errors(path, rs)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 
@@ -457,8 +458,7 @@ def batching_mode(args: argparse.Namespace) -> None:
             f"{lg['p50_ms']:,.0f} / {lg['p99_ms']:,.0f} | {r['errors']} | {r['peak_rss_mb']:,.0f} |"
         )
     for name, r in result["configs"].items():
-        for kind, n in r["error_kinds"].items():
-            print(f"{name}: {n} x {kind}")
+        print_errors(name, [r])
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 
